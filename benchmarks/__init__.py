@@ -1,0 +1,1 @@
+"""Benchmark harness for the Clipper reimplementation (see README.md)."""

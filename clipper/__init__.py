@@ -1,0 +1,3 @@
+"""Clipper-compatible low-latency prediction serving."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,78 @@
+"""``python -m clipper.container``: serve a model, configured like Clipper's containers.
+
+Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required),
+CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
+(module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .loader import ModelLoadError, load_model
+from .protocol import parse_input_type
+from .runtime import serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    ap = argparse.ArgumentParser(prog="python -m clipper.container", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--predict", default=env("CLIPPER_PREDICT"), metavar="MODULE:FUNCTION",
+                    help="model function (default: $CLIPPER_PREDICT, else $CLIPPER_MODEL_PATH/func.pkl)")
+    ap.add_argument("--model-path", default=env("CLIPPER_MODEL_PATH"), help="closure directory")
+    ap.add_argument("--name", default=env("CLIPPER_MODEL_NAME"), help="model name")
+    ap.add_argument("--version", default=env("CLIPPER_MODEL_VERSION"), help="model version")
+    ap.add_argument("--input-type", default=env("CLIPPER_INPUT_TYPE", "doubles"))
+    ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"), help="frontend RPC host")
+    ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"), help="frontend RPC port")
+    ap.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="SECONDS")
+    ap.add_argument("--session-timeout", type=float, default=10.0, metavar="SECONDS")
+    ap.add_argument("--log-level", default="WARNING", type=str.upper,
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags and environment, load the model and serve until SIGTERM/SIGINT."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if not args.name:
+        ap.error("model name is required: set CLIPPER_MODEL_NAME or pass --name")
+    if not args.version:
+        ap.error("model version is required: set CLIPPER_MODEL_VERSION or pass --version")
+    try:
+        parse_input_type(args.input_type)
+    except ValueError as e:
+        ap.error(str(e))
+    try:
+        port = int(args.port)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        ap.error(f"invalid port {args.port!r} (CLIPPER_PORT / --port)")
+    if args.heartbeat_interval <= 0 or args.session_timeout <= 0:
+        ap.error("--heartbeat-interval and --session-timeout must be positive")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        predict = load_model(args.predict, args.model_path)
+    except ModelLoadError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    serve(predict, name=args.name, version=args.version, input_type=args.input_type, host=args.host,
+          port=port, heartbeat_interval=args.heartbeat_interval,
+          session_timeout=args.session_timeout, stop_event=stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Tiny built-in models for tests and benchmarks (``--predict clipper.container.models:noop``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+
+def noop(inputs: Any) -> list[str]:
+    """``"1.0"`` for every input."""
+    return ["1.0"] * len(inputs)
+
+
+def batch_size(inputs: Any) -> list[str]:
+    """The batch length, as every output."""
+    return [str(len(inputs))] * len(inputs)
+
+
+def sum(inputs: Any) -> list[str]:
+    """The sum of each numeric input (int64 for integer types, float64 otherwise)."""
+    if isinstance(inputs, np.ndarray):
+        acc = np.int64 if inputs.dtype.kind in "iu" else np.float64
+        return list(map(str, inputs.sum(axis=1, dtype=acc).tolist()))
+    if inputs and not isinstance(inputs[0], np.ndarray):
+        raise TypeError("sum needs numeric inputs")
+    return [str(x.sum(dtype=np.int64 if x.dtype.kind in "iu" else np.float64).item()) for x in inputs]
+
+
+def echo_len(inputs: Any) -> list[str]:
+    """The number of elements (characters for strings) of each input."""
+    if isinstance(inputs, np.ndarray):
+        return [str(inputs.shape[1])] * len(inputs)
+    return [str(len(x)) for x in inputs]
+
+
+def echo(inputs: Any) -> list[str]:
+    """Each input back: strings as they are, arrays as a JSON list of their values."""
+    return [x if isinstance(x, str) else json.dumps(x.tolist()) for x in inputs]
+
+
+def sleep(inputs: Any) -> list[str]:
+    """Sleep ``CLIPPER_SLEEP_FIXED_MS + CLIPPER_SLEEP_PER_ITEM_US * n``, return the batch size."""
+    n = len(inputs)
+    fixed_ms = float(os.environ.get("CLIPPER_SLEEP_FIXED_MS", "0"))
+    per_item_us = float(os.environ.get("CLIPPER_SLEEP_PER_ITEM_US", "0"))
+    delay = fixed_ms / 1e3 + per_item_us * n / 1e6
+    if delay > 0:
+        time.sleep(delay)
+    return [str(n)] * n
+
+
+def fail(inputs: Any) -> list[str]:
+    """Always raises ``ValueError("boom")``."""
+    raise ValueError("boom")

@@ -1,0 +1,224 @@
+"""Clipper RPC v3 byte codec (no sockets).
+
+Frames are lists of bytes-like objects exactly as a container's DEALER socket sends and receives
+them: every message starts with the empty delimiter frame. Messages from the frontend carry a u32
+RPC version frame right after the delimiter; messages from the container do not. All integers
+are little-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RPC_VERSION = 3
+
+# Message types.
+MSG_NEW_CONTAINER = 0
+MSG_CONTAINER_CONTENT = 1
+MSG_HEARTBEAT = 2
+
+# Heartbeat types.
+HEARTBEAT_KEEPALIVE = 0
+HEARTBEAT_REQUEST_METADATA = 1
+
+# Request types.
+REQUEST_PREDICT = 0
+REQUEST_FEEDBACK = 1
+
+# Input type codes.
+INPUT_BYTES = 0
+INPUT_INTS = 1
+INPUT_FLOATS = 2
+INPUT_DOUBLES = 3
+INPUT_STRINGS = 4
+
+#: Canonical input type name -> wire code.
+INPUT_TYPE_CODES: dict[str, int] = {
+    "bytes": INPUT_BYTES,
+    "integers": INPUT_INTS,
+    "floats": INPUT_FLOATS,
+    "doubles": INPUT_DOUBLES,
+    "strings": INPUT_STRINGS,
+}
+#: Wire code -> canonical input type name.
+INPUT_TYPE_NAMES: dict[int, str] = {code: name for name, code in INPUT_TYPE_CODES.items()}
+
+_ALIASES: dict[str, str] = {
+    alias: canonical
+    for canonical, aliases in {
+        "integers": "integers ints integer int i",
+        "floats": "floats float f",
+        "doubles": "doubles double d",
+        "strings": "strings string str strs s",
+        "bytes": "bytes byte b",
+    }.items()
+    for alias in aliases.split()
+}
+
+#: numpy dtype of one element per numeric input type code. Clipper's Python container used signed
+#: int8 for bytes; we deliberately hand raw bytes to models as uint8.
+INPUT_DTYPES: dict[int, np.dtype] = {
+    INPUT_BYTES: np.dtype(np.uint8),
+    INPUT_INTS: np.dtype("<i4"),
+    INPUT_FLOATS: np.dtype("<f4"),
+    INPUT_DOUBLES: np.dtype("<f8"),
+}
+
+#: Prefix of an output that reports a failed batch instead of a prediction.
+ERROR_PREFIX = b"\x00error:"
+#: Longest error message (in bytes, after the prefix) put on the wire.
+MAX_ERROR_BYTES = 500
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_EMPTY = b""
+_HEARTBEAT = [_EMPTY, _U32.pack(MSG_HEARTBEAT)]
+_CONTENT = _U32.pack(MSG_CONTAINER_CONTENT)
+
+Buffer = bytes | bytearray | memoryview
+
+
+class ProtocolError(ValueError):
+    """A frontend message that does not follow Clipper RPC v3."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Heartbeat reply from the frontend; type 1 asks the container to (re-)register."""
+
+    heartbeat_type: int
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A batch to predict: `msg_id` is the raw 4-byte id to echo, `inputs` one buffer per input."""
+
+    msg_id: bytes
+    input_type: int
+    inputs: list[Buffer]
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """A feedback request (never sent by Clipper's frontend; containers do not answer it)."""
+
+    msg_id: bytes
+
+
+Message = Heartbeat | PredictRequest | FeedbackRequest
+
+
+def parse_input_type(name: str) -> tuple[str, int]:
+    """Map an input type name or Clipper alias (e.g. ``"d"``, ``"ints"``) to (canonical, code)."""
+    canonical = _ALIASES.get(str(name).strip().lower())
+    if canonical is None:
+        allowed = ", ".join(f"{c} ({' '.join(a for a, v in _ALIASES.items() if v == c)})"
+                            for c in INPUT_TYPE_CODES)
+        raise ValueError(f"unknown input type {name!r}; allowed: {allowed}")
+    return canonical, INPUT_TYPE_CODES[canonical]
+
+
+def heartbeat() -> list[bytes]:
+    """Container -> frontend heartbeat: ``["", u32 2]``."""
+    return list(_HEARTBEAT)
+
+
+def new_container(name: str, version: str, input_type_code: int) -> list[bytes]:
+    """Container -> frontend registration: ``["", u32 0, name, version, "<code>", u32 3]``."""
+    return [
+        _EMPTY,
+        _U32.pack(MSG_NEW_CONTAINER),
+        name.encode(),
+        str(version).encode(),
+        str(int(input_type_code)).encode(),
+        _U32.pack(RPC_VERSION),
+    ]
+
+
+def prediction_response(msg_id: bytes, outputs: Sequence[bytes]) -> list[bytes]:
+    """Container -> frontend response: ``["", u32 1, msg_id, u64 8(1+n), u64[n, len_i...], out_i...]``."""
+    n = len(outputs)
+    header = np.empty(n + 1, dtype="<u8")
+    header[0] = n
+    header[1:] = np.fromiter(map(len, outputs), dtype=np.uint64, count=n)
+    return [_EMPTY, _CONTENT, bytes(msg_id), _U64.pack(8 * (n + 1)), header.tobytes(), *outputs]
+
+
+def error_output(message: str) -> bytes:
+    """The output that reports a failed batch: ``b"\\x00error:" + message`` (at most 500 bytes)."""
+    raw = message.encode("utf-8", "replace")[:MAX_ERROR_BYTES]
+    return ERROR_PREFIX + raw.decode("utf-8", "ignore").encode()
+
+
+def _u32(frame: Buffer, what: str) -> int:
+    if len(frame) != 4:
+        raise ProtocolError(f"{what}: expected a 4-byte u32 frame, got {len(frame)} bytes")
+    return _U32.unpack(frame)[0]
+
+
+def parse_request(frames: Sequence[Buffer]) -> Message:
+    """Parse a frontend -> container message (delimiter, u32 version, u32 type, ...)."""
+    if len(frames) < 3:
+        raise ProtocolError(f"message too short: {len(frames)} frames")
+    if len(frames[0]) != 0:
+        raise ProtocolError("missing empty delimiter frame")
+    version = _u32(frames[1], "rpc version")
+    if version != RPC_VERSION:
+        raise ProtocolError(f"unsupported rpc version {version} (expected {RPC_VERSION})")
+    msg_type = _u32(frames[2], "message type")
+    if msg_type == MSG_HEARTBEAT:
+        if len(frames) != 4:
+            raise ProtocolError(f"heartbeat: expected 4 frames, got {len(frames)}")
+        return Heartbeat(_u32(frames[3], "heartbeat type"))
+    if msg_type != MSG_CONTAINER_CONTENT:
+        raise ProtocolError(f"unexpected message type {msg_type}")
+    if len(frames) < 5:
+        raise ProtocolError(f"container content: expected at least 5 frames, got {len(frames)}")
+    msg_id = bytes(frames[3])
+    _u32(msg_id, "message id")
+    request_type = _u32(frames[4], "request type")
+    if request_type == REQUEST_FEEDBACK:
+        return FeedbackRequest(msg_id)
+    if request_type != REQUEST_PREDICT:
+        raise ProtocolError(f"unknown request type {request_type}")
+    if len(frames) < 7:
+        raise ProtocolError(f"predict: expected at least 7 frames, got {len(frames)}")
+    header_len = _U64.unpack(frames[5])[0] if len(frames[5]) == 8 else -1
+    header_frame = frames[6]
+    if header_len != len(header_frame) or header_len < 16 or header_len % 8:
+        raise ProtocolError(f"predict: bad header length {header_len} for {len(header_frame)} bytes")
+    header = np.frombuffer(header_frame, dtype="<u8")
+    input_type, n = int(header[0]), int(header[1])
+    inputs = list(frames[7:])
+    if len(header) != n + 2 or len(inputs) != n:
+        raise ProtocolError(f"predict: header announces {n} inputs, got {len(inputs)} frames")
+    if n and not np.array_equal(header[2:], np.fromiter(map(len, inputs), np.uint64, n)):
+        raise ProtocolError("predict: input frame sizes differ from the header")
+    return PredictRequest(msg_id, input_type, inputs)
+
+
+def decode_inputs(input_type: int, inputs: Sequence[Buffer]) -> np.ndarray | list:
+    """Decode raw input buffers into what the model receives.
+
+    Numeric types and bytes: a writable ``(n, k)`` array when all inputs have the same length
+    (one copy, no per-item Python work), else a list of 1-D arrays. Strings: a list of ``str``
+    (UTF-8, invalid bytes replaced). dtypes: ints int32, floats float32, doubles float64, bytes
+    uint8 (Clipper used int8).
+    """
+    if input_type == INPUT_STRINGS:
+        return [str(b, "utf-8", "replace") for b in inputs]
+    dtype = INPUT_DTYPES.get(input_type)
+    if dtype is None:
+        raise ValueError(f"unknown input type code {input_type}")
+    n = len(inputs)
+    sizes = np.fromiter(map(len, inputs), dtype=np.int64, count=n)
+    if n and (sizes % dtype.itemsize).any():
+        raise ValueError(f"input size is not a multiple of {dtype.itemsize} bytes ({INPUT_TYPE_NAMES[input_type]})")
+    flat = np.frombuffer(bytearray().join(inputs), dtype=dtype)
+    if n == 0 or (sizes == sizes[0]).all():
+        return flat.reshape(n, int(sizes[0]) // dtype.itemsize if n else 0)
+    return np.split(flat, np.cumsum(sizes[:-1]) // dtype.itemsize)

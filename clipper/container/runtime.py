@@ -1,0 +1,159 @@
+"""The container session loop: heartbeats, registration, prediction batches, reconnection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import zmq
+
+from . import protocol as p
+
+log = logging.getLogger("clipper.container")
+
+#: A model: takes one decoded batch, returns one output per input.
+PredictFn = Callable[[Any], Sequence[Any]]
+
+#: Longest single wait, so that `stop_event` is noticed quickly.
+_MAX_POLL_S = 0.1
+
+
+class StopEvent(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class BatchError(Exception):
+    """A batch that cannot be answered with predictions (reported with error outputs)."""
+
+
+def encode_outputs(result: Any, n: int) -> list[bytes]:
+    """Check a model's result for a batch of `n` and encode it: ``str()`` on non-``str`` items."""
+    if not isinstance(result, (list, tuple, np.ndarray)):
+        raise BatchError(f"model returned {type(result).__name__}, expected a list of {n} outputs")
+    if len(result) != n:
+        raise BatchError(f"model returned {len(result)} outputs for a batch of {n}")
+    return [(o if type(o) is str else str(o)).encode() for o in result]
+
+
+def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int) -> list[bytes]:
+    """Run one prediction batch; a failure becomes one error output per input."""
+    n = len(request.inputs)
+    try:
+        if request.input_type != input_type:
+            raise BatchError(
+                f"request input type {p.INPUT_TYPE_NAMES.get(request.input_type, request.input_type)}"
+                f" does not match the container's input type {p.INPUT_TYPE_NAMES[input_type]}"
+            )
+        return encode_outputs(predict(p.decode_inputs(input_type, request.inputs)), n)
+    except Exception as e:  # a failed batch must not kill the container
+        if isinstance(e, BatchError):
+            message = str(e)
+            log.error("batch of %d failed: %s", n, message)
+        else:
+            message = f"{type(e).__name__}: {e}"
+            log.exception("batch of %d failed: model raised %s", n, message)
+        return [p.error_output(message)] * n
+
+
+class _Container:
+    """Configuration and state of one `serve` call; `session` runs one DEALER connection."""
+
+    def __init__(self, predict: PredictFn, name: str, version: str, input_type: int, address: str,
+                 heartbeat_interval: float, session_timeout: float, stop_event: StopEvent | None) -> None:
+        self.predict, self.name, self.version, self.input_type = predict, name, version, input_type
+        self.address = address
+        self.heartbeat_interval, self.session_timeout = heartbeat_interval, session_timeout
+        self.stop_event = stop_event
+        self.ready_file = os.environ.get("CLIPPER_READY_FILE")
+        self.feedback_logged = False
+
+    def stopped(self) -> bool:
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def session(self, ctx: zmq.Context) -> None:
+        """Connect, say hello and serve until nothing is heard for `session_timeout` or stopped."""
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        try:
+            sock.connect(self.address)
+            sock.send_multipart(p.heartbeat())
+            heard = sent = time.monotonic()
+            connected = False  # like Clipper: no repeated heartbeats before the frontend answers
+            wait_ms = 1000 * min(self.heartbeat_interval, self.session_timeout, _MAX_POLL_S)
+            while not self.stopped():
+                now = time.monotonic()
+                if now - heard >= self.session_timeout:
+                    log.warning("nothing heard from %s for %.1f s; reconnecting", self.address, now - heard)
+                    return
+                if connected and now - max(heard, sent) >= self.heartbeat_interval:
+                    sock.send_multipart(p.heartbeat())
+                    sent = now
+                if sock.poll(wait_ms):
+                    connected = True
+                    self.handle(sock, sock.recv_multipart())
+                    heard = time.monotonic()
+        finally:
+            sock.close(linger=0)
+
+    def handle(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        try:
+            msg = p.parse_request(frames)
+        except p.ProtocolError as e:
+            log.error("dropping malformed message from the frontend: %s", e)
+            return
+        if isinstance(msg, p.PredictRequest):
+            outputs = run_batch(self.predict, msg, self.input_type)
+            sock.send_multipart(p.prediction_response(msg.msg_id, outputs))
+        elif isinstance(msg, p.Heartbeat):
+            if msg.heartbeat_type == p.HEARTBEAT_REQUEST_METADATA:
+                sock.send_multipart(p.new_container(self.name, self.version, self.input_type))
+                self.registered()
+        elif not self.feedback_logged:
+            self.feedback_logged = True
+            log.warning("feedback requests are not supported by this container; ignoring them")
+
+    def registered(self) -> None:
+        log.info("registered %s:%s with %s", self.name, self.version, self.address)
+        if self.ready_file:
+            Path(self.ready_file).touch()
+            self.ready_file = None
+
+
+def serve(
+    predict: PredictFn,
+    *,
+    name: str,
+    version: str,
+    input_type: str = "doubles",
+    host: str = "127.0.0.1",
+    port: int = 7000,
+    heartbeat_interval: float = 1.0,
+    session_timeout: float = 10.0,
+    stop_event: StopEvent | None = None,
+) -> None:
+    """Serve `predict` to a Clipper RPC v3 frontend at ``tcp://host:port`` until `stop_event` is set.
+
+    `predict` receives a batch (an ``(n, k)`` array, a list of 1-D arrays for unequal lengths,
+    or a list of ``str`` for strings) and must return a list/tuple/array of `n` outputs; items
+    that are not ``str`` are converted with ``str()``. A batch that fails (exception, wrong
+    output count, input type mismatch) is answered with ``ERROR_PREFIX + message`` outputs.
+    Heartbeats are sent after `heartbeat_interval` seconds idle; after `session_timeout` seconds
+    without hearing from the frontend the socket is recreated. If ``CLIPPER_READY_FILE`` is set,
+    that file is touched once the container has registered.
+    """
+    _, code = p.parse_input_type(input_type)
+    if heartbeat_interval <= 0 or session_timeout <= 0:
+        raise ValueError("heartbeat_interval and session_timeout must be positive")
+    container = _Container(predict, name, str(version), code, f"tcp://{host}:{int(port)}",
+                           heartbeat_interval, session_timeout, stop_event)
+    ctx = zmq.Context()
+    try:
+        while not container.stopped():
+            container.session(ctx)
+    finally:
+        ctx.term()

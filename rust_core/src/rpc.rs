@@ -1,0 +1,309 @@
+//! Clipper RPC v3: the frames exchanged between the frontend's ROUTER and a container's DEALER.
+//!
+//! Frames are listed as the DEALER sees them: the ROUTER's routing-identity frame is not part of
+//! these layouts. All integers are little-endian. Frontend-to-container messages carry a `u32`
+//! RPC-version frame after the empty delimiter; container-to-frontend messages do not.
+
+use std::fmt;
+
+pub const RPC_VERSION: u32 = 3;
+
+pub const MSG_NEW_CONTAINER: u32 = 0;
+pub const MSG_CONTAINER_CONTENT: u32 = 1;
+pub const MSG_HEARTBEAT: u32 = 2;
+
+pub const HEARTBEAT_KEEPALIVE: u32 = 0;
+pub const HEARTBEAT_REQUEST_METADATA: u32 = 1;
+
+pub const REQUEST_PREDICT: u32 = 0;
+
+/// Prefix of an output that reports a failed batch instead of a prediction. Our container runtime
+/// answers a batch whose model raised with one such output per input; to a Clipper frontend it is
+/// plain text, so the wire format stays v3.
+pub const ERROR_MARKER: &[u8] = b"\x00error:";
+
+/// Input element types and their wire codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum InputType {
+    Bytes = 0,
+    Ints = 1,
+    Floats = 2,
+    Doubles = 3,
+    Strings = 4,
+}
+
+impl InputType {
+    pub fn from_code(code: u32) -> Option<InputType> {
+        Some(match code {
+            0 => InputType::Bytes,
+            1 => InputType::Ints,
+            2 => InputType::Floats,
+            3 => InputType::Doubles,
+            4 => InputType::Strings,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A message from a container, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    Heartbeat,
+    NewContainer {
+        name: &'a str,
+        version: &'a str,
+        input_type: InputType,
+    },
+    Response {
+        msg_id: u32,
+        outputs: Vec<&'a [u8]>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn read_u32(frame: &[u8]) -> Result<u32, DecodeError> {
+    let bytes: [u8; 4] = frame.try_into().map_err(|_| DecodeError("expected a 4-byte u32 frame"))?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+fn read_u64s(frame: &[u8]) -> Result<impl Iterator<Item = u64> + '_, DecodeError> {
+    if frame.len() % 8 != 0 {
+        return Err(DecodeError("u64 array frame length is not a multiple of 8"));
+    }
+    Ok(frame.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())))
+}
+
+/// Decodes a container-to-frontend message (frames after the routing identity).
+pub fn decode_inbound<'a>(frames: &[&'a [u8]]) -> Result<Inbound<'a>, DecodeError> {
+    let [delimiter, kind, rest @ ..] = frames else {
+        return Err(DecodeError("message has fewer than two frames"));
+    };
+    if !delimiter.is_empty() {
+        return Err(DecodeError("first frame is not the empty delimiter"));
+    }
+    match read_u32(kind)? {
+        MSG_HEARTBEAT => Ok(Inbound::Heartbeat),
+        MSG_NEW_CONTAINER => {
+            let [name, version, input_type, rpc_version, ..] = rest else {
+                return Err(DecodeError("registration needs name, version, input type and RPC version"));
+            };
+            if read_u32(rpc_version)? != RPC_VERSION {
+                return Err(DecodeError("registration names an RPC version other than 3"));
+            }
+            let text = |f: &'a [u8]| std::str::from_utf8(f).map_err(|_| DecodeError("registration field is not UTF-8"));
+            let code = text(input_type)?
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| DecodeError("input type is not a decimal number"))?;
+            Ok(Inbound::NewContainer {
+                name: text(name)?,
+                version: text(version)?,
+                input_type: InputType::from_code(code).ok_or(DecodeError("unknown input type code"))?,
+            })
+        }
+        MSG_CONTAINER_CONTENT => {
+            let [msg_id, _header_len, header, outputs @ ..] = rest else {
+                return Err(DecodeError("response needs msg id, header length and header frames"));
+            };
+            let msg_id = read_u32(msg_id)?;
+            let mut header = read_u64s(header)?;
+            let count = header.next().ok_or(DecodeError("response header is empty"))?;
+            if count as usize != outputs.len() {
+                return Err(DecodeError("response output count differs from its frames"));
+            }
+            let mut sliced = Vec::with_capacity(outputs.len());
+            for (frame, len) in outputs.iter().zip(header.by_ref()) {
+                // Clipper reads exactly len_i bytes of each frame; longer frames are truncated.
+                let len = usize::try_from(len).map_err(|_| DecodeError("output length overflows"))?;
+                sliced.push(frame.get(..len).ok_or(DecodeError("output frame shorter than its length"))?);
+            }
+            if sliced.len() != outputs.len() {
+                return Err(DecodeError("response header lists fewer lengths than outputs"));
+            }
+            Ok(Inbound::Response { msg_id, outputs: sliced })
+        }
+        _ => Err(DecodeError("unknown message type")),
+    }
+}
+
+/// The frontend's reply to a heartbeat: keep-alive, or a request to register.
+pub fn heartbeat_reply(heartbeat_type: u32) -> [Vec<u8>; 4] {
+    [
+        Vec::new(),
+        RPC_VERSION.to_le_bytes().to_vec(),
+        MSG_HEARTBEAT.to_le_bytes().to_vec(),
+        heartbeat_type.to_le_bytes().to_vec(),
+    ]
+}
+
+/// The fixed frames of a prediction request; the input frames follow, one per input.
+pub fn predict_request_head<I: AsRef<[u8]>>(msg_id: u32, input_type: InputType, inputs: &[I]) -> [Vec<u8>; 7] {
+    let mut header = Vec::with_capacity(8 * (2 + inputs.len()));
+    header.extend_from_slice(&u64::from(input_type.code()).to_le_bytes());
+    header.extend_from_slice(&(inputs.len() as u64).to_le_bytes());
+    for input in inputs {
+        header.extend_from_slice(&(input.as_ref().len() as u64).to_le_bytes());
+    }
+    [
+        Vec::new(),
+        RPC_VERSION.to_le_bytes().to_vec(),
+        MSG_CONTAINER_CONTENT.to_le_bytes().to_vec(),
+        msg_id.to_le_bytes().to_vec(),
+        REQUEST_PREDICT.to_le_bytes().to_vec(),
+        (header.len() as u64).to_le_bytes().to_vec(),
+        header,
+    ]
+}
+
+/// A container's prediction response (the container side of the wire, used by tests and tools).
+pub fn predict_response<O: AsRef<[u8]>>(msg_id: u32, outputs: &[O]) -> Vec<Vec<u8>> {
+    let mut header = Vec::with_capacity(8 * (1 + outputs.len()));
+    header.extend_from_slice(&(outputs.len() as u64).to_le_bytes());
+    for output in outputs {
+        header.extend_from_slice(&(output.as_ref().len() as u64).to_le_bytes());
+    }
+    let mut frames = vec![
+        Vec::new(),
+        MSG_CONTAINER_CONTENT.to_le_bytes().to_vec(),
+        msg_id.to_le_bytes().to_vec(),
+        (header.len() as u64).to_le_bytes().to_vec(),
+        header,
+    ];
+    frames.extend(outputs.iter().map(|o| o.as_ref().to_vec()));
+    frames
+}
+
+/// A container's registration message (the container side of the wire).
+pub fn new_container(name: &str, version: &str, input_type: InputType) -> [Vec<u8>; 6] {
+    [
+        Vec::new(),
+        MSG_NEW_CONTAINER.to_le_bytes().to_vec(),
+        name.as_bytes().to_vec(),
+        version.as_bytes().to_vec(),
+        input_type.code().to_string().into_bytes(),
+        RPC_VERSION.to_le_bytes().to_vec(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(frames: &[Vec<u8>]) -> Vec<&[u8]> {
+        frames.iter().map(Vec::as_slice).collect()
+    }
+
+    #[test]
+    fn heartbeat_from_container() {
+        let frames: [&[u8]; 2] = [b"", &[2, 0, 0, 0]];
+        assert_eq!(decode_inbound(&frames), Ok(Inbound::Heartbeat));
+    }
+
+    #[test]
+    fn heartbeat_reply_bytes() {
+        assert_eq!(
+            heartbeat_reply(HEARTBEAT_REQUEST_METADATA),
+            [vec![], vec![3, 0, 0, 0], vec![2, 0, 0, 0], vec![1, 0, 0, 0]]
+        );
+    }
+
+    #[test]
+    fn registration_as_sent_by_clipper_rpc_py() {
+        let frames: [&[u8]; 6] = [b"", &[0, 0, 0, 0], b"m", b"v1", b"3", &[3, 0, 0, 0]];
+        assert_eq!(
+            decode_inbound(&frames),
+            Ok(Inbound::NewContainer { name: "m", version: "v1", input_type: InputType::Doubles })
+        );
+        assert_eq!(new_container("m", "v1", InputType::Doubles).to_vec(), frames.map(<[u8]>::to_vec).to_vec());
+    }
+
+    #[test]
+    fn registration_without_rpc_version_is_refused() {
+        let frames: [&[u8]; 5] = [b"", &[0, 0, 0, 0], b"m", b"1", b"3"];
+        assert!(decode_inbound(&frames).is_err());
+        let frames: [&[u8]; 6] = [b"", &[0, 0, 0, 0], b"m", b"1", b"3", &[2, 0, 0, 0]];
+        assert!(decode_inbound(&frames).is_err());
+    }
+
+    #[test]
+    fn predict_request_matches_reference_example() {
+        // REFERENCE §3.2: doubles batch [1.0,2.0], [3.0,4.0].
+        let inputs: Vec<Vec<u8>> = [[1.0f64, 2.0], [3.0, 4.0]]
+            .iter()
+            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let head = predict_request_head(7, InputType::Doubles, &inputs);
+        assert_eq!(head[0], b"");
+        assert_eq!(head[1], [3, 0, 0, 0]);
+        assert_eq!(head[2], [1, 0, 0, 0]);
+        assert_eq!(head[3], [7, 0, 0, 0]);
+        assert_eq!(head[4], [0, 0, 0, 0]);
+        assert_eq!(head[5], [32, 0, 0, 0, 0, 0, 0, 0]);
+        let mut expected = Vec::new();
+        for v in [3u64, 2, 16, 16] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(head[6], expected);
+    }
+
+    #[test]
+    fn response_round_trip_matches_reference_example() {
+        let frames = predict_response(7, &[b"0.3".as_slice(), b"0.7"]);
+        assert_eq!(frames[1], [1, 0, 0, 0]);
+        assert_eq!(frames[2], [7, 0, 0, 0]);
+        assert_eq!(frames[3], 24u64.to_le_bytes());
+        let mut header = Vec::new();
+        for v in [2u64, 3, 3] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(frames[4], header);
+        assert_eq!(
+            decode_inbound(&refs(&frames)),
+            Ok(Inbound::Response { msg_id: 7, outputs: vec![b"0.3".as_slice(), b"0.7"] })
+        );
+    }
+
+    #[test]
+    fn response_frames_longer_than_their_length_are_truncated() {
+        let mut frames = predict_response(1, &[b"ab".as_slice()]);
+        frames[5] = b"abc".to_vec();
+        assert_eq!(
+            decode_inbound(&refs(&frames)),
+            Ok(Inbound::Response { msg_id: 1, outputs: vec![b"ab".as_slice()] })
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let cases: Vec<Vec<&[u8]>> = vec![
+            vec![],
+            vec![b""],
+            vec![b"x", &[2, 0, 0, 0]],
+            vec![b"", &[2, 0, 0]],
+            vec![b"", &[9, 0, 0, 0]],
+            vec![b"", &[1, 0, 0, 0], &[1, 0, 0, 0]],
+            vec![b"", &[1, 0, 0, 0], &[1, 0, 0, 0], &[8, 0, 0, 0, 0, 0, 0, 0], &[1, 0, 0]],
+            vec![b"", &[1, 0, 0, 0], &[1, 0, 0, 0], &[16; 8], &[2; 16], b"a"],
+            vec![b"", &[0, 0, 0, 0], b"m", b"1", b"x", &[3, 0, 0, 0]],
+            vec![b"", &[0, 0, 0, 0], &[0xff], b"1", b"3", &[3, 0, 0, 0]],
+        ];
+        for frames in cases {
+            assert!(decode_inbound(&frames).is_err(), "{frames:?}");
+        }
+    }
+}

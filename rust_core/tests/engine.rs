@@ -1,0 +1,238 @@
+//! The engine over real ZeroMQ sockets, with containers played by DEALER threads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rust_core::engine::{Completion, Engine, EngineConfig, ModelSettings, Status};
+use rust_core::rpc::{self, InputType};
+
+fn engine(heartbeat_timeout: Duration) -> Engine {
+    Engine::start(EngineConfig {
+        rpc_address: "tcp://127.0.0.1:0".into(),
+        heartbeat_timeout,
+        ..EngineConfig::default()
+    })
+    .expect("engine starts")
+}
+
+/// A container thread: registers, then answers each batch with `answer(inputs)` after `delay`.
+struct FakeContainer {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl FakeContainer {
+    fn start(endpoint: &str, model: &str, delay: Duration, answer: fn(&[Vec<u8>]) -> Vec<Vec<u8>>) -> Self {
+        let endpoint = endpoint.to_string();
+        let model = model.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let ctx = zmq::Context::new();
+            let socket = ctx.socket(zmq::DEALER).unwrap();
+            socket.set_linger(0).unwrap();
+            socket.connect(&endpoint).unwrap();
+            socket.send_multipart([vec![], 2u32.to_le_bytes().to_vec()], 0).unwrap();
+            while !stopped.load(Ordering::SeqCst) {
+                if socket.poll(zmq::POLLIN, 20).unwrap() == 0 {
+                    continue;
+                }
+                let frames = socket.recv_multipart(0).unwrap();
+                let kind = u32::from_le_bytes(frames[2][..4].try_into().unwrap());
+                if kind == rpc::MSG_HEARTBEAT {
+                    if frames[3] == 1u32.to_le_bytes() {
+                        socket.send_multipart(rpc::new_container(&model, "1", InputType::Doubles), 0).unwrap();
+                    }
+                    continue;
+                }
+                let msg_id = u32::from_le_bytes(frames[3][..4].try_into().unwrap());
+                let inputs = &frames[7..];
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !stopped.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(5).min(delay));
+                }
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                socket.send_multipart(rpc::predict_response(msg_id, &answer(inputs)), 0).unwrap();
+            }
+        });
+        FakeContainer { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn sum(inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    inputs
+        .iter()
+        .map(|i| {
+            let s: f64 = i.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).sum();
+            format!("{s:?}").into_bytes()
+        })
+        .collect()
+}
+
+fn batch_len(inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    vec![inputs.len().to_string().into_bytes(); inputs.len()]
+}
+
+fn fail(inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    vec![b"\x00error:ValueError: boom".to_vec(); inputs.len()]
+}
+
+fn doubles(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn wait_for(engine: &Engine, count: usize, timeout: Duration) -> Vec<Completion> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < count && start.elapsed() < timeout {
+        engine.drain(&mut out);
+        thread::sleep(Duration::from_millis(1));
+    }
+    out
+}
+
+fn wait_for_replicas(engine: &Engine, n: usize) {
+    let start = Instant::now();
+    while engine.replicas().len() != n {
+        assert!(start.elapsed() < Duration::from_secs(5), "replicas did not register");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const SLO: Duration = Duration::from_secs(2);
+
+#[test]
+fn predicts_then_serves_from_cache() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("sum", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "sum", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 1);
+    let input = doubles(&[1.0, 2.5]);
+    assert!(engine.submit(7, model, InputType::Doubles, &input, SLO).is_none());
+    let done = wait_for(&engine, 1, SLO);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].token, done[0].status, &*done[0].payload), (7, Status::Ok, b"3.5".as_slice()));
+    let hit = engine.submit(8, model, InputType::Doubles, &input, SLO);
+    assert_eq!(hit.as_deref(), Some(b"3.5".as_slice()));
+    assert_eq!(engine.cache_counts(), (2, 1));
+}
+
+#[test]
+fn concurrent_requests_for_one_input_share_one_computation() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("len", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "len", Duration::from_millis(50), batch_len);
+    wait_for_replicas(&engine, 1);
+    for token in 0..5 {
+        engine.submit(token, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+    }
+    let done = wait_for(&engine, 5, SLO);
+    assert_eq!(done.len(), 5);
+    assert!(done.iter().all(|c| c.status == Status::Ok));
+    assert_eq!(engine.stats()[model as usize].predictions, 1);
+}
+
+#[test]
+fn no_replica_answers_at_once() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("absent", "1");
+    engine.submit(1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+    let done = wait_for(&engine, 1, Duration::from_millis(500));
+    assert_eq!(done[0].status, Status::NoModel);
+}
+
+#[test]
+fn slow_model_times_out_at_the_slo() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("slow", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "slow", Duration::from_millis(300), sum);
+    wait_for_replicas(&engine, 1);
+    let start = Instant::now();
+    engine.submit(1, model, InputType::Doubles, &doubles(&[1.0]), Duration::from_millis(50));
+    let done = wait_for(&engine, 1, Duration::from_secs(1));
+    assert_eq!(done[0].status, Status::Timeout);
+    assert!(start.elapsed() < Duration::from_millis(200), "timed out after {:?}", start.elapsed());
+}
+
+#[test]
+fn fixed_batch_size_is_used_when_saturated() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("fixed", "1");
+    engine.configure_model(model, ModelSettings { batch_size: Some(9), batch_wait: Duration::ZERO });
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "fixed", Duration::from_millis(2), batch_len);
+    wait_for_replicas(&engine, 1);
+    for token in 0..450u64 {
+        engine.submit(token, model, InputType::Doubles, &doubles(&[token as f64]), Duration::from_secs(10));
+    }
+    let done = wait_for(&engine, 450, Duration::from_secs(10));
+    assert_eq!(done.len(), 450);
+    let nines = done.iter().filter(|c| &*c.payload == b"9").count();
+    assert!(nines >= 400, "{nines} of 450 saw a batch of 9");
+    assert!(done.iter().all(|c| c.payload.as_ref() <= b"9".as_slice()));
+}
+
+#[test]
+fn batch_wait_fills_batches() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("wait", "1");
+    engine.configure_model(model, ModelSettings { batch_size: Some(4), batch_wait: Duration::from_millis(100) });
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "wait", Duration::ZERO, batch_len);
+    wait_for_replicas(&engine, 1);
+    for token in 0..4u64 {
+        engine.submit(token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
+        thread::sleep(Duration::from_millis(10));
+    }
+    let done = wait_for(&engine, 4, SLO);
+    assert!(done.iter().all(|c| &*c.payload == b"4"), "{done:?}");
+}
+
+#[test]
+fn model_errors_complete_with_the_message_and_are_not_cached() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("bad", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "bad", Duration::ZERO, fail);
+    wait_for_replicas(&engine, 1);
+    let input = doubles(&[1.0]);
+    engine.submit(1, model, InputType::Doubles, &input, SLO);
+    let done = wait_for(&engine, 1, SLO);
+    assert_eq!((done[0].status, &*done[0].payload), (Status::ModelError, b"ValueError: boom".as_slice()));
+    assert!(engine.submit(2, model, InputType::Doubles, &input, SLO).is_none());
+}
+
+#[test]
+fn silent_replica_is_dropped_and_its_batch_goes_to_another() {
+    let engine = engine(Duration::from_millis(400));
+    let model = engine.model("m", "1");
+    let hung = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_secs(60), sum);
+    wait_for_replicas(&engine, 1);
+    engine.submit(1, model, InputType::Doubles, &doubles(&[2.0]), Duration::from_secs(5));
+    thread::sleep(Duration::from_millis(50));
+    let _healthy = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    let done = wait_for(&engine, 1, Duration::from_secs(4));
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].status, &*done[0].payload), (Status::Ok, b"2.0".as_slice()));
+    assert_eq!(engine.replicas().len(), 1);
+    hung.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn outputs_that_are_not_json_become_strings() {
+    use rust_core::engine::json_fragment;
+    assert_eq!(&*json_fragment(b"1"), b"1");
+    assert_eq!(&*json_fragment(b"[1, 2]"), b"[1, 2]");
+    assert_eq!(&*json_fragment(b"{\"a\":1}"), b"{\"a\":1}");
+    assert_eq!(&*json_fragment(b"DEFAULT"), b"\"DEFAULT\"");
+    assert_eq!(&*json_fragment(b"NaN"), b"\"NaN\"");
+    assert_eq!(&*json_fragment(b"say \"hi\""), b"\"say \\\"hi\\\"\"");
+}
