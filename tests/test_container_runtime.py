@@ -427,7 +427,8 @@ def test_input_type_mismatch_fails_the_batch(frontend: Frontend, in_process) -> 
     in_process(lambda xs: ["ok"] * len(xs), "ints")
     ident, _ = frontend.register()
     out = outputs_of(frontend.predict(ident, 1, 4, ["ä".encode(), b"x"]), 1)
-    assert out == [b"\x00error:request input type strings does not match the container's input type integers"] * 2
+    expected = b"\x00error:request input type strings does not match the container's input type integers"
+    assert out == [expected] * 2
     assert outputs_of(frontend.predict(ident, 2, 1, [u32(5)]), 2) == [b"ok"]
 
 

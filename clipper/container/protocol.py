@@ -14,6 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..input_types import INPUT_BYTES as INPUT_BYTES
+from ..input_types import INPUT_DOUBLES as INPUT_DOUBLES
+from ..input_types import INPUT_FLOATS as INPUT_FLOATS
+from ..input_types import INPUT_INTS as INPUT_INTS
+from ..input_types import INPUT_STRINGS as INPUT_STRINGS
+from ..input_types import INPUT_TYPE_CODES as INPUT_TYPE_CODES
+from ..input_types import INPUT_TYPE_NAMES as INPUT_TYPE_NAMES
+from ..input_types import parse_input_type as parse_input_type
+
 RPC_VERSION = 3
 
 # Message types.
@@ -28,36 +37,6 @@ HEARTBEAT_REQUEST_METADATA = 1
 # Request types.
 REQUEST_PREDICT = 0
 REQUEST_FEEDBACK = 1
-
-# Input type codes.
-INPUT_BYTES = 0
-INPUT_INTS = 1
-INPUT_FLOATS = 2
-INPUT_DOUBLES = 3
-INPUT_STRINGS = 4
-
-#: Canonical input type name -> wire code.
-INPUT_TYPE_CODES: dict[str, int] = {
-    "bytes": INPUT_BYTES,
-    "integers": INPUT_INTS,
-    "floats": INPUT_FLOATS,
-    "doubles": INPUT_DOUBLES,
-    "strings": INPUT_STRINGS,
-}
-#: Wire code -> canonical input type name.
-INPUT_TYPE_NAMES: dict[int, str] = {code: name for name, code in INPUT_TYPE_CODES.items()}
-
-_ALIASES: dict[str, str] = {
-    alias: canonical
-    for canonical, aliases in {
-        "integers": "integers ints integer int i",
-        "floats": "floats float f",
-        "doubles": "doubles double d",
-        "strings": "strings string str strs s",
-        "bytes": "bytes byte b",
-    }.items()
-    for alias in aliases.split()
-}
 
 #: numpy dtype of one element per numeric input type code. Clipper's Python container used signed
 #: int8 for bytes; we deliberately hand raw bytes to models as uint8.
@@ -110,16 +89,6 @@ class FeedbackRequest:
 
 
 Message = Heartbeat | PredictRequest | FeedbackRequest
-
-
-def parse_input_type(name: str) -> tuple[str, int]:
-    """Map an input type name or Clipper alias (e.g. ``"d"``, ``"ints"``) to (canonical, code)."""
-    canonical = _ALIASES.get(str(name).strip().lower())
-    if canonical is None:
-        allowed = ", ".join(f"{c} ({' '.join(a for a, v in _ALIASES.items() if v == c)})"
-                            for c in INPUT_TYPE_CODES)
-        raise ValueError(f"unknown input type {name!r}; allowed: {allowed}")
-    return canonical, INPUT_TYPE_CODES[canonical]
 
 
 def heartbeat() -> list[bytes]:
@@ -217,7 +186,8 @@ def decode_inputs(input_type: int, inputs: Sequence[Buffer]) -> np.ndarray | lis
     n = len(inputs)
     sizes = np.fromiter(map(len, inputs), dtype=np.int64, count=n)
     if n and (sizes % dtype.itemsize).any():
-        raise ValueError(f"input size is not a multiple of {dtype.itemsize} bytes ({INPUT_TYPE_NAMES[input_type]})")
+        name = INPUT_TYPE_NAMES[input_type]
+        raise ValueError(f"input size is not a multiple of {dtype.itemsize} bytes ({name})")
     flat = np.frombuffer(bytearray().join(inputs), dtype=dtype)
     if n == 0 or (sizes == sizes[0]).all():
         return flat.reshape(n, int(sizes[0]) // dtype.itemsize if n else 0)

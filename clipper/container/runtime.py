@@ -24,6 +24,8 @@ _MAX_POLL_S = 0.1
 
 
 class StopEvent(Protocol):
+    """Anything with ``is_set()``, e.g. ``threading.Event``."""
+
     def is_set(self) -> bool: ...
 
 
@@ -50,14 +52,13 @@ def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int) ->
                 f" does not match the container's input type {p.INPUT_TYPE_NAMES[input_type]}"
             )
         return encode_outputs(predict(p.decode_inputs(input_type, request.inputs)), n)
-    except Exception as e:  # a failed batch must not kill the container
-        if isinstance(e, BatchError):
-            message = str(e)
-            log.error("batch of %d failed: %s", n, message)
-        else:
-            message = f"{type(e).__name__}: {e}"
-            log.exception("batch of %d failed: model raised %s", n, message)
-        return [p.error_output(message)] * n
+    except BatchError as e:
+        message = str(e)
+        log.error("batch of %d failed: %s", n, message)
+    except Exception as e:  # a failing model must not kill the container
+        message = f"{type(e).__name__}: {e}"
+        log.exception("batch of %d failed: model raised %s", n, message)
+    return [p.error_output(message)] * n
 
 
 class _Container:

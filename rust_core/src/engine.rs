@@ -119,7 +119,7 @@ enum Command {
 pub struct Engine {
     shared: Arc<Shared>,
     commands: Sender<Command>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
 }
 
@@ -152,7 +152,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
             .spawn(move || worker.run())?;
-        Ok(Engine { shared, commands, thread: Some(thread), rpc_endpoint })
+        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint })
     }
 
     /// The endpoint the RPC socket is bound to (with the real port when 0 was asked).
@@ -230,8 +230,9 @@ impl Engine {
     }
 
     /// Stops the engine thread; outstanding requests are dropped without completion.
-    pub fn shutdown(&mut self) {
-        if let Some(thread) = self.thread.take() {
+    pub fn shutdown(&self) {
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
             self.send(Command::Shutdown);
             let _ = thread.join();
         }

@@ -10,3 +10,6 @@ pub mod engine;
 mod eventfd;
 pub mod rpc;
 pub mod stats;
+
+#[cfg(feature = "python")]
+mod python;

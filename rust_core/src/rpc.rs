@@ -82,7 +82,7 @@ fn read_u32(frame: &[u8]) -> Result<u32, DecodeError> {
 }
 
 fn read_u64s(frame: &[u8]) -> Result<impl Iterator<Item = u64> + '_, DecodeError> {
-    if frame.len() % 8 != 0 {
+    if !frame.len().is_multiple_of(8) {
         return Err(DecodeError("u64 array frame length is not a multiple of 8"));
     }
     Ok(frame.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())))

@@ -1,0 +1,377 @@
+# The query frontend's HTTP/1.1 protocol: one instance per connection, on uvloop + httptools.
+#
+# Requests are answered in order (pipelining-safe): each request takes a slot in the
+# connection's queue, and a slot is written once it and every slot before it are complete.
+
+from collections import deque
+from libc.stdint cimport int64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+import httptools
+import orjson
+
+STATUS_REASONS = {
+    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+    413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
+}
+EXPLANATIONS = {
+    1: "Failed to retrieve a prediction response within the specified latency SLO",
+    2: "No connected models found for query",
+}
+cdef int STATUS_OK = 0
+cdef int STATUS_MODEL_ERROR = 3
+cdef Py_ssize_t MAX_PIPELINE = 128
+DEF LATENCY_WINDOW = 4096
+
+SCHEMA = '{ "input" := [double] | [int] | [string] | [byte] | [float], }'
+
+
+cdef inline int64_t now_micros() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+
+
+cdef bytes http_response(int status, bytes body, bint keep_alive, bytes content_type=b"application/json",
+                         bytes extra_headers=b""):
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+        status, STATUS_REASONS.get(status, b"Unknown"), content_type, len(body), extra_headers,
+        b"" if keep_alive else b"Connection: close\r\n")
+    return head + body
+
+
+cpdef bytes error_body(str error, str cause):
+    """The JSON body of an error response: {"error": ..., "cause": ...}."""
+    return orjson.dumps({"error": error, "cause": cause})
+
+
+cdef class App:
+    """An application as the query path sees it: input type, SLO, default and target model."""
+    cdef public str name
+    cdef public int input_code
+    cdef public long long slo_micros
+    cdef public bytes default_fragment
+    cdef public int model_id
+    cdef public object versions
+    cdef public object linked_model
+    cdef public long long predictions
+    cdef public long long defaults
+    cdef int64_t latencies[LATENCY_WINDOW]
+    cdef Py_ssize_t latency_count
+
+    def __init__(self, str name, int input_code, long long slo_micros, bytes default_fragment,
+                 int model_id=-1, object linked_model=None, object versions=None):
+        self.name = name
+        self.input_code = input_code
+        self.slo_micros = slo_micros
+        self.default_fragment = default_fragment
+        self.model_id = model_id
+        self.linked_model = linked_model
+        self.versions = versions if versions is not None else {}
+        self.latency_count = 0
+
+    cdef inline void record(self, int64_t latency, bint is_default) noexcept:
+        self.predictions += 1
+        if is_default:
+            self.defaults += 1
+        self.latencies[self.latency_count % LATENCY_WINDOW] = latency
+        self.latency_count += 1
+
+    def recent_latencies(self):
+        """The latest response latencies in microseconds (a window of 4096)."""
+        cdef Py_ssize_t n = min(self.latency_count, LATENCY_WINDOW)
+        return [self.latencies[i] for i in range(n)]
+
+
+cdef class Slot:
+    """One HTTP request awaiting its response: a single prediction or a batch."""
+    cdef HttpProtocol protocol
+    cdef App app
+    cdef list parts
+    cdef Py_ssize_t remaining
+    cdef bint is_batch
+    cdef bint keep_alive
+    cdef int64_t started
+    cdef bytes response
+
+    cdef void fill(self, Py_ssize_t index, long long query_id, int status, bytes payload):
+        cdef bint is_default = status != STATUS_OK
+        if not is_default:
+            part = b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload)
+        else:
+            if status == STATUS_MODEL_ERROR:
+                explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
+            else:
+                explanation = EXPLANATIONS[status]
+            part = b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
+                query_id, self.app.default_fragment, orjson.dumps(explanation))
+        self.app.record(now_micros() - self.started, is_default)
+        self.parts[index] = part
+        self.remaining -= 1
+        if self.remaining == 0:
+            if self.is_batch:
+                body = b'{"batch_predictions":[' + b",".join(self.parts) + b"]}"
+            else:
+                body = self.parts[0]
+            self.response = http_response(200, body, self.keep_alive)
+            self.protocol.flush()
+
+
+cdef class QueryServer:
+    """Process-wide query state: the engine, the apps and the requests waiting on the engine."""
+    cdef public object engine
+    cdef public dict apps
+    cdef public object metrics_handler
+    cdef public Py_ssize_t max_body_bytes
+    cdef public Py_ssize_t max_batch_inputs
+    cdef dict waiting
+    cdef long long next_query_id
+
+    def __init__(self, engine, Py_ssize_t max_body_bytes=10 << 20, Py_ssize_t max_batch_inputs=10000,
+                 metrics_handler=None):
+        self.engine = engine
+        self.apps = {}
+        self.waiting = {}
+        self.next_query_id = 0
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_inputs = max_batch_inputs
+        self.metrics_handler = metrics_handler
+
+    def on_completions(self):
+        """Drains the engine's completions and fills the slots waiting on them."""
+        cdef Slot slot
+        for token, status, payload in self.engine.drain():
+            entry = self.waiting.pop(token, None)
+            if entry is not None:
+                slot = <Slot>entry[0]
+                slot.fill(entry[1], token, status, payload)
+
+    @property
+    def waiting_count(self):
+        return len(self.waiting)
+
+    cdef Slot predict(self, HttpProtocol protocol, App app, bytes body, bint keep_alive):
+        """Validates a predict body and submits it; errors raise InputError or ValueError."""
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"Error parsing JSON: {e}. Expected JSON schema: {SCHEMA}")
+        if type(request) is not dict:
+            raise InputError(f"request body must be a JSON object. Expected JSON schema: {SCHEMA}")
+        cdef int model_id = app.model_id
+        version = request.get("version")
+        if version is not None:
+            if type(version) is not str:
+                raise InputError("version must be a string")
+            model_id = app.versions.get(version, -1)
+            if model_id < 0:
+                raise QueryError(f"Requested version: {version} does not exist for model: {app.linked_model}")
+        cdef list inputs
+        cdef bint is_batch
+        value = request.get("input")
+        if value is not None:
+            inputs = [encode_input(value, app.input_code, "input")]
+            is_batch = False
+        elif "input_batch" in request:
+            batch = request["input_batch"]
+            if type(batch) is not list:
+                raise InputError("input_batch must be an array of inputs")
+            if len(batch) > self.max_batch_inputs:
+                raise InputError(f"input_batch has {len(batch)} inputs; the limit is {self.max_batch_inputs}")
+            inputs = [encode_input(batch[i], app.input_code, f"input_batch[{i}]") for i in range(len(batch))]
+            is_batch = True
+        else:
+            raise InputError(f"JSON object does not have required keys input or input_batch. Expected JSON schema: {SCHEMA}")
+
+        cdef Slot slot = Slot.__new__(Slot)
+        slot.protocol = protocol
+        slot.app = app
+        slot.is_batch = is_batch
+        slot.keep_alive = keep_alive
+        slot.started = now_micros()
+        slot.parts = [None] * len(inputs)
+        slot.remaining = len(inputs)
+        if slot.remaining == 0:
+            slot.response = http_response(200, b'{"batch_predictions":[]}', keep_alive)
+            return slot
+        cdef Py_ssize_t i
+        cdef long long query_id
+        submit = self.engine.submit
+        for i in range(len(inputs)):
+            query_id = self.next_query_id
+            self.next_query_id += 1
+            if model_id < 0:
+                slot.fill(i, query_id, 2, b"")
+                continue
+            hit = submit(query_id, model_id, app.input_code, inputs[i], app.slo_micros)
+            if hit is not None:
+                slot.fill(i, query_id, STATUS_OK, hit)
+            else:
+                self.waiting[query_id] = (slot, i)
+        return slot
+
+    cdef bytes update(self, App app, bytes body):
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"Error parsing JSON: {e}")
+        if type(request) is not dict:
+            raise InputError("request body must be a JSON object with uid, input and label")
+        for key in ("uid", "input", "label"):
+            if key not in request:
+                raise InputError(f"JSON object does not have required key: {key}")
+        if type(request["uid"]) is not int:
+            raise InputError("uid must be an integer")
+        if type(request["label"]) not in (int, float):
+            raise InputError("label must be a number")
+        encode_input(request["input"], app.input_code, "input")
+        self.next_query_id += 1
+        return b"Feedback received? 1"
+
+
+class QueryError(ValueError):
+    """A well-formed request that cannot be served as asked (e.g. an unknown version)."""
+
+
+cdef class HttpProtocol:
+    """asyncio protocol for one client connection of the query frontend."""
+    cdef QueryServer server
+    cdef object transport
+    cdef object parser
+    cdef object slots
+    cdef bytes url
+    cdef list body
+    cdef Py_ssize_t body_size
+    cdef bint closed
+    cdef bint reading_paused
+    cdef bint too_large
+
+    def __init__(self, QueryServer server):
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.slots = deque()
+        self.closed = False
+
+    # asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.slots.clear()
+
+    def data_received(self, bytes data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.reply_error(400, "Bad request", "protocol upgrades are not supported", False)
+            self.close_after_flush()
+        except httptools.HttpParserError as e:
+            self.reply_error(400, "Bad request", f"malformed HTTP request: {e}", False)
+            self.close_after_flush()
+
+    def eof_received(self):
+        return None
+
+    # httptools callbacks
+
+    def on_message_begin(self):
+        self.url = b""
+        self.body = []
+        self.body_size = 0
+        self.too_large = False
+
+    def on_url(self, bytes url):
+        self.url += url
+
+    def on_body(self, bytes data):
+        self.body_size += len(data)
+        if self.body_size > self.server.max_body_bytes:
+            self.too_large = True
+            self.body = []
+        elif not self.too_large:
+            self.body.append(data)
+
+    def on_message_complete(self):
+        if self.closed:
+            return
+        cdef bint keep_alive = self.parser.should_keep_alive()
+        if self.too_large:
+            self.reply_error(413, "Payload too large",
+                             f"request body exceeds the limit of {self.server.max_body_bytes} bytes", False)
+            self.close_after_flush()
+            return
+        method = self.parser.get_method()
+        path = self.url.split(b"?", 1)[0]
+        parts = path.strip(b"/").split(b"/")
+        if len(parts) == 2 and parts[1] in (b"predict", b"update"):
+            if method != b"POST":
+                self.reply_error(405, "Method not allowed", f"use POST for {path.decode('latin-1')}", keep_alive)
+                return
+            self.route_app(parts[0], parts[1], keep_alive)
+        elif path == b"/metrics" and method == b"GET":
+            self.reply_bytes(200, self.server.metrics_handler(), keep_alive)
+        else:
+            self.reply_error(404, "Not found", f"no route for {method.decode('latin-1')} {path.decode('latin-1')}",
+                             keep_alive)
+
+    cdef void route_app(self, bytes app_name, bytes action, bint keep_alive):
+        app = self.server.apps.get(app_name.decode("utf-8", "replace"))
+        if app is None:
+            self.reply_error(404, "Not found", f"no application named '{app_name.decode('utf-8', 'replace')}'",
+                             keep_alive)
+            return
+        body = b"".join(self.body)
+        cdef Slot slot
+        try:
+            if action == b"predict":
+                slot = self.server.predict(self, <App>app, body, keep_alive)
+                self.slots.append(slot)
+                if len(self.slots) > MAX_PIPELINE and not self.reading_paused:
+                    self.reading_paused = True
+                    self.transport.pause_reading()
+                self.flush()
+            else:
+                self.reply_bytes(200, self.server.update(<App>app, body), keep_alive, b"text/plain")
+        except QueryError as e:
+            self.reply_error(400, "Query processing error", str(e), keep_alive)
+        except InputError as e:
+            self.reply_error(400, "Json error", str(e), keep_alive)
+
+    # responses
+
+    cdef void reply_error(self, int status, str error, str cause, bint keep_alive):
+        self.reply_bytes(status, error_body(error, cause), keep_alive)
+
+    cdef void reply_bytes(self, int status, bytes body, bint keep_alive, bytes content_type=b"application/json"):
+        cdef Slot slot = Slot.__new__(Slot)
+        slot.response = http_response(status, body, keep_alive, content_type)
+        slot.keep_alive = keep_alive
+        self.slots.append(slot)
+        self.flush()
+
+    cdef void flush(self):
+        """Writes every complete response at the head of the queue, in request order."""
+        cdef Slot slot
+        if self.closed:
+            return
+        while self.slots:
+            slot = <Slot>self.slots[0]
+            if slot.response is None:
+                break
+            self.slots.popleft()
+            self.transport.write(slot.response)
+            if not slot.keep_alive:
+                self.closed = True
+                self.slots.clear()
+                self.transport.close()
+                return
+        if self.reading_paused and len(self.slots) <= MAX_PIPELINE // 2:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    cdef void close_after_flush(self):
+        if not self.closed and not self.slots:
+            self.closed = True
+            self.transport.close()

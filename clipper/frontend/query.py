@@ -1,0 +1,224 @@
+"""The query frontend process: REST predictions on :1337, model containers on :7000.
+
+Wires a configuration of apps and models into the compiled request path (`clipper._core`) and
+the engine (`clipper.rust_core`), and serves on uvloop.
+
+    python -m clipper.frontend.query --config apps.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvloop
+
+from .. import _core, rust_core
+from ..input_types import parse_input_type
+from ..logs import configure_logging
+from .metrics import Metrics
+
+log = logging.getLogger("clipper.query")
+
+
+@dataclass
+class ModelSpec:
+    """A model version the frontend serves."""
+
+    name: str
+    version: str
+    input_type: str = "doubles"
+    batch_size: int = -1
+    batch_wait_micros: int = 0
+
+
+@dataclass
+class AppSpec:
+    """An application: its input type, latency objective, default output and linked models."""
+
+    name: str
+    input_type: str
+    latency_slo_micros: int
+    default_output: str = "None"
+    models: list[str] = field(default_factory=list)
+
+
+def json_fragment(output: str) -> bytes:
+    """An output as embedded in a response: parsed JSON when it parses, else a JSON string."""
+    try:
+        return orjson.dumps(orjson.loads(output))
+    except orjson.JSONDecodeError:
+        return orjson.dumps(output)
+
+
+class QueryFrontend:
+    """The query frontend: an engine, the apps it serves, and the HTTP server in front."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1337,
+        rpc_host: str = "127.0.0.1",
+        rpc_port: int = 7000,
+        cache_bytes: int = 32 << 20,
+        heartbeat_timeout: float = 30.0,
+        max_body_bytes: int = 10 << 20,
+        max_batch_inputs: int = 10_000,
+    ) -> None:
+        self.host, self.port = host, port
+        self.engine = rust_core.Engine(
+            f"tcp://{rpc_host}:{rpc_port}", cache_bytes=cache_bytes, heartbeat_timeout=heartbeat_timeout
+        )
+        self.metrics = Metrics(None)
+        self.server = _core.QueryServer(
+            self.engine,
+            max_body_bytes=max_body_bytes,
+            max_batch_inputs=max_batch_inputs,
+            metrics_handler=self.metrics.render,
+        )
+        self.metrics.server = self.server
+        self.models: dict[str, dict[str, ModelSpec]] = {}
+        self.current_version: dict[str, str] = {}
+        self.app_specs: dict[str, AppSpec] = {}
+        self._http: asyncio.AbstractServer | None = None
+
+    @property
+    def rpc_port(self) -> int:
+        return int(self.engine.rpc_endpoint.rsplit(":", 1)[1])
+
+    # configuration
+
+    def add_model(self, spec: ModelSpec, *, current: bool = True) -> None:
+        """Registers a model version; by default it becomes the model's current version."""
+        parse_input_type(spec.input_type)
+        if spec.batch_size != -1 and spec.batch_size < 1:
+            raise ValueError("batch_size must be positive or -1 (adaptive)")
+        model_id = self.engine.model(spec.name, spec.version)
+        self.engine.configure_model(model_id, spec.batch_size, spec.batch_wait_micros)
+        self.models.setdefault(spec.name, {})[spec.version] = spec
+        if current or spec.name not in self.current_version:
+            self.current_version[spec.name] = spec.version
+        self._refresh_apps()
+
+    def add_app(self, spec: AppSpec) -> None:
+        """Adds or replaces an application."""
+        parse_input_type(spec.input_type)
+        if spec.latency_slo_micros <= 0:
+            raise ValueError("latency_slo_micros must be positive")
+        if len(spec.models) > 1:
+            raise ValueError("an application links at most one model")
+        self.app_specs[spec.name] = spec
+        self._refresh_apps()
+
+    def remove_app(self, name: str) -> None:
+        self.app_specs.pop(name, None)
+        self.server.apps.pop(name, None)
+
+    def _refresh_apps(self) -> None:
+        for spec in self.app_specs.values():
+            _, code = parse_input_type(spec.input_type)
+            model = spec.models[0] if spec.models else None
+            versions = {v: self.engine.model(model, v) for v in self.models.get(model, {})} if model else {}
+            current = self.current_version.get(model) if model else None
+            model_id = versions.get(current, -1) if current else -1
+            app = self.server.apps.get(spec.name)
+            if app is None or app.input_code != code:
+                app = _core.App(spec.name, code, spec.latency_slo_micros, json_fragment(spec.default_output))
+                self.server.apps[spec.name] = app
+            app.slo_micros = spec.latency_slo_micros
+            app.default_fragment = json_fragment(spec.default_output)
+            app.model_id, app.linked_model, app.versions = model_id, model, versions
+
+    def load_config(self, config: dict[str, Any]) -> None:
+        """Loads `{"models": [...], "apps": [...]}` (fields as in ModelSpec and AppSpec)."""
+        for model in config.get("models", []):
+            fields = dict(model)
+            current = fields.pop("current", True)
+            self.add_model(ModelSpec(**fields), current=current)
+        for app in config.get("apps", []):
+            self.add_app(AppSpec(**app))
+
+    # serving
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.engine.completion_fd(), self.server.on_completions)
+        self._http = await loop.create_server(
+            lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True, backlog=2048
+        )
+        self.port = self._http.sockets[0].getsockname()[1]
+        self._tick(loop)
+        log.info("query frontend listening", extra={"http": f"{self.host}:{self.port}", "rpc": self.engine.rpc_endpoint})
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.metrics.tick()
+        loop.call_later(5.0, self._tick, loop)
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Stops accepting connections, lets in-flight predictions finish, then stops the engine."""
+        if self._http is not None:
+            self._http.close()
+            deadline = asyncio.get_running_loop().time() + drain_seconds
+            while self.server.waiting_count and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            asyncio.get_running_loop().remove_reader(self.engine.completion_fd())
+        self.engine.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("query frontend stopping")
+        await self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="JSON file with apps and models to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1337)
+    parser.add_argument("--rpc-host", default="127.0.0.1", help="RPC bind address (default 127.0.0.1)")
+    parser.add_argument("--rpc-port", type=int, default=7000)
+    parser.add_argument("--cache-size", type=int, default=32 << 20, help="prediction cache size in bytes")
+    parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
+                        help="seconds of silence after which a model replica is dropped")
+    parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if args.cache_size < 0:
+        parser.error("--cache-size must not be negative")
+    uvloop.install()
+
+    async def run() -> None:
+        frontend = QueryFrontend(
+            host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
+            cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
+            max_body_bytes=args.max_body_bytes,
+        )
+        if args.config:
+            with open(args.config) as f:
+                frontend.load_config(json.load(f))
+        await frontend.serve_forever()
+
+    try:
+        asyncio.run(run())
+    except (OSError, ValueError, TypeError) as e:
+        print(f"query frontend: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

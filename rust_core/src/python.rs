@@ -1,0 +1,145 @@
+//! The thin PyO3 layer over [`crate::engine::Engine`]; `clipper/rust_core.pyi` documents it.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::aimd::AimdConfig;
+use crate::engine::{Completion, EngineConfig, ModelSettings};
+use crate::rpc::InputType;
+use crate::stats::Summary;
+
+#[pyclass(frozen, module = "clipper.rust_core")]
+struct Engine {
+    inner: crate::engine::Engine,
+}
+
+fn input_type(code: u8) -> PyResult<InputType> {
+    InputType::from_code(u32::from(code)).ok_or_else(|| PyValueError::new_err(format!("unknown input type code {code}")))
+}
+
+fn summary<'py>(py: Python<'py>, s: Summary) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("count", s.count)?;
+    d.set_item("min", s.min)?;
+    d.set_item("max", s.max)?;
+    d.set_item("mean", s.mean)?;
+    d.set_item("std_dev", s.std_dev)?;
+    d.set_item("p50", s.p50)?;
+    d.set_item("p95", s.p95)?;
+    d.set_item("p99", s.p99)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (rpc_address="tcp://127.0.0.1:7000", cache_bytes=32 << 20, heartbeat_timeout=30.0, aimd_target=0.5, max_batch_size=1024))]
+    fn new(rpc_address: &str, cache_bytes: usize, heartbeat_timeout: f64, aimd_target: f64, max_batch_size: usize) -> PyResult<Self> {
+        let valid = heartbeat_timeout > 0.0 && aimd_target > 0.0 && aimd_target <= 1.0 && max_batch_size > 0;
+        if !valid {
+            return Err(PyValueError::new_err(
+                "heartbeat_timeout must be positive, aimd_target in (0, 1] and max_batch_size at least 1",
+            ));
+        }
+        let config = EngineConfig {
+            rpc_address: rpc_address.into(),
+            cache_bytes,
+            heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+            aimd: AimdConfig { target: aimd_target, max_batch_size, ..AimdConfig::default() },
+        };
+        let inner = crate::engine::Engine::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(Engine { inner })
+    }
+
+    #[getter]
+    fn rpc_endpoint(&self) -> &str {
+        self.inner.rpc_endpoint()
+    }
+
+    fn model(&self, name: &str, version: &str) -> u32 {
+        self.inner.model(name, version)
+    }
+
+    #[pyo3(signature = (model, batch_size=-1, batch_wait_micros=0))]
+    fn configure_model(&self, model: u32, batch_size: i64, batch_wait_micros: u64) -> PyResult<()> {
+        let batch_size = match batch_size {
+            -1 => None,
+            n if n > 0 => Some(n as usize),
+            _ => return Err(PyValueError::new_err("batch_size must be positive or -1 (adaptive)")),
+        };
+        let batch_wait = Duration::from_micros(batch_wait_micros);
+        self.inner.configure_model(model, ModelSettings { batch_size, batch_wait });
+        Ok(())
+    }
+
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        token: u64,
+        model: u32,
+        input_type_code: u8,
+        data: &[u8],
+        slo_micros: u64,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let hit = self.inner.submit(token, model, input_type(input_type_code)?, data, Duration::from_micros(slo_micros));
+        Ok(hit.map(|output| PyBytes::new(py, &output)))
+    }
+
+    fn completion_fd(&self) -> i32 {
+        self.inner.completion_fd()
+    }
+
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut done: Vec<Completion> = Vec::new();
+        self.inner.drain(&mut done);
+        let items = done.iter().map(|c| {
+            let payload = PyBytes::new(py, &c.payload);
+            PyTuple::new(py, [c.token.into_pyobject(py)?.into_any(), (c.status as u8).into_pyobject(py)?.into_any(), payload.into_any()])
+        });
+        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+    }
+
+    fn model_name(&self, model: u32) -> Option<(String, String)> {
+        self.inner.model_name(model)
+    }
+
+    /// (model id, replica id, input type code) for every connected replica.
+    fn replicas(&self) -> Vec<(u32, u32, u8)> {
+        self.inner.replicas().into_iter().map(|r| (r.model, r.replica_id, r.input_type as u8)).collect()
+    }
+
+    fn cache_counts(&self) -> (u64, u64) {
+        self.inner.cache_counts()
+    }
+
+    /// Per model id: counters and summaries of recent batch sizes and batch latencies.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .stats()
+            .into_iter()
+            .map(|s| {
+                let d = PyDict::new(py);
+                d.set_item("predictions", s.predictions)?;
+                d.set_item("batches", s.batches)?;
+                d.set_item("queued", s.queued)?;
+                d.set_item("replicas", s.replicas)?;
+                d.set_item("batch_size", summary(py, s.batch_sizes.summary())?)?;
+                d.set_item("latency_micros", summary(py, s.latencies_us.summary())?)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.inner.shutdown());
+    }
+}
+
+#[pymodule]
+fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    Ok(())
+}
