@@ -126,6 +126,8 @@ cdef class QueryServer:
     cdef public Py_ssize_t max_batch_inputs
     cdef dict waiting
     cdef long long next_query_id
+    cdef object call_soon
+    cdef bint wake_scheduled
 
     def __init__(self, engine, Py_ssize_t max_body_bytes=10 << 20, Py_ssize_t max_batch_inputs=10000,
                  metrics_handler=None):
@@ -136,6 +138,20 @@ cdef class QueryServer:
         self.max_body_bytes = max_body_bytes
         self.max_batch_inputs = max_batch_inputs
         self.metrics_handler = metrics_handler
+        self.call_soon = None
+        self.wake_scheduled = False
+
+    def attach(self, loop):
+        """Binds to the running event loop: completions are read there, wake-ups batched there."""
+        self.call_soon = loop.call_soon
+        loop.add_reader(self.engine.completion_fd(), self.on_completions)
+
+    def detach(self, loop):
+        loop.remove_reader(self.engine.completion_fd())
+
+    def wake_engine(self):
+        self.wake_scheduled = False
+        self.engine.wake()
 
     def on_completions(self):
         """Drains the engine's completions and fills the slots waiting on them."""
@@ -208,6 +224,10 @@ cdef class QueryServer:
                 slot.fill(i, query_id, STATUS_OK, hit)
             else:
                 self.waiting[query_id] = (slot, i)
+                if not self.wake_scheduled:
+                    # One engine wake-up per event-loop iteration, not one per request.
+                    self.wake_scheduled = True
+                    self.call_soon(self.wake_engine)
         return slot
 
     cdef bytes update(self, App app, bytes body):

@@ -150,7 +150,7 @@ class QueryFrontend:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.engine.completion_fd(), self.server.on_completions)
+        self.server.attach(loop)
         self._http = await loop.create_server(
             lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True, backlog=2048
         )
@@ -169,7 +169,7 @@ class QueryFrontend:
             deadline = asyncio.get_running_loop().time() + drain_seconds
             while self.server.waiting_count and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
-            asyncio.get_running_loop().remove_reader(self.engine.completion_fd())
+            self.server.detach(asyncio.get_running_loop())
         self.engine.close()
 
     async def serve_forever(self) -> None:
@@ -184,7 +184,9 @@ class QueryFrontend:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--config", help="JSON file with apps and models to serve")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1337)

@@ -175,7 +175,8 @@ impl Engine {
     }
 
     /// Submits one prediction. A cache hit returns the output at once; otherwise the request
-    /// completes later under `token` (see [`Engine::drain`]).
+    /// completes later under `token` (see [`Engine::drain`]). The engine thread picks the
+    /// request up at its next wake-up: call [`Engine::wake`] once after a burst of submits.
     pub fn submit(&self, token: u64, model: u32, input_type: InputType, input: &[u8], slo: Duration) -> Option<Arc<[u8]>> {
         let key = cache_key(model, input);
         if let Some(hit) = self.shared.cache.lock().get(key) {
@@ -191,13 +192,18 @@ impl Engine {
             input_type,
             input: input.to_vec(),
         };
-        self.send(Command::Predict(task, token));
+        // The engine thread lives as long as this handle; a send cannot fail before shutdown.
+        let _ = self.commands.send(Command::Predict(task, token));
         None
     }
 
     fn send(&self, command: Command) {
-        // The engine thread lives as long as this handle; a send cannot fail before shutdown.
         let _ = self.commands.send(command);
+        self.wake();
+    }
+
+    /// Wakes the engine thread if it sleeps, so that it takes the submitted requests.
+    pub fn wake(&self) {
         fence(Ordering::SeqCst);
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             self.shared.wake_fd.notify();

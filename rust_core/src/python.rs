@@ -88,6 +88,10 @@ impl Engine {
         Ok(hit.map(|output| PyBytes::new(py, &output)))
     }
 
+    fn wake(&self) {
+        self.inner.wake();
+    }
+
     fn completion_fd(&self) -> i32 {
         self.inner.completion_fd()
     }

@@ -92,6 +92,13 @@ fn doubles(values: &[f64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Submits and wakes the engine, as the query frontend does after each burst.
+fn submit(engine: &Engine, token: u64, model: u32, input_type: InputType, input: &[u8], slo: Duration) -> Option<Arc<[u8]>> {
+    let hit = engine.submit(token, model, input_type, input, slo);
+    engine.wake();
+    hit
+}
+
 fn wait_for(engine: &Engine, count: usize, timeout: Duration) -> Vec<Completion> {
     let start = Instant::now();
     let mut out = Vec::new();
@@ -119,11 +126,11 @@ fn predicts_then_serves_from_cache() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "sum", Duration::ZERO, sum);
     wait_for_replicas(&engine, 1);
     let input = doubles(&[1.0, 2.5]);
-    assert!(engine.submit(7, model, InputType::Doubles, &input, SLO).is_none());
+    assert!(submit(&engine, 7, model, InputType::Doubles, &input, SLO).is_none());
     let done = wait_for(&engine, 1, SLO);
     assert_eq!(done.len(), 1);
     assert_eq!((done[0].token, done[0].status, &*done[0].payload), (7, Status::Ok, b"3.5".as_slice()));
-    let hit = engine.submit(8, model, InputType::Doubles, &input, SLO);
+    let hit = submit(&engine, 8, model, InputType::Doubles, &input, SLO);
     assert_eq!(hit.as_deref(), Some(b"3.5".as_slice()));
     assert_eq!(engine.cache_counts(), (2, 1));
 }
@@ -135,7 +142,7 @@ fn concurrent_requests_for_one_input_share_one_computation() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "len", Duration::from_millis(50), batch_len);
     wait_for_replicas(&engine, 1);
     for token in 0..5 {
-        engine.submit(token, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[1.0]), SLO);
     }
     let done = wait_for(&engine, 5, SLO);
     assert_eq!(done.len(), 5);
@@ -147,7 +154,7 @@ fn concurrent_requests_for_one_input_share_one_computation() {
 fn no_replica_answers_at_once() {
     let engine = engine(Duration::from_secs(30));
     let model = engine.model("absent", "1");
-    engine.submit(1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
     let done = wait_for(&engine, 1, Duration::from_millis(500));
     assert_eq!(done[0].status, Status::NoModel);
 }
@@ -159,7 +166,7 @@ fn slow_model_times_out_at_the_slo() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "slow", Duration::from_millis(300), sum);
     wait_for_replicas(&engine, 1);
     let start = Instant::now();
-    engine.submit(1, model, InputType::Doubles, &doubles(&[1.0]), Duration::from_millis(50));
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[1.0]), Duration::from_millis(50));
     let done = wait_for(&engine, 1, Duration::from_secs(1));
     assert_eq!(done[0].status, Status::Timeout);
     assert!(start.elapsed() < Duration::from_millis(200), "timed out after {:?}", start.elapsed());
@@ -173,7 +180,7 @@ fn fixed_batch_size_is_used_when_saturated() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "fixed", Duration::from_millis(2), batch_len);
     wait_for_replicas(&engine, 1);
     for token in 0..450u64 {
-        engine.submit(token, model, InputType::Doubles, &doubles(&[token as f64]), Duration::from_secs(10));
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[token as f64]), Duration::from_secs(10));
     }
     let done = wait_for(&engine, 450, Duration::from_secs(10));
     assert_eq!(done.len(), 450);
@@ -190,7 +197,7 @@ fn batch_wait_fills_batches() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "wait", Duration::ZERO, batch_len);
     wait_for_replicas(&engine, 1);
     for token in 0..4u64 {
-        engine.submit(token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
         thread::sleep(Duration::from_millis(10));
     }
     let done = wait_for(&engine, 4, SLO);
@@ -204,10 +211,10 @@ fn model_errors_complete_with_the_message_and_are_not_cached() {
     let _c = FakeContainer::start(engine.rpc_endpoint(), "bad", Duration::ZERO, fail);
     wait_for_replicas(&engine, 1);
     let input = doubles(&[1.0]);
-    engine.submit(1, model, InputType::Doubles, &input, SLO);
+    submit(&engine, 1, model, InputType::Doubles, &input, SLO);
     let done = wait_for(&engine, 1, SLO);
     assert_eq!((done[0].status, &*done[0].payload), (Status::ModelError, b"ValueError: boom".as_slice()));
-    assert!(engine.submit(2, model, InputType::Doubles, &input, SLO).is_none());
+    assert!(submit(&engine, 2, model, InputType::Doubles, &input, SLO).is_none());
 }
 
 #[test]
@@ -216,7 +223,7 @@ fn silent_replica_is_dropped_and_its_batch_goes_to_another() {
     let model = engine.model("m", "1");
     let hung = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_secs(60), sum);
     wait_for_replicas(&engine, 1);
-    engine.submit(1, model, InputType::Doubles, &doubles(&[2.0]), Duration::from_secs(5));
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[2.0]), Duration::from_secs(5));
     thread::sleep(Duration::from_millis(50));
     let _healthy = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
     let done = wait_for(&engine, 1, Duration::from_secs(4));
