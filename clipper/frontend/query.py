@@ -156,7 +156,8 @@ class QueryFrontend:
         )
         self.port = self._http.sockets[0].getsockname()[1]
         self._tick(loop)
-        log.info("query frontend listening", extra={"http": f"{self.host}:{self.port}", "rpc": self.engine.rpc_endpoint})
+        endpoints = {"http": f"{self.host}:{self.port}", "rpc": self.engine.rpc_endpoint}
+        log.info("query frontend listening", extra=endpoints)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.metrics.tick()
