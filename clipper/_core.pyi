@@ -1,0 +1,72 @@
+"""The query frontend's compiled request path, from `_core/` (Cython on httptools + orjson)."""
+
+import asyncio
+from collections.abc import Callable
+
+from .rust_core import Engine
+
+class InputError(ValueError):
+    """A request input that does not match its app's input type (answered 400)."""
+
+class QueryError(ValueError):
+    """A well-formed request that cannot be served as asked, e.g. an unknown version (400)."""
+
+INPUT_TYPE_NAMES: tuple[str, ...]
+
+def encode_input(value: object, code: int, where: str = "input") -> bytes:
+    """Validates one decoded JSON input against an input type code; returns its RPC element bytes."""
+
+def error_body(error: str, cause: str) -> bytes:
+    """The JSON body of an error response."""
+
+class App:
+    """An application as the query path sees it."""
+
+    name: str
+    input_code: int
+    slo_micros: int
+    default_fragment: bytes
+    model_id: int
+    linked_model: str | None
+    versions: dict[str, int]
+    predictions: int
+    defaults: int
+    def __init__(
+        self,
+        name: str,
+        input_code: int,
+        slo_micros: int,
+        default_fragment: bytes,
+        model_id: int = -1,
+        linked_model: str | None = None,
+        versions: dict[str, int] | None = None,
+    ) -> None: ...
+    def recent_latencies(self) -> list[int]:
+        """The latest response latencies in microseconds (a window of 4096)."""
+
+class QueryServer:
+    """Process-wide query state: the engine, the apps and the requests waiting on the engine."""
+
+    engine: Engine
+    apps: dict[str, App]
+    metrics_handler: Callable[[], bytes]
+    max_body_bytes: int
+    max_batch_inputs: int
+    def __init__(
+        self,
+        engine: Engine,
+        max_body_bytes: int = 10485760,
+        max_batch_inputs: int = 10000,
+        metrics_handler: Callable[[], bytes] | None = None,
+    ) -> None: ...
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reads completions on `loop` and batches engine wake-ups per loop iteration."""
+    def detach(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def on_completions(self) -> None: ...
+    @property
+    def waiting_count(self) -> int: ...
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: HTTP/1.1 with keep-alive and in-order (pipelined) responses."""
+
+    def __init__(self, server: QueryServer) -> None: ...

@@ -1,0 +1,69 @@
+"""The serving engine, compiled from `rust_core/` (Rust, PyO3).
+
+One native thread owns the ZeroMQ ROUTER that model containers connect to (Clipper RPC v3), the
+per-model-version queues (earliest deadline first), adaptive batching (AIMD per replica), the
+prediction cache and the deadlines. The GIL is never taken on that thread.
+"""
+
+class Engine:
+    """A running engine. Requests go in with `submit`; completions come out in bulk with `drain`."""
+
+    def __init__(
+        self,
+        rpc_address: str = "tcp://127.0.0.1:7000",
+        cache_bytes: int = 33554432,
+        heartbeat_timeout: float = 30.0,
+        aimd_target: float = 0.5,
+        max_batch_size: int = 1024,
+    ) -> None:
+        """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
+
+        heartbeat_timeout: seconds of silence after which a replica is dropped and its batch requeued.
+        aimd_target: fraction of the SLO a batch may take before AIMD backs off by 10%.
+        """
+
+    @property
+    def rpc_endpoint(self) -> str:
+        """The bound endpoint, with the real port when port 0 was asked."""
+
+    def model(self, name: str, version: str) -> int:
+        """The small integer id of a model version, interned on first use."""
+
+    def model_name(self, model: int) -> tuple[str, str] | None:
+        """(name, version) of a model id."""
+
+    def configure_model(self, model: int, batch_size: int = -1, batch_wait_micros: int = 0) -> None:
+        """Fixed batch size (or -1 for AIMD) and delayed-batching wait of a model version."""
+
+    def submit(self, token: int, model: int, input_type_code: int, data: bytes, slo_micros: int) -> bytes | None:
+        """Submits one prediction.
+
+        Returns the cached output (a JSON fragment) on a cache hit; otherwise None, and the request
+        completes later under `token`. Call `wake` once after a burst of submits.
+        """
+
+    def wake(self) -> None:
+        """Wakes the engine thread so that it takes the submitted requests."""
+
+    def completion_fd(self) -> int:
+        """A file descriptor that is readable while completions wait to be drained."""
+
+    def drain(self) -> list[tuple[int, int, bytes]]:
+        """Every waiting completion as (token, status, payload).
+
+        status 0: payload is the model output as a JSON fragment; 1: the SLO passed; 2: the model
+        has no connected replica; 3: the model failed the batch, payload is its error message.
+        """
+
+    def replicas(self) -> list[tuple[int, int, int]]:
+        """(model id, replica id, input type code) of every connected replica."""
+
+    def cache_counts(self) -> tuple[int, int]:
+        """(lookups, hits) of the prediction cache."""
+
+    def stats(self) -> list[dict]:
+        """Per model id: predictions, batches, queued, replicas, and summaries (count, min, max,
+        mean, std_dev, p50, p95, p99) of recent batch sizes and batch latencies in microseconds."""
+
+    def close(self) -> None:
+        """Stops the engine thread; requests still waiting are not completed."""
