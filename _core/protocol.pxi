@@ -265,6 +265,7 @@ cdef class HttpProtocol:
     cdef bint closed
     cdef bint reading_paused
     cdef bint too_large
+    cdef bint expect_continue
 
     def __init__(self, QueryServer server):
         self.server = server
@@ -301,9 +302,21 @@ cdef class HttpProtocol:
         self.body = []
         self.body_size = 0
         self.too_large = False
+        self.expect_continue = False
 
     def on_url(self, bytes url):
         self.url += url
+
+    def on_header(self, bytes name, bytes value):
+        if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self):
+        # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
+        # Only when no earlier response is pending, so that responses stay in request order.
+        if self.expect_continue and not self.slots and not self.closed \
+                and self.parser.get_http_version() == "1.1":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, bytes data):
         self.body_size += len(data)
