@@ -101,6 +101,10 @@ class QueryFrontend:
         parse_input_type(spec.input_type)
         if spec.batch_size != -1 and spec.batch_size < 1:
             raise ValueError("batch_size must be positive or -1 (adaptive)")
+        if current or spec.name not in self.current_version:
+            for app in self.app_specs.values():
+                if spec.name in app.models:
+                    self._check_link(app, spec.name, spec.version, spec)
         model_id = self.engine.model(spec.name, spec.version)
         self.engine.configure_model(model_id, spec.batch_size, spec.batch_wait_micros)
         self.models.setdefault(spec.name, {})[spec.version] = spec
@@ -115,8 +119,21 @@ class QueryFrontend:
             raise ValueError("latency_slo_micros must be positive")
         if len(spec.models) > 1:
             raise ValueError("an application links at most one model")
+        for model in spec.models:
+            self._check_link(spec, model, self.current_version.get(model))
         self.app_specs[spec.name] = spec
         self._refresh_apps()
+
+    def _check_link(self, app: AppSpec, model: str, version: str | None, spec: ModelSpec | None = None) -> None:
+        """Refuses to serve an app through a model version of another input type."""
+        spec = spec or (self.models.get(model, {}).get(version) if version else None)
+        if spec is None:
+            return
+        if parse_input_type(spec.input_type)[0] != parse_input_type(app.input_type)[0]:
+            raise ValueError(
+                f"Model with name '{model}' has incompatible input_type '{parse_input_type(spec.input_type)[0]}'. "
+                f"Requested app to link to has input_type '{parse_input_type(app.input_type)[0]}'."
+            )
 
     def remove_app(self, name: str) -> None:
         self.app_specs.pop(name, None)
