@@ -266,6 +266,7 @@ cdef class HttpProtocol:
     cdef bint reading_paused
     cdef bint too_large
     cdef bint expect_continue
+    cdef bint broken
 
     def __init__(self, QueryServer server):
         self.server = server
@@ -283,14 +284,19 @@ cdef class HttpProtocol:
         self.slots.clear()
 
     def data_received(self, bytes data):
+        if self.broken:
+            return  # the connection closes once the responses before its 400 are written
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.reply_error(400, "Bad request", "protocol upgrades are not supported", False)
-            self.close_after_flush()
+            self.fail("protocol upgrades are not supported")
         except httptools.HttpParserError as e:
-            self.reply_error(400, "Bad request", f"malformed HTTP request: {e}", False)
-            self.close_after_flush()
+            self.fail(f"malformed HTTP request: {e}")
+
+    cdef void fail(self, str cause):
+        self.broken = True
+        self.reply_error(400, "Bad request", cause, False)
+        self.close_after_flush()
 
     def eof_received(self):
         return None
