@@ -187,20 +187,25 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def frontend(self, config: dict[str, Any], *, heartbeat_timeout: float | None = None,
+    def frontend(self, config: dict[str, Any] | None = None, *, redis_port: int | None = None,
+                 ports: tuple[int, int] | None = None, heartbeat_timeout: float | None = None,
                  max_body_bytes: int | None = None, cache_size: int | None = None) -> Frontend:
-        """Starts a query frontend with `config` and waits until it answers `GET /metrics`."""
-        config_path = self.workdir / f"config-{len(self.frontends)}.json"
-        config_path.write_text(json.dumps(config))
-        options: list[str] = []
+        """Starts a query frontend serving `config`, or what Redis on `redis_port` holds, and waits until it
+        answers `GET /metrics`. `ports` (http, rpc) fixes the ports, e.g. to restart a frontend in place."""
+        if config is not None:
+            config_path = self.workdir / f"config-{len(self.frontends)}.json"
+            config_path.write_text(json.dumps(config))
+            options = ["--config", str(config_path)]
+        else:
+            options = ["--redis-port", str(redis_port)]
         for flag, value in (("--heartbeat-timeout", heartbeat_timeout), ("--max-body-bytes", max_body_bytes),
                             ("--cache-size", cache_size)):
             if value is not None:
                 options += [flag, str(value)]
         for _attempt in range(3):  # a port picked as free may be taken before the frontend binds it
-            port, rpc_port = free_ports(2)
+            port, rpc_port = ports or free_ports(2)
             log_path = self._log_file("frontend")
-            argv = [sys.executable, "-m", "clipper.frontend.query", "--config", str(config_path),
+            argv = [sys.executable, "-m", "clipper.frontend.query",
                     "--port", str(port), "--rpc-port", str(rpc_port), *options]
             fe = Frontend(self._spawn(argv, log_path), port, rpc_port, log_path)
             if self._wait_serving(fe):

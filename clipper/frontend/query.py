@@ -1,8 +1,9 @@
 """The query frontend process: REST predictions on :1337, model containers on :7000.
 
-Wires a configuration of apps and models into the compiled request path (`clipper._core`) and
-the engine (`clipper.rust_core`), and serves on uvloop.
+Wires apps and models, from Redis (following every change) or from a JSON file, into the compiled
+request path (`clipper._core`) and the engine (`clipper.rust_core`), and serves on uvloop.
 
+    python -m clipper.frontend.query --redis-host 127.0.0.1 --redis-port 6379
     python -m clipper.frontend.query --config apps.json
 """
 
@@ -24,6 +25,7 @@ from .. import _core, rust_core
 from ..input_types import parse_input_type
 from ..logs import configure_logging
 from .metrics import Metrics
+from .watcher import StateWatcher
 
 log = logging.getLogger("clipper.query")
 
@@ -89,6 +91,7 @@ class QueryFrontend:
         self.current_version: dict[str, str] = {}
         self.app_specs: dict[str, AppSpec] = {}
         self._http: asyncio.AbstractServer | None = None
+        self.watcher: StateWatcher | None = None
 
     @property
     def rpc_port(self) -> int:
@@ -154,6 +157,29 @@ class QueryFrontend:
             app.default_fragment = json_fragment(spec.default_output)
             app.model_id, app.linked_model, app.versions = model_id, model, versions
 
+    def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Serves exactly the apps and models of a `StateStore.snapshot()`, replacing what was before.
+
+        Redis is the source of truth here: the management API validated every change already.
+        """
+        models: dict[str, dict[str, ModelSpec]] = {}
+        for m in snapshot["models"].values():
+            spec = ModelSpec(m["model_name"], m["model_version"], m["input_type"], int(m["batch_size"]),
+                             int(m.get("batch_wait_micros", 0)))
+            models.setdefault(spec.name, {})[spec.version] = spec
+            model_id = self.engine.model(spec.name, spec.version)
+            self.engine.configure_model(model_id, spec.batch_size, spec.batch_wait_micros)
+        self.models = models
+        self.current_version = dict(snapshot["current_versions"])
+        self.app_specs = {
+            name: AppSpec(name, a["input_type"], int(a["latency_slo_micros"]), a["default_output"],
+                          list(a["linked_models"]))
+            for name, a in snapshot["apps"].items()
+        }
+        for name in set(self.server.apps) - set(self.app_specs):
+            del self.server.apps[name]
+        self._refresh_apps()
+
     def load_config(self, config: dict[str, Any]) -> None:
         """Loads `{"models": [...], "apps": [...]}` (fields as in ModelSpec and AppSpec)."""
         for model in config.get("models", []):
@@ -165,9 +191,15 @@ class QueryFrontend:
 
     # serving
 
+    def follow_redis(self, host: str, port: int) -> None:
+        """Takes apps and models from Redis, following every change (call before `start`)."""
+        self.watcher = StateWatcher(self, host, port)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server.attach(loop)
+        if self.watcher is not None:
+            self.watcher.start(loop)
         self._http = await loop.create_server(
             lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True, backlog=2048
         )
@@ -182,6 +214,8 @@ class QueryFrontend:
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Stops accepting connections, lets in-flight predictions finish, then stops the engine."""
+        if self.watcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.watcher.stop)
         if self._http is not None:
             self._http.close()
             deadline = asyncio.get_running_loop().time() + drain_seconds
@@ -205,12 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--config", help="JSON file with apps and models to serve")
+    parser.add_argument("--config", help="JSON file with apps and models to serve (instead of Redis)")
+    parser.add_argument("--redis-host", "--redis_ip", default="127.0.0.1", help="Redis holding the apps and models")
+    parser.add_argument("--redis-port", "--redis_port", type=int, default=6379)
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1337)
     parser.add_argument("--rpc-host", default="127.0.0.1", help="RPC bind address (default 127.0.0.1)")
     parser.add_argument("--rpc-port", type=int, default=7000)
-    parser.add_argument("--cache-size", type=int, default=32 << 20, help="prediction cache size in bytes")
+    parser.add_argument("--cache-size", "--prediction_cache_size", type=int, default=32 << 20, help="prediction cache size in bytes")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="seconds of silence after which a model replica is dropped")
     parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
@@ -230,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             with open(args.config) as f:
                 frontend.load_config(json.load(f))
+        else:
+            frontend.follow_redis(args.redis_host, args.redis_port)
         await frontend.serve_forever()
 
     try:
