@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import Cluster, Frontend, TimeoutSession, free_ports
 
 from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer, redis_server_binary
-from conftest import Cluster, Frontend, TimeoutSession, free_ports
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None,
                                 reason="redis-server is not installed (apt-get install redis-server)")

@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=1337)
     parser.add_argument("--rpc-host", default="127.0.0.1", help="RPC bind address (default 127.0.0.1)")
     parser.add_argument("--rpc-port", type=int, default=7000)
-    parser.add_argument("--cache-size", "--prediction_cache_size", type=int, default=32 << 20, help="prediction cache size in bytes")
+    parser.add_argument("--cache-size", "--prediction_cache_size", type=int, default=32 << 20,
+                        help="prediction cache size in bytes")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="seconds of silence after which a model replica is dropped")
     parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
