@@ -1,3 +1,42 @@
-"""Clipper-compatible low-latency prediction serving."""
+"""Clipper-compatible low-latency prediction serving.
+
+The admin API is re-exported here and imported lazily, so that the frontends and the container
+runtime (which import this package) do not pay for `requests` and friends:
+
+    from clipper import ClipperConnection, LocalContainerManager, ClipperException
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["ClipperConnection", "ClipperException", "LocalContainerManager", "UnconnectedException", "__version__"]
+
+_LAZY = {
+    "ClipperConnection": "clipper.admin.connection",
+    "ClipperException": "clipper.admin.exceptions",
+    "UnconnectedException": "clipper.admin.exceptions",
+    "LocalContainerManager": "clipper.managers.local",
+}
+
+if TYPE_CHECKING:
+    from .admin.connection import ClipperConnection
+    from .admin.exceptions import ClipperException, UnconnectedException
+    from .managers.local import LocalContainerManager
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipper' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,367 @@
+"""The ``clipper`` command: run and manage a local cluster from a shell.
+
+    clipper start                          # Redis + frontends on 127.0.0.1:1337/1338/7000, in the background
+    clipper deploy sum-model --version 1 --input-type doubles --predict mymodule:feature_sum \\
+        --app hello-world --slo-micros 100000 --default-output -1.0
+    curl -X POST -d '{"input": [1.1, 2.2, 3.3]}' http://127.0.0.1:1337/hello-world/predict
+    clipper status; clipper apps; clipper models; clipper logs ./clipper_logs
+    clipper stop
+
+Every command takes ``--cluster-name`` (default ``$CLIPPER_CLUSTER`` or ``default-cluster``) and
+``--cluster-dir`` (default ``/tmp/clipper-clusters/<cluster name>``); commands other than ``start`` connect
+to the cluster recorded there.
+
+``deploy --predict module:function`` imports the function here (the current directory is on the
+import path) and deploys it as a Python closure (cloudpickle): a module that lives under the
+current directory is pickled by value, so replicas do not need to import it; installed modules
+are pickled by reference. ``deploy --model-path DIR`` deploys a directory holding ``func.pkl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .admin.connection import DEFAULT_PREDICTION_CACHE_SIZE_BYTES, ClipperConnection
+from .admin.exceptions import ClipperException
+from .managers.local import LocalContainerManager
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    if not rows:
+        return ""
+    cells = [header, *rows]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def _manager(args: argparse.Namespace, **ports: Any) -> LocalContainerManager:
+    return LocalContainerManager(cluster_name=args.cluster_name, cluster_dir=args.cluster_dir, **ports)
+
+
+def _connect(args: argparse.Namespace) -> ClipperConnection:
+    conn = ClipperConnection(_manager(args))
+    conn.connect()
+    return conn
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    cm = _manager(args, clipper_query_port=args.query_port, clipper_management_port=args.management_port,
+                  clipper_rpc_port=args.rpc_port, redis_ip=args.redis_ip, redis_port=args.redis_port,
+                  log_dir=args.log_dir, start_timeout=args.timeout)
+    conn = ClipperConnection(cm, health_check_timeout=args.timeout)
+    conn.start_clipper(cache_size=args.cache_size)
+    st = cm.status()
+    print(f"Clipper cluster '{args.cluster_name}' is running")
+    print(f"  query frontend:      http://{cm.get_query_addr()}  (model RPC on 127.0.0.1:{cm.rpc_port})")
+    print(f"  management frontend: http://{cm.get_admin_addr()}")
+    redis = st["redis"]
+    print(f"  redis:               {redis['host']}:{redis['port']}{'' if redis['managed'] else ' (external)'}")
+    print(f"  logs:                {st['log_dir']}")
+    print(f"Stop it with: clipper --cluster-name {args.cluster_name} stop")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    cm = _manager(args)
+    running = cm.status()["processes"]
+    ClipperConnection(cm).stop_all(graceful=not args.force)
+    if running:
+        print(f"Stopped Clipper cluster '{args.cluster_name}'")
+    else:
+        print(f"No Clipper cluster '{args.cluster_name}' was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _manager(args).status()
+    if not st["processes"]:
+        print(f"Clipper cluster '{args.cluster_name}' is not running (no {st['state_path']})")
+        return 1
+    state = "running" if st["running"] else "NOT HEALTHY (a process died; see its log, then `clipper stop`)"
+    print(f"Clipper cluster '{args.cluster_name}': {state}")
+    print(f"  query frontend: http://{st['query_addr']}   management frontend: http://{st['admin_addr']}")
+    rows = [[r["role"], str(r["pid"]), "alive" if r["alive"] else "DEAD", r["log"]] for r in st["processes"]]
+    rows += [[f"model {r['name']}:{r['version']}", str(r["pid"]), "alive" if r["alive"] else "DEAD", r["log"]]
+             for r in st["replicas"]]
+    print(_table(rows, ["PROCESS", "PID", "STATE", "LOG"]))
+    return 0 if st["running"] else 1
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    apps = _connect(args).get_all_apps(verbose=True)
+    if args.json:
+        print(json.dumps(apps, indent=2))
+        return 0
+    if not apps:
+        print("No applications")
+        return 0
+    rows = [[a["name"], a["input_type"], str(a["latency_slo_micros"]), a["default_output"],
+             ",".join(a.get("linked_models") or []) or "-"] for a in sorted(apps, key=lambda a: a["name"])]
+    print(_table(rows, ["NAME", "INPUT TYPE", "SLO (us)", "DEFAULT OUTPUT", "LINKED MODEL"]))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    models = conn.get_all_models(verbose=True)
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print("No models")
+        return 0
+    rows = []
+    for m in sorted(models, key=lambda m: (m["model_name"], m["model_version"])):
+        replicas = conn.cm.get_num_replicas(m["model_name"], m["model_version"])
+        rows.append([m["model_name"], m["model_version"], "yes" if m["is_current_version"] else "",
+                     m["input_type"], str(replicas), m["container_name"]])
+    print(_table(rows, ["NAME", "VERSION", "CURRENT", "INPUT TYPE", "REPLICAS", "IMAGE"]))
+    return 0
+
+
+def load_predict_function(spec: str) -> Any:
+    """Imports ``module:function``; a module under the current directory is marked pickle-by-value."""
+    import cloudpickle
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ClipperException(f"--predict must look like module:function, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ClipperException(f"Cannot import {module_name!r}: {e}") from e
+    func: Any = module
+    try:
+        for part in attr.split("."):
+            func = getattr(func, part)
+    except AttributeError as e:
+        raise ClipperException(f"Module {module_name!r} has no attribute {attr!r}") from e
+    if not callable(func):
+        raise ClipperException(f"{spec!r} is not callable")
+    path = getattr(module, "__file__", None)
+    if path and Path(path).resolve().is_relative_to(Path(cwd).resolve()):
+        cloudpickle.register_pickle_by_value(module)
+    return func
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deployers import python as python_deployer
+
+    conn = _connect(args)
+    if args.predict:
+        func = load_predict_function(args.predict)
+        python_deployer.deploy_python_closure(conn, args.name, args.version, args.input_type, func,
+                                              labels=args.label, num_replicas=args.replicas,
+                                              batch_size=args.batch_size, pkgs_to_install=args.pkg)
+    else:
+        conn.build_and_deploy_model(args.name, args.version, args.input_type, args.model_path,
+                                    python_deployer.default_base_image(), labels=args.label,
+                                    num_replicas=args.replicas, batch_size=args.batch_size,
+                                    pkgs_to_install=args.pkg)
+    print(f"Deployed model {args.name}:{args.version} ({args.replicas} replica(s)); it is the current version")
+    if args.app:
+        if conn.get_app_info(args.app) is None:
+            conn.register_application(args.app, args.input_type, args.default_output, args.slo_micros)
+            print(f"Registered application {args.app} (input type {args.input_type}, SLO {args.slo_micros} us, "
+                  f"default output {args.default_output!r})")
+        if args.name not in conn.get_linked_models(args.app):
+            conn.link_model_to_app(args.app, args.name)
+        print(f"Application {args.app} is served by {args.name}: POST http://{conn.get_query_addr()}/{args.app}/predict")
+    return 0
+
+
+def cmd_set_version(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    conn.set_model_version(args.name, args.version)
+    print(f"Model {args.name} now serves version {args.version}")
+    return 0
+
+
+def cmd_replicas(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    version = args.version or conn.get_current_model_version(args.name)
+    conn.set_num_replicas(args.name, args.num_replicas, version)
+    print(f"Model {args.name}:{version} has {conn.get_num_replicas(args.name, version)} replica(s)")
+    return 0
+
+
+def cmd_stop_model(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    if args.version:
+        conn.stop_versioned_models({args.name: args.version})
+        print(f"Stopped and removed {args.name} version(s) {', '.join(args.version)}")
+    else:
+        conn.stop_models([args.name])
+        print(f"Stopped and removed every version of {args.name}")
+    return 0
+
+
+def cmd_register_app(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    conn.register_application(args.name, args.input_type, args.default_output, args.slo_micros)
+    print(f"Registered application {args.name}")
+    return 0
+
+
+def cmd_unregister_app(args: argparse.Namespace) -> int:
+    _connect(args).unregister_application(args.name)
+    print(f"Unregistered application {args.name}")
+    return 0
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    if args.unlink:
+        conn.unlink_model_from_app(args.app, args.model)
+        print(f"Unlinked model {args.model} from application {args.app}")
+    else:
+        conn.link_model_to_app(args.app, args.model)
+        print(f"Linked model {args.model} to application {args.app}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import requests
+
+    conn = _connect(args)
+    try:
+        value = json.loads(args.input)
+    except ValueError as e:
+        raise ClipperException(f"INPUT must be JSON, e.g. '[1.0, 2.0]': {e}") from e
+    key = "input_batch" if args.batch else "input"
+    r = requests.post(f"http://{conn.get_query_addr()}/{args.app}/predict", json={key: value}, timeout=60)
+    print(r.text if r.status_code == 200 else f"HTTP {r.status_code}: {r.text}")
+    return 0 if r.status_code == 200 else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    cm = _manager(args)
+    paths = cm.get_logs(args.dir)
+    if not paths:
+        print(f"No logs for cluster '{args.cluster_name}' in {cm.log_dir}")
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipper", description=__doc__.split("\n\n")[0],
+                                     epilog="Run `clipper COMMAND --help` for a command's options.")
+    parser.add_argument("--cluster-name", default=os.environ.get("CLIPPER_CLUSTER", "default-cluster"),
+                        help="cluster name (default: $CLIPPER_CLUSTER or default-cluster)")
+    parser.add_argument("--cluster-dir", default=None, help="state directory (default: /tmp/clipper-clusters/NAME)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is being done")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("start", help="start a local cluster (Redis and both frontends) in the background")
+    p.add_argument("--query-port", type=int, default=1337)
+    p.add_argument("--management-port", type=int, default=1338)
+    p.add_argument("--rpc-port", type=int, default=7000)
+    p.add_argument("--redis-port", type=int, default=6379)
+    p.add_argument("--redis-ip", default=None, help="use the Redis running there instead of starting one")
+    p.add_argument("--cache-size", type=int, default=DEFAULT_PREDICTION_CACHE_SIZE_BYTES, help="bytes")
+    p.add_argument("--log-dir", default=None)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each process")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("stop", help="stop every process of the cluster")
+    p.add_argument("--force", action="store_true", help="SIGKILL at once instead of SIGTERM")
+    p.set_defaults(func=cmd_stop)
+
+    sub.add_parser("status", help="show the cluster's processes").set_defaults(func=cmd_status)
+
+    for name, func, what in (("apps", cmd_apps, "applications"), ("models", cmd_models, "model versions")):
+        p = sub.add_parser(name, help=f"list {what}")
+        p.add_argument("--json", action="store_true", help="print the management API's JSON")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("deploy", help="deploy a Python function (or a func.pkl directory) as a model")
+    p.add_argument("name", help="model name")
+    p.add_argument("--version", default="1")
+    p.add_argument("--input-type", default="doubles", help="integers, floats, doubles, bytes or strings")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predict", metavar="MODULE:FUNCTION", help="function taking a batch of inputs")
+    source.add_argument("--model-path", metavar="DIR", help="directory holding func.pkl")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=-1, help="fixed batch size (-1: adaptive)")
+    p.add_argument("--label", action="append", default=None)
+    p.add_argument("--pkg", action="append", default=None, help="pip package to install into the model image")
+    p.add_argument("--app", help="also serve it from this application (registered if missing, then linked)")
+    p.add_argument("--slo-micros", type=int, default=100000, help="latency objective of a new --app")
+    p.add_argument("--default-output", default="None", help="default output of a new --app")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("set-version", help="make a registered version current (roll back or forward)")
+    p.add_argument("name")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_set_version)
+
+    p = sub.add_parser("replicas", help="set a model version's number of replicas")
+    p.add_argument("name")
+    p.add_argument("num_replicas", type=int)
+    p.add_argument("--version", help="default: the current version")
+    p.set_defaults(func=cmd_replicas)
+
+    p = sub.add_parser("stop-model", help="stop a model's replicas and unregister its versions")
+    p.add_argument("name")
+    p.add_argument("--version", action="append", help="only this version (repeatable)")
+    p.set_defaults(func=cmd_stop_model)
+
+    p = sub.add_parser("register-app", help="register an application")
+    p.add_argument("name")
+    p.add_argument("--input-type", default="doubles")
+    p.add_argument("--slo-micros", type=int, default=100000)
+    p.add_argument("--default-output", default="None")
+    p.set_defaults(func=cmd_register_app)
+
+    p = sub.add_parser("unregister-app", help="remove an application")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_unregister_app)
+
+    p = sub.add_parser("link", help="link a model to an application")
+    p.add_argument("app")
+    p.add_argument("model")
+    p.add_argument("--unlink", action="store_true", help="remove the link instead")
+    p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("predict", help="ask an application for a prediction")
+    p.add_argument("app")
+    p.add_argument("input", help="JSON input, e.g. '[1.0, 2.0]'")
+    p.add_argument("--batch", action="store_true", help="INPUT is a list of inputs (input_batch)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("logs", help="copy the cluster's log files into DIR")
+    p.add_argument("dir", nargs="?", default="clipper_logs")
+    p.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # its errors reach the user as "clipper: error: ..." already
+        logging.getLogger("clipper.admin").setLevel(logging.CRITICAL)
+    try:
+        return args.func(args)
+    except ClipperException as e:
+        print(f"clipper: error: {e.msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The `ContainerManager` interface (REFERENCE §7.3) and the helpers Clipper's managers share.
+
+A container manager owns the processes (or Docker containers, or Kubernetes deployments) of a
+cluster: Redis, the management and query frontends and the model replicas. `ClipperConnection`
+talks REST to the frontends at the addresses the manager reports and asks the manager to start,
+resize and stop things.
+
+Unlike `clipper_admin`'s class (which sets the Python 2 ``__metaclass__`` attribute, so that
+nothing is abstract on Python 3), this is a real `abc.ABC`: a subclass that does not implement
+every abstract method cannot be instantiated.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..admin.exceptions import ClipperException
+
+CLIPPER_INTERNAL_QUERY_PORT = 1337
+CLIPPER_INTERNAL_MANAGEMENT_PORT = 1338
+CLIPPER_INTERNAL_RPC_PORT = 7000
+CLIPPER_INTERNAL_METRIC_PORT = 1390
+CLIPPER_INTERNAL_REDIS_PORT = 6379
+CLIPPER_INTERNAL_FLUENTD_PORT = 24224
+
+CLIPPER_DOCKER_LABEL = "ai.clipper.container.label"
+CLIPPER_NAME_LABEL = "ai.clipper.name"
+CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
+CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
+CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL = "ai.clipper.management_frontend.label"
+#: `container_name` of a model registered without a container (`register_model` with no image).
+CONTAINERLESS_MODEL_IMAGE = "NO_CONTAINER"
+
+CLIPPER_DOCKER_PORT_LABELS = {
+    "redis": "ai.clipper.redis.port",
+    "query_rest": "ai.clipper.query_frontend.query.port",
+    "query_rpc": "ai.clipper.query_frontend.rpc.port",
+    "management": "ai.clipper.management.port",
+    "metric": "ai.clipper.metric.port",
+    "fluentd": "ai.clipper.fluentd.port",
+}
+CLIPPER_METRIC_CONFIG_LABEL = "ai.clipper.metric.config"
+CLIPPER_FLUENTD_CONFIG_LABEL = "ai.clipper.fluentd.config"
+
+# '_' separates name and version in labels: valid in Kubernetes labels, not in model names.
+_MODEL_CONTAINER_LABEL_DELIMITER = "_"
+
+
+class ClusterAdapter(logging.LoggerAdapter):
+    """Prefixes log messages with ``[<cluster_name>]``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['cluster_name']}] {msg}", kwargs
+
+
+def create_model_container_label(name: str, version: str) -> str:
+    return f"{name}{_MODEL_CONTAINER_LABEL_DELIMITER}{version}"
+
+
+def parse_model_container_label(label: str) -> tuple[str, str]:
+    splits = label.split(_MODEL_CONTAINER_LABEL_DELIMITER)
+    if len(splits) != 2:
+        raise ClipperException(f"Unable to parse model container label {label}")
+    return splits[0], splits[1]
+
+
+class ContainerManager(abc.ABC):
+    """What `ClipperConnection` needs from a cluster backend.
+
+    Subclasses must set the attribute `cluster_identifier` (a string naming the cluster; it
+    prefixes log messages and image names). Address getters return ``"host:port"`` without a
+    scheme.
+    """
+
+    cluster_identifier: str
+
+    @abc.abstractmethod
+    def start_clipper(self, query_frontend_image: str, mgmt_frontend_image: str, frontend_exporter_image: str,
+                      cache_size: int, qf_http_thread_pool_size: int, qf_http_timeout_request: int,
+                      qf_http_timeout_content: int, num_frontend_replicas: int) -> None:
+        """Starts Redis (unless external), the management and query frontends."""
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Finds an already running cluster (its addresses)."""
+
+    @abc.abstractmethod
+    def deploy_model(self, name: str, version: str, input_type: str, image: str, num_replicas: int = 1) -> None:
+        """Starts `num_replicas` replicas of model `name:version` from `image`."""
+
+    @abc.abstractmethod
+    def get_num_replicas(self, name: str, version: str) -> int:
+        """How many replicas of `name:version` this manager runs."""
+
+    @abc.abstractmethod
+    def set_num_replicas(self, name: str, version: str, input_type: str, image: str, num_replicas: int) -> None:
+        """Starts or stops replicas of `name:version` until `num_replicas` run."""
+
+    @abc.abstractmethod
+    def get_logs(self, logging_dir: str) -> list[str]:
+        """Copies the cluster's logs into `logging_dir` and returns the paths written."""
+
+    @abc.abstractmethod
+    def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:
+        """Stops every replica of the given versions (`{name: [version, ...]}`)."""
+
+    @abc.abstractmethod
+    def stop_all_model_containers(self) -> None:
+        """Stops every model replica of the cluster."""
+
+    @abc.abstractmethod
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stops everything the cluster runs (model replicas, frontends, managed Redis)."""
+
+    @abc.abstractmethod
+    def get_admin_addr(self) -> str:
+        """``host:port`` of the management frontend."""
+
+    @abc.abstractmethod
+    def get_query_addr(self) -> str:
+        """``host:port`` of the query frontend (REST predictions and ``GET /metrics``)."""
+
+    @abc.abstractmethod
+    def get_metric_addr(self) -> str:
+        """``host:port`` of the metrics server."""
+
+    def build_model(self, name: str, version: str, model_data_path: str, base_image: str,
+                    container_registry: str | None = None, pkgs_to_install: Sequence[str] | None = None) -> str:
+        """Packages the directory `model_data_path` as a model "image" and returns its name.
+
+        In `clipper_admin` this is `ClipperConnection.build_model` and always builds a Docker image;
+        here each manager decides what an image is (`LocalContainerManager`: a directory). The
+        default refuses.
+        """
+        raise ClipperException(f"{type(self).__name__} cannot build model images; build one yourself and call "
+                               "ClipperConnection.deploy_model with its name")

@@ -1,0 +1,764 @@
+"""`LocalContainerManager`: a whole cluster as child processes on 127.0.0.1 (the default manager).
+
+`start_clipper` starts, in this order, each one after the previous answers:
+
+1. ``redis-server --port <redis_port> --bind 127.0.0.1 --save '' --appendonly no`` (skipped when
+   `redis_ip` is given: then that Redis is used and never stopped);
+2. the management frontend ``python -m clipper.frontend.management`` on `clipper_management_port`;
+3. the query frontend ``python -m clipper.frontend.query`` on `clipper_query_port` (HTTP) and
+   `clipper_rpc_port` (model replicas).
+
+Model replicas are ``python -m clipper.container`` processes configured by Clipper's environment
+variables (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``, ``CLIPPER_IP``, ``CLIPPER_PORT``,
+``CLIPPER_INPUT_TYPE``, ``CLIPPER_MODEL_PATH``). `deploy_model` and `set_num_replicas` return once
+every new replica has registered with the query frontend, and fail with a `ClipperException`
+quoting the end of its log when one exits or does not register in time.
+
+Model "images". A Docker image is replaced by a directory:
+
+* ``build_model`` (``ClipperConnection.build_model`` and every deployer) copies the model directory
+  (e.g. the one with ``func.pkl`` written by `deploy_python_closure`) to
+  ``<cluster_dir>/images/<name>/<version>`` and returns ``"local:<that path>"``;
+  ``pkgs_to_install`` are installed there with ``pip install --target <image>/modules`` (the
+  container runtime puts ``<model path>/modules`` on ``sys.path``); `base_image` and
+  `container_registry` are recorded in ``image.json`` and otherwise ignored.
+* ``deploy_model(..., image=...)`` accepts ``"local:/path/to/dir"`` or a plain directory path (a
+  directory holding ``func.pkl``), or ``"python:package.module:function"`` for a function the
+  replica imports (``CLIPPER_PREDICT``; the module must be installed or on ``PYTHONPATH``, e.g.
+  through `extra_env`). Anything else, e.g. a Docker image name, is refused.
+
+Everything runs on 127.0.0.1 and is recorded in ``<cluster_dir>/cluster.json`` (pids, ports,
+replicas), by default ``/tmp/clipper-clusters/<cluster_name>/`` (base directory:
+``$CLIPPER_CLUSTERS_DIR``), so that another Python process (or the ``clipper`` command) can
+`connect()` to the cluster, resize it and stop it. The processes run in their own sessions: like
+Docker containers they outlive the Python process that started them, until `stop_all()`.
+
+Logs go to ``<log_dir>`` (default ``<cluster_dir>/logs``): ``redis.log``,
+``management_frontend.log``, ``query_frontend.log`` and one ``model-<name>-<version>-<n>.log`` per
+replica. Nothing is ever restarted behind your back: a process that dies stays dead (see
+`status()`), and `start_clipper` refuses to start a cluster whose processes still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import operator
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..admin.exceptions import ClipperException
+from ..input_types import parse_input_type
+from .base import ClusterAdapter, ContainerManager
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger("clipper.managers.local")
+
+LOCAL_IMAGE_PREFIX = "local:"
+PYTHON_IMAGE_PREFIX = "python:"
+#: Where clusters keep their state, logs and images unless told otherwise. Not Clipper's
+#: ``/tmp/clipper``: a directory named ``clipper`` in /tmp would shadow this package (as a namespace
+#: package) for every script run from /tmp.
+DEFAULT_BASE_DIR = os.environ.get("CLIPPER_CLUSTERS_DIR", "/tmp/clipper-clusters")
+_HOST = "127.0.0.1"
+_ROLES = ("redis", "management_frontend", "query_frontend")
+
+
+# ---------------------------------------------------------------------- process helpers
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a process, or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("latin-1")
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    return rest[0], int(rest[19])
+
+
+def _start_time(pid: int) -> int | None:
+    st = _proc_stat(pid)
+    return st[1] if st else None
+
+
+def _pid_alive(pid: int, start_time: int | None) -> bool:
+    """True when `pid` runs and is the process started at `start_time` (not a reused pid)."""
+    if not Path("/proc/self/stat").exists():  # pragma: no cover - no procfs
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    st = _proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return start_time is None or st[1] == start_time
+
+
+def _port_free(port: int) -> bool:
+    """True when nothing listens on (or is bound to) 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((_HOST, 0))
+        return s.getsockname()[1]
+
+
+def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
+    """The last `lines` lines of a log file ('' when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def resolve_image(image: str) -> dict[str, str]:
+    """How a replica runs `image`: ``{"model_path": dir}`` or ``{"predict": "module:function"}``."""
+    if not isinstance(image, str) or not image:
+        raise ClipperException(f"Invalid model image {image!r}")
+    if image.startswith(PYTHON_IMAGE_PREFIX):
+        spec = image[len(PYTHON_IMAGE_PREFIX):]
+        module, sep, func = spec.partition(":")
+        if not sep or not module or not func:
+            raise ClipperException(f"Invalid model image {image!r}: expected 'python:package.module:function'")
+        return {"predict": spec}
+    path = Path(image[len(LOCAL_IMAGE_PREFIX):] if image.startswith(LOCAL_IMAGE_PREFIX) else image).expanduser()
+    if path.is_dir():
+        if not (path / "func.pkl").is_file():
+            raise ClipperException(f"Model image directory {path} has no func.pkl")
+        return {"model_path": str(path.resolve())}
+    if image.startswith(LOCAL_IMAGE_PREFIX) or image.startswith(("/", ".", "~")):
+        raise ClipperException(f"Model image directory {path} does not exist")
+    raise ClipperException(
+        f"LocalContainerManager cannot run model image {image!r}: it runs local directories holding func.pkl "
+        "('local:/path/to/dir', as returned by ClipperConnection.build_model) or 'python:package.module:function'. "
+        "Docker images need a Docker container manager."
+    )
+
+
+# ---------------------------------------------------------------------- the manager
+
+
+class LocalContainerManager(ContainerManager):
+    """Runs Redis, both frontends and the model replicas as local processes on 127.0.0.1.
+
+    Arguments follow `DockerContainerManager` where they make sense. A port of ``0`` (or None)
+    means "pick a free one when the cluster starts". `redis_ip` uses an already-running Redis at
+    `redis_ip:redis_port` instead of starting one. `python` is the interpreter of the frontends and
+    replicas (default ``$CLIPPER_PYTHON``, else this one). `cluster_dir` (default
+    ``/tmp/clipper-clusters/<cluster_name>``) holds the state file, logs (unless `log_dir`) and model images.
+    `start_timeout` bounds the wait for each frontend and each new model replica; `stop_timeout`
+    is the grace period between SIGTERM and SIGKILL. `extra_env` is added to every process's
+    environment; `query_frontend_args` / `management_frontend_args` are appended to the frontends'
+    command lines (e.g. ``["--heartbeat-timeout", "5"]``).
+    """
+
+    def __init__(
+        self,
+        cluster_name: str = "default-cluster",
+        clipper_query_port: int | None = 1337,
+        clipper_management_port: int | None = 1338,
+        clipper_rpc_port: int | None = 7000,
+        redis_ip: str | None = None,
+        redis_port: int | None = 6379,
+        log_dir: str | os.PathLike[str] | None = None,
+        cluster_dir: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+        start_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+        extra_env: Mapping[str, str] | None = None,
+        query_frontend_args: Sequence[str] = (),
+        management_frontend_args: Sequence[str] = (),
+    ) -> None:
+        if not cluster_name or "/" in cluster_name or cluster_name in (".", ".."):
+            raise ClipperException(f"Invalid cluster name {cluster_name!r}")
+        self.cluster_name = cluster_name
+        self.cluster_identifier = cluster_name
+        self.query_port = clipper_query_port or 0
+        self.management_port = clipper_management_port or 0
+        self.rpc_port = clipper_rpc_port or 0
+        self.redis_ip = redis_ip
+        self.redis_port = redis_port or 0
+        self.cluster_dir = Path(cluster_dir) if cluster_dir is not None else Path(DEFAULT_BASE_DIR) / cluster_name
+        self.log_dir = Path(log_dir) if log_dir is not None else self.cluster_dir / "logs"
+        self.python = python or os.environ.get("CLIPPER_PYTHON") or sys.executable
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.extra_env = dict(extra_env or {})
+        self.query_frontend_args = [str(a) for a in query_frontend_args]
+        self.management_frontend_args = [str(a) for a in management_frontend_args]
+        self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # ------------------------------------------------------------------ state file
+
+    @property
+    def state_path(self) -> Path:
+        return self.cluster_dir / "cluster.json"
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.cluster_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cluster_dir / "cluster.lock", "a+") as f:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ClipperException(f"Cannot read the cluster state file {self.state_path}: {e}") from e
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.cluster_dir, prefix=".cluster.", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(tmp, self.state_path)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        self.query_port = state["query_port"]
+        self.management_port = state["management_port"]
+        self.rpc_port = state["rpc_port"]
+        self.redis_ip = state["redis"]["host"] if not state["redis"]["managed"] else None
+        self.redis_port = state["redis"]["port"]
+        self.log_dir = Path(state["log_dir"])
+
+    def _connected_state(self) -> dict[str, Any]:
+        state = self._read_state()
+        if state is None:
+            raise ClipperException(self._not_running_message())
+        self._apply_state(state)
+        return state
+
+    def _not_running_message(self) -> str:
+        return (f"No local Clipper cluster named '{self.cluster_name}' is running (no state file {self.state_path}). "
+                "Start one with ClipperConnection.start_clipper() or `clipper start`.")
+
+    # ------------------------------------------------------------------ processes
+
+    def _alive(self, record: Mapping[str, Any]) -> bool:
+        proc = self._children.get(record["pid"])
+        if proc is not None:
+            return proc.poll() is None
+        return _pid_alive(record["pid"], record.get("start_time"))
+
+    def _exit_code(self, record: Mapping[str, Any]) -> int | None:
+        proc = self._children.get(record["pid"])
+        return proc.poll() if proc is not None else None
+
+    def _spawn(self, role: str, argv: list[str], log_path: Path,
+               env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Starts a process in its own session, output to `log_path`, working directory ``<cluster_dir>/run``.
+
+        (A fixed working directory: with ``python -m`` the caller's directory would come first on
+        ``sys.path``, and a ``clipper`` directory there would shadow this package.)
+        """
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cwd = self.cluster_dir / "run"
+        cwd.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {role}: {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env, **(env or {})},
+                    cwd=str(cwd), start_new_session=True, close_fds=True,
+                )
+            except OSError as e:
+                raise ClipperException(f"Cannot start {role} ({argv[0]}): {e}") from e
+        self._children[proc.pid] = proc
+        return {"role": role, "pid": proc.pid, "start_time": _start_time(proc.pid), "log": str(log_path),
+                "argv": argv}
+
+    def _signal(self, record: Mapping[str, Any], sig: int) -> None:
+        if not self._alive(record):
+            return
+        pid = record["pid"]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:  # its own session: reach its children too
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    def _terminate(self, records: Sequence[Mapping[str, Any]], graceful: bool = True) -> list[str]:
+        """Stops the processes (SIGTERM, SIGKILL after `stop_timeout`); returns those that would not die."""
+        records = list(records)
+        if not records:
+            return []
+        for r in records:
+            self._signal(r, signal.SIGTERM if graceful else signal.SIGKILL)
+        deadline = time.monotonic() + (self.stop_timeout if graceful else 5.0)
+        while any(self._alive(r) for r in records) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for r in records:
+            if self._alive(r):
+                self.logger.warning(f"{r['role']} (pid {r['pid']}) ignored SIGTERM; killing it")
+                self._signal(r, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while any(self._alive(r) for r in records) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for r in records:  # members of its process group that outlived it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r["pid"], signal.SIGKILL)
+            self._children.pop(r["pid"], None)
+        return [f"{r['role']} (pid {r['pid']})" for r in records if _pid_alive(r["pid"], r.get("start_time"))]
+
+    def _failure(self, record: Mapping[str, Any], what: str) -> ClipperException:
+        code = self._exit_code(record)
+        status = f"exited with code {code}" if code is not None else "exited"
+        if self._alive(record):
+            status = "is still running"
+        tail = log_tail(record["log"])
+        return ClipperException(
+            f"{what}: {record['role']} (pid {record['pid']}) {status}. Last lines of {record['log']}:\n{tail}"
+        )
+
+    def _wait_until(self, record: Mapping[str, Any], ready: Any, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self._alive(record):
+                raise self._failure(record, f"{what} failed to start")
+            if time.monotonic() > deadline:
+                raise self._failure(record, f"{what} did not become ready within {timeout:g} s")
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ cluster lifecycle
+
+    def start_clipper(
+        self,
+        query_frontend_image: str | None = None,
+        mgmt_frontend_image: str | None = None,
+        frontend_exporter_image: str | None = None,
+        cache_size: int = 33554432,
+        qf_http_thread_pool_size: int = 1,
+        qf_http_timeout_request: int = 5,
+        qf_http_timeout_content: int = 300,
+        num_frontend_replicas: int = 1,
+    ) -> None:
+        """Starts Redis (unless `redis_ip`), the management and the query frontend; waits for each.
+
+        The image arguments and HTTP thread/timeout settings are accepted for compatibility and
+        ignored; `cache_size` is the query frontend's prediction cache in bytes. Only one query
+        frontend is supported.
+        """
+        if num_frontend_replicas != 1:
+            raise ClipperException("LocalContainerManager runs exactly one query frontend (num_frontend_replicas=1)")
+        if cache_size is None or int(cache_size) < 0:
+            raise ClipperException(f"Invalid cache_size {cache_size!r}: must be a number of bytes >= 0")
+        with self._lock():
+            state = self._read_state()
+            if state is not None:
+                alive = [r for r in state["processes"] + state["replicas"] if self._alive(r)]
+                if alive:
+                    names = ", ".join(f"{r['role']} (pid {r['pid']})" for r in alive)
+                    raise ClipperException(
+                        f"A local Clipper cluster named '{self.cluster_name}' is already running ({names}). "
+                        "Connect to it with ClipperConnection.connect(), or stop it with stop_all() first."
+                    )
+                self.logger.info(f"Removing the state of a cluster that is no longer running ({self.state_path})")
+                self.state_path.unlink()
+            self._check_prerequisites()
+            ports = self._choose_ports()
+            self.query_port, self.management_port, self.rpc_port = ports["query"], ports["management"], ports["rpc"]
+            if self.redis_ip is None:
+                self.redis_port = ports["redis"]
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "cluster_name": self.cluster_name,
+                "started": time.time(),
+                "owner_pid": os.getpid(),
+                "redis": {"host": self.redis_ip or _HOST, "port": self.redis_port, "managed": self.redis_ip is None},
+                "query_port": self.query_port,
+                "management_port": self.management_port,
+                "rpc_port": self.rpc_port,
+                "cache_size": int(cache_size),
+                "log_dir": str(self.log_dir.resolve()),
+                "processes": [],
+                "replicas": [],
+                "next_replica": 0,
+            }
+            try:
+                self._start_processes(state)
+            except BaseException:
+                self._terminate(list(reversed(state["processes"])), graceful=False)
+                raise
+            self._write_state(state)
+        self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}, "
+                         f"logs in {self.log_dir}")
+
+    def _check_prerequisites(self) -> None:
+        if self.redis_ip is None and shutil.which("redis-server") is None:
+            raise ClipperException(
+                "redis-server is not installed (it holds the cluster's state). Install it, e.g. "
+                "`apt-get install redis-server`, or pass redis_ip=/redis_port= to use a running Redis."
+            )
+        if self.redis_ip is not None and not _redis_ping(self.redis_ip, self.redis_port, timeout=2.0):
+            raise ClipperException(f"No Redis answers at {self.redis_ip}:{self.redis_port} (redis_ip/redis_port)")
+
+    def _choose_ports(self) -> dict[str, int]:
+        wanted = {"query": self.query_port, "management": self.management_port, "rpc": self.rpc_port}
+        if self.redis_ip is None:
+            wanted["redis"] = self.redis_port
+        fixed = [p for p in wanted.values() if p]
+        if len(set(fixed)) != len(fixed):
+            raise ClipperException(f"The cluster's ports must differ: {wanted}")
+        chosen: dict[str, int] = {}
+        for role, port in wanted.items():
+            if not port:
+                while (port := _free_port()) in fixed or port in chosen.values():
+                    pass
+            elif not _port_free(port):
+                arg = {"query": "clipper_query_port", "management": "clipper_management_port",
+                       "rpc": "clipper_rpc_port", "redis": "redis_port"}[role]
+                raise ClipperException(
+                    f"Port {port} on {_HOST} ({role}) is already in use, perhaps by another Clipper cluster. "
+                    f"Stop it, or choose another port with LocalContainerManager({arg}=...)."
+                )
+            chosen[role] = port
+        return chosen
+
+    def _start_processes(self, state: dict[str, Any]) -> None:
+        redis_host = state["redis"]["host"]
+        redis_port = state["redis"]["port"]
+        if state["redis"]["managed"]:
+            argv = [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", _HOST,
+                    "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"]
+            rec = self._spawn("redis", argv, self.log_dir / "redis.log")
+            state["processes"].append(rec)
+            self._wait_until(rec, lambda: _redis_ping(_HOST, redis_port), "Redis", self.start_timeout)
+        common = ["--redis-host", redis_host, "--redis-port", str(redis_port), "--host", _HOST]
+        argv = [self.python, "-m", "clipper.frontend.management", *common, "--port", str(self.management_port),
+                *self.management_frontend_args]
+        rec = self._spawn("management_frontend", argv, self.log_dir / "management_frontend.log")
+        state["processes"].append(rec)
+        self._wait_until(rec, lambda: _http_ok(f"http://{self.get_admin_addr()}/admin/ping"),
+                         "The management frontend", self.start_timeout)
+        argv = [self.python, "-m", "clipper.frontend.query", *common, "--port", str(self.query_port),
+                "--rpc-port", str(self.rpc_port), "--cache-size", str(state["cache_size"]), *self.query_frontend_args]
+        rec = self._spawn("query_frontend", argv, self.log_dir / "query_frontend.log")
+        state["processes"].append(rec)
+        self._wait_until(rec, lambda: _http_ok(f"http://{self.get_query_addr()}/metrics"),
+                         "The query frontend", self.start_timeout)
+
+    def connect(self) -> None:
+        """Attaches to the running cluster recorded in the state file (started by any process)."""
+        with self._lock():
+            state = self._connected_state()
+        dead = [r for r in state["processes"] if not self._alive(r)]
+        if dead:
+            names = ", ".join(f"{r['role']} (pid {r['pid']}, log {r['log']})" for r in dead)
+            raise ClipperException(
+                f"The local Clipper cluster '{self.cluster_name}' is not healthy: {names} no longer running. "
+                "Call stop_all() to clean up, then start_clipper()."
+            )
+
+    def status(self) -> dict[str, Any]:
+        """What runs: ``{"running": bool, "processes": [...], "replicas": [...], addresses}``.
+
+        Each process and replica record carries ``alive``; a cluster is running when its frontends
+        (and managed Redis) are alive.
+        """
+        with self._lock():
+            state = self._read_state()
+        if state is None:
+            return {"running": False, "cluster_name": self.cluster_name, "state_path": str(self.state_path),
+                    "processes": [], "replicas": []}
+        self._apply_state(state)
+        for r in state["processes"] + state["replicas"]:
+            r["alive"] = self._alive(r)
+        return {
+            **state,
+            "running": all(r["alive"] for r in state["processes"]),
+            "state_path": str(self.state_path),
+            "query_addr": self.get_query_addr(),
+            "admin_addr": self.get_admin_addr(),
+        }
+
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stops every replica, the frontends and the managed Redis; removes the state file.
+
+        `graceful=False` kills at once (SIGKILL). An external Redis (`redis_ip`) is left alone.
+        """
+        with self._lock():
+            state = self._read_state()
+            records: list[dict[str, Any]] = []
+            if state is not None:
+                records = list(state["replicas"]) + list(reversed(state["processes"]))
+            known = {r["pid"] for r in records}
+            records += [{"role": "process", "pid": pid, "start_time": None, "log": ""}
+                        for pid in self._children if pid not in known]
+            survivors = self._terminate(records, graceful=graceful)
+            if state is not None:
+                self.state_path.unlink(missing_ok=True)
+        if survivors:
+            raise ClipperException(f"Could not stop {', '.join(survivors)}")
+        self.logger.info("Stopped all Clipper processes")
+
+    # ------------------------------------------------------------------ addresses
+
+    def get_admin_addr(self) -> str:
+        return f"{_HOST}:{self.management_port}"
+
+    def get_query_addr(self) -> str:
+        return f"{_HOST}:{self.query_port}"
+
+    def get_metric_addr(self) -> str:
+        """There is no Prometheus locally: the query frontend's address (it serves ``GET /metrics``)."""
+        return self.get_query_addr()
+
+    # ------------------------------------------------------------------ model images
+
+    def build_model(self, name: str, version: str, model_data_path: str, base_image: str,
+                    container_registry: str | None = None, pkgs_to_install: Sequence[str] | None = None) -> str:
+        """Copies `model_data_path` to ``<cluster_dir>/images/<name>/<version>``; returns ``local:<dir>``."""
+        src = Path(model_data_path)
+        if not src.is_dir():
+            raise ClipperException(f"Model data path {model_data_path} is not a directory")
+        dest = (self.cluster_dir / "images" / name / str(version)).resolve()
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dest)
+        if pkgs_to_install:
+            argv = [self.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+                    str(dest / "modules"), *pkgs_to_install]
+            self.logger.info(f"Installing {' '.join(pkgs_to_install)} into {dest / 'modules'}")
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ClipperException(f"pip install {' '.join(pkgs_to_install)} failed "
+                                       f"(exit code {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+        (dest / "image.json").write_text(json.dumps({
+            "name": name, "version": str(version), "source": str(src.resolve()), "base_image": base_image,
+            "container_registry": container_registry, "pkgs_to_install": list(pkgs_to_install or []),
+            "built": time.time(),
+        }, indent=2))
+        image = f"{LOCAL_IMAGE_PREFIX}{dest}"
+        self.logger.info(f"Built model image {image}")
+        return image
+
+    # ------------------------------------------------------------------ model replicas
+
+    def deploy_model(self, name: str, version: str, input_type: str, image: str, num_replicas: int = 1) -> None:
+        """Runs `num_replicas` replicas of ``name:version`` (like Docker's: sets the replica count)."""
+        self.set_num_replicas(name, version, input_type, image, num_replicas)
+
+    def get_num_replicas(self, name: str, version: str) -> int:
+        """Live replica processes of ``name:version``."""
+        with self._lock():
+            state = self._connected_state()
+        return sum(1 for r in state["replicas"] if self._matches(r, name, version) and self._alive(r))
+
+    @staticmethod
+    def _matches(record: Mapping[str, Any], name: str, version: str) -> bool:
+        return record["name"] == name and record["version"] == str(version)
+
+    def set_num_replicas(self, name: str, version: str, input_type: str, image: str, num_replicas: int) -> None:
+        """Starts or stops replica processes until `num_replicas` of ``name:version`` run.
+
+        New replicas must register with the query frontend within `start_timeout` seconds;
+        surplus ones (the newest first) are stopped with SIGTERM.
+        """
+        version = str(version)
+        try:
+            num_replicas = operator.index(num_replicas)
+        except TypeError:
+            num_replicas = -1
+        if num_replicas < 0:
+            raise ClipperException("Invalid number of replicas: must be an integer >= 0")
+        try:
+            canonical, _ = parse_input_type(input_type)
+        except ValueError as e:
+            raise ClipperException(str(e)) from e
+        run = resolve_image(image) if num_replicas else {}
+        with self._lock():
+            state = self._connected_state()
+            self._prune(state)
+            current = [r for r in state["replicas"] if self._matches(r, name, version)]
+            started: list[dict[str, Any]] = []
+            surplus = current[num_replicas:]
+            for _ in range(num_replicas - len(current)):
+                started.append(self._spawn_replica(state, name, version, canonical, image, run))
+            state["replicas"] = [r for r in state["replicas"] if r not in surplus] + started
+            self._write_state(state)
+        if surplus:
+            self.logger.info(f"Stopping {len(surplus)} replica(s) of {name}:{version}")
+            self._terminate(surplus)
+        if started:
+            try:
+                self._wait_registered(name, version, started)
+            except BaseException:
+                self._terminate(started, graceful=False)
+                with self._lock():
+                    state = self._connected_state()
+                    pids = {r["pid"] for r in started}
+                    state["replicas"] = [r for r in state["replicas"] if r["pid"] not in pids]
+                    self._write_state(state)
+                raise
+            self.logger.info(f"Started {len(started)} replica(s) of {name}:{version}")
+
+    def _prune(self, state: dict[str, Any]) -> None:
+        for r in state["replicas"]:
+            if not self._alive(r):
+                self.logger.warning(f"Replica {r['name']}:{r['version']} (pid {r['pid']}) is no longer running; "
+                                    f"see {r['log']}")
+        state["replicas"] = [r for r in state["replicas"] if self._alive(r)]
+
+    def _spawn_replica(self, state: dict[str, Any], name: str, version: str, input_type: str, image: str,
+                       run: Mapping[str, str]) -> dict[str, Any]:
+        seq = state["next_replica"]
+        state["next_replica"] = seq + 1
+        run_dir = self.cluster_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ready_file = run_dir / f"replica-{seq}.ready"
+        ready_file.unlink(missing_ok=True)
+        env = {
+            "CLIPPER_MODEL_NAME": name,
+            "CLIPPER_MODEL_VERSION": version,
+            "CLIPPER_IP": _HOST,
+            "CLIPPER_PORT": str(state["rpc_port"]),
+            "CLIPPER_INPUT_TYPE": input_type,
+            "CLIPPER_READY_FILE": str(ready_file),
+            "CLIPPER_MODEL_PATH": run.get("model_path", ""),
+            "CLIPPER_PREDICT": run.get("predict", ""),
+        }
+        log_path = Path(state["log_dir"]) / f"model-{name}-{version}-{seq}.log"
+        rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.container"],
+                          log_path, env=env)
+        rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
+                    "ready_file": str(ready_file)})
+        return rec
+
+    def _wait_registered(self, name: str, version: str, started: Sequence[Mapping[str, Any]]) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        pending = list(started)
+        state = self._read_state() or {"processes": []}
+        frontend = [r for r in state["processes"] if r["role"] == "query_frontend"]
+        while pending:
+            pending = [r for r in pending if not Path(r["ready_file"]).exists()]
+            for r in pending:
+                if not self._alive(r):
+                    raise self._failure(r, f"Model {name}:{version} replica failed to start")
+            for r in frontend:
+                if pending and not self._alive(r):
+                    raise self._failure(r, f"Model {name}:{version} cannot register: the query frontend is down")
+            if pending and time.monotonic() > deadline:
+                raise self._failure(pending[0], f"Model {name}:{version} replica did not register with the query "
+                                                f"frontend at {_HOST}:{self.rpc_port} within {self.start_timeout:g} s")
+            time.sleep(0.02)
+        for r in started:
+            Path(r["ready_file"]).unlink(missing_ok=True)
+        # The replica has sent its registration; wait (briefly) until the frontend counts it.
+        want = self.get_num_replicas(name, version)
+        key = f"model:{name}:{version}:num_replicas"
+        until = time.monotonic() + 5.0
+        while time.monotonic() < until:
+            if self._frontend_replicas(key) >= want:
+                return
+            time.sleep(0.02)
+        self.logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")
+
+    def _frontend_replicas(self, key: str) -> int:
+        try:
+            report = requests.get(f"http://{self.get_query_addr()}/metrics", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return -1
+        for entry in report.get("counters", []) if isinstance(report, dict) else []:
+            if key in entry:
+                try:
+                    return int(entry[key]["count"])
+                except (KeyError, TypeError, ValueError):
+                    return -1
+        return 0
+
+    def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:
+        """Stops every replica of the given versions (`{name: [version, ...]}`)."""
+        wanted = {(name, str(v)) for name, versions in models.items() for v in versions}
+        self._stop_replicas(lambda r: (r["name"], r["version"]) in wanted)
+
+    def stop_all_model_containers(self) -> None:
+        """Stops every model replica."""
+        self._stop_replicas(lambda r: True)
+
+    def _stop_replicas(self, select: Any) -> None:
+        with self._lock():
+            state = self._connected_state()
+            doomed = [r for r in state["replicas"] if select(r)]
+            state["replicas"] = [r for r in state["replicas"] if not select(r)]
+            self._write_state(state)
+        survivors = self._terminate(doomed)
+        if survivors:
+            raise ClipperException(f"Could not stop {', '.join(survivors)}")
+
+    # ------------------------------------------------------------------ logs
+
+    def get_logs(self, logging_dir: str) -> list[str]:
+        """Copies every log file of the cluster into `logging_dir` (created); returns their paths."""
+        with self._lock():
+            state = self._read_state()
+        if state is not None:
+            self._apply_state(state)
+        out = Path(logging_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for src in sorted(self.log_dir.glob("*.log")) if self.log_dir.is_dir() else []:
+            dest = out / src.name
+            shutil.copyfile(src, dest)
+            paths.append(str(dest))
+        return paths
