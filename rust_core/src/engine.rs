@@ -130,6 +130,8 @@ impl Engine {
         let socket = context.socket(zmq::ROUTER).map_err(io::Error::from)?;
         socket.set_linger(0).map_err(io::Error::from)?;
         socket.set_router_handover(true).map_err(io::Error::from)?;
+        // Sending to a container that has gone fails at once, instead of vanishing silently.
+        socket.set_router_mandatory(true).map_err(io::Error::from)?;
         socket.bind(&config.rpc_address).map_err(|e| {
             io::Error::new(io::ErrorKind::AddrInUse, format!("cannot bind {}: {e}", config.rpc_address))
         })?;
@@ -496,16 +498,18 @@ impl Worker {
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
         let inputs: Vec<&[u8]> = tasks.iter().map(|t| t.input.as_slice()).collect();
         let head = rpc::predict_request_head(msg_id, input_type, &inputs);
-        let sent = self.socket.send(&identity, zmq::SNDMORE).is_ok()
-            && head.iter().all(|frame| self.socket.send(frame, zmq::SNDMORE).is_ok())
+        let more = zmq::SNDMORE | zmq::DONTWAIT;
+        let sent = self.socket.send(&identity, more).is_ok()
+            && head.iter().all(|frame| self.socket.send(frame, more).is_ok())
             && inputs.iter().enumerate().all(|(i, input)| {
-                let flags = if i + 1 == inputs.len() { 0 } else { zmq::SNDMORE };
+                let flags = if i + 1 == inputs.len() { zmq::DONTWAIT } else { more };
                 self.socket.send(*input, flags).is_ok()
             });
-        if !sent {
-            log_warn("failed to send a batch; its requests wait for another replica");
-        }
         replica.inflight = Some(Batch { msg_id, tasks, sent: now });
+        if !sent {
+            // The container has disconnected: its batch goes back to the queue for the others.
+            self.drop_replica(&identity, "it disconnected");
+        }
     }
 
     fn receive_all(&mut self) {
@@ -532,8 +536,9 @@ impl Worker {
             Inbound::Heartbeat => {
                 let kind = if known { rpc::HEARTBEAT_KEEPALIVE } else { rpc::HEARTBEAT_REQUEST_METADATA };
                 let reply = rpc::heartbeat_reply(kind);
-                let _ = self.socket.send(identity, zmq::SNDMORE);
-                let _ = self.socket.send_multipart(reply, 0);
+                if self.socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
+                    let _ = self.socket.send_multipart(reply, zmq::DONTWAIT);
+                }
             }
             Inbound::NewContainer { name, version, input_type } if !known => {
                 let model = intern_model(&self.shared, name, version);
@@ -610,20 +615,24 @@ impl Worker {
             .map(|(identity, _)| identity.clone())
             .collect();
         for identity in silent {
-            let replica = self.replicas.remove(&identity).expect("listed above");
-            log_warn(&format!("dropped replica {} of model {}: silent for {timeout:?}", replica.replica_id, replica.model));
-            let queue = &mut self.queues[replica.model as usize];
-            queue.replicas -= 1;
-            queue.idle.retain(|i| *i != identity);
-            // Work the replica took with it goes back to the queue for the others.
-            for task in replica.inflight.into_iter().flat_map(|b| b.tasks) {
-                queue.tasks.push(task);
-            }
-            self.shared
-                .replicas
-                .lock()
-                .retain(|r| !(r.model == replica.model && r.replica_id == replica.replica_id));
+            self.drop_replica(&identity, &format!("silent for {timeout:?}"));
         }
+    }
+
+    /// Forgets a replica; the batch it had in flight goes back to its model's queue.
+    fn drop_replica(&mut self, identity: &[u8], reason: &str) {
+        let Some(replica) = self.replicas.remove(identity) else { return };
+        log_warn(&format!("dropped replica {} of model {}: {reason}", replica.replica_id, replica.model));
+        let queue = &mut self.queues[replica.model as usize];
+        queue.replicas -= 1;
+        queue.idle.retain(|i| i != identity);
+        for task in replica.inflight.into_iter().flat_map(|b| b.tasks) {
+            queue.tasks.push(task);
+        }
+        self.shared
+            .replicas
+            .lock()
+            .retain(|r| !(r.model == replica.model && r.replica_id == replica.replica_id));
     }
 
     fn publish_queue_lengths(&self) {

@@ -35,8 +35,14 @@ impl FakeContainer {
             socket.set_linger(0).unwrap();
             socket.connect(&endpoint).unwrap();
             socket.send_multipart([vec![], 2u32.to_le_bytes().to_vec()], 0).unwrap();
+            let mut last_heartbeat = Instant::now();
             while !stopped.load(Ordering::SeqCst) {
                 if socket.poll(zmq::POLLIN, 20).unwrap() == 0 {
+                    // Idle containers heartbeat, as the real runtime does.
+                    if last_heartbeat.elapsed() > Duration::from_millis(100) {
+                        socket.send_multipart([vec![], 2u32.to_le_bytes().to_vec()], 0).unwrap();
+                        last_heartbeat = Instant::now();
+                    }
                     continue;
                 }
                 let frames = socket.recv_multipart(0).unwrap();
@@ -242,4 +248,26 @@ fn outputs_that_are_not_json_become_strings() {
     assert_eq!(&*json_fragment(b"DEFAULT"), b"\"DEFAULT\"");
     assert_eq!(&*json_fragment(b"NaN"), b"\"NaN\"");
     assert_eq!(&*json_fragment(b"say \"hi\""), b"\"say \\\"hi\\\"\"");
+}
+
+#[test]
+fn disconnected_replica_is_dropped_at_the_next_send_not_at_the_heartbeat_timeout() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("m", "1");
+    let leaving = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    // Busy enough that the departed replica is offered work too.
+    let _staying = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_millis(20), sum);
+    wait_for_replicas(&engine, 2);
+    drop(leaving); // closes its socket: the ROUTER forgets the peer
+    thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    for token in 0..20u64 {
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let done = wait_for(&engine, 20, SLO);
+    assert_eq!(done.len(), 20);
+    assert!(done.iter().all(|c| c.status == Status::Ok), "{done:?}");
+    assert!(start.elapsed() < Duration::from_secs(1), "served in {:?}", start.elapsed());
+    assert_eq!(engine.replicas().len(), 1);
 }
