@@ -54,6 +54,7 @@ cdef class App:
     cdef public int model_id
     cdef public object versions
     cdef public object linked_model
+    cdef public object router
     cdef public long long predictions
     cdef public long long defaults
     cdef int64_t latencies[LATENCY_WINDOW]
@@ -68,6 +69,7 @@ cdef class App:
         self.model_id = model_id
         self.linked_model = linked_model
         self.versions = versions if versions is not None else {}
+        self.router = None
         self.latency_count = 0
 
     cdef inline void record(self, int64_t latency, bint is_default) noexcept:
@@ -95,16 +97,23 @@ cdef class Slot:
     cdef bytes response
 
     cdef void fill(self, Py_ssize_t index, long long query_id, int status, bytes payload):
-        cdef bint is_default = status != STATUS_OK
-        if not is_default:
-            part = b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload)
+        """Completes one input with a model output (status 0) or the app's default (other statuses)."""
+        if status == STATUS_OK:
+            self.put(index, b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload), False)
+            return
+        if status == STATUS_MODEL_ERROR:
+            explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
         else:
-            if status == STATUS_MODEL_ERROR:
-                explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
-            else:
-                explanation = EXPLANATIONS[status]
-            part = b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
-                query_id, self.app.default_fragment, orjson.dumps(explanation))
+            explanation = EXPLANATIONS[status]
+        self.put(index, b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
+            query_id, self.app.default_fragment, orjson.dumps(explanation)), True)
+
+    cdef void fill_combined(self, Py_ssize_t index, long long query_id, bytes fragment, list models):
+        """Completes one input with an output combined from several models, naming them."""
+        self.put(index, b'{"query_id":%d,"output":%s,"default":false,"models":%s}' % (
+            query_id, fragment, orjson.dumps(models)), False)
+
+    cdef void put(self, Py_ssize_t index, bytes part, bint is_default):
         self.app.record(now_micros() - self.started, is_default)
         self.parts[index] = part
         self.remaining -= 1
@@ -115,6 +124,56 @@ cdef class Slot:
                 body = self.parts[0]
             self.response = http_response(200, body, self.keep_alive)
             self.protocol.flush()
+
+
+cdef class Gather:
+    """The answers of several models to one input, for an app with a selection policy.
+
+    Every model's request completes by the SLO (answer, default or error), so the gather completes by
+    then too, with what arrived: stragglers are left out of the combination.
+    """
+    cdef Slot slot
+    cdef Py_ssize_t index
+    cdef long long query_id
+    cdef int uid
+    cdef object router
+    cdef object label
+    cdef list asked
+    cdef dict outputs
+    cdef Py_ssize_t remaining
+    cdef int status
+    cdef bytes error
+
+    cdef void add(self, str model, int status, bytes payload):
+        if status == STATUS_OK:
+            self.outputs[model] = payload.decode("utf-8", "replace")
+        elif self.status != 1:  # an SLO miss explains a default best; then a model error
+            self.status = status if status != 2 or self.status == 0 else self.status
+            if status == STATUS_MODEL_ERROR:
+                self.error = payload
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done()
+
+    cdef void done(self):
+        if self.label is not None:  # feedback: learn, then acknowledge
+            self.router.observe(self.uid, self.outputs, self.label, self.asked)
+            self.slot.response = http_response(200, b"Feedback received? 1", self.slot.keep_alive, b"text/plain")
+            self.slot.protocol.flush()
+            return
+        combined = self.router.combine(self.uid, self.outputs)
+        if combined is None:
+            self.slot.fill(self.index, self.query_id, self.status or 2, self.error or b"")
+        else:
+            self.slot.fill_combined(self.index, self.query_id, json_fragment(combined[0]), combined[1])
+
+
+cdef bytes json_fragment(str output):
+    """An output as embedded in a response: parsed JSON when it parses, else a JSON string."""
+    try:
+        return orjson.dumps(orjson.loads(output))
+    except orjson.JSONDecodeError:
+        return orjson.dumps(output)
 
 
 cdef class QueryServer:
@@ -155,12 +214,15 @@ cdef class QueryServer:
 
     def on_completions(self):
         """Drains the engine's completions and fills the slots waiting on them."""
-        cdef Slot slot
         for token, status, payload in self.engine.drain():
             entry = self.waiting.pop(token, None)
-            if entry is not None:
-                slot = <Slot>entry[0]
-                slot.fill(entry[1], token, status, payload)
+            if entry is None:
+                continue
+            target = entry[0]
+            if type(target) is Slot:
+                (<Slot>target).fill(entry[1], token, status, payload)
+            else:
+                (<Gather>target).add(entry[1], status, payload)
 
     @property
     def waiting_count(self):
@@ -199,14 +261,13 @@ cdef class QueryServer:
         else:
             raise InputError(f"JSON object does not have required keys input or input_batch. Expected JSON schema: {SCHEMA}")
 
-        cdef Slot slot = Slot.__new__(Slot)
-        slot.protocol = protocol
-        slot.app = app
-        slot.is_batch = is_batch
-        slot.keep_alive = keep_alive
-        slot.started = now_micros()
-        slot.parts = [None] * len(inputs)
-        slot.remaining = len(inputs)
+        router = app.router
+        cdef int uid = 0
+        if router is not None:
+            if version is not None:
+                raise QueryError(f"Too many models linked to application {app.name}")
+            uid = request_uid(request, required=False)
+        cdef Slot slot = new_slot(protocol, app, is_batch, keep_alive, len(inputs))
         if slot.remaining == 0:
             slot.response = http_response(200, b'{"batch_predictions":[]}', keep_alive)
             return slot
@@ -216,21 +277,53 @@ cdef class QueryServer:
         for i in range(len(inputs)):
             query_id = self.next_query_id
             self.next_query_id += 1
-            if model_id < 0:
+            if router is not None:
+                self.gather(slot, i, query_id, uid, app, inputs[i], None)
+            elif model_id < 0:
                 slot.fill(i, query_id, 2, b"")
-                continue
-            hit = submit(query_id, model_id, app.input_code, inputs[i], app.slo_micros)
-            if hit is not None:
-                slot.fill(i, query_id, STATUS_OK, hit)
             else:
-                self.waiting[query_id] = (slot, i)
-                if not self.wake_scheduled:
-                    # One engine wake-up per event-loop iteration, not one per request.
-                    self.wake_scheduled = True
-                    self.call_soon(self.wake_engine)
+                hit = submit(query_id, model_id, app.input_code, inputs[i], app.slo_micros)
+                if hit is not None:
+                    slot.fill(i, query_id, STATUS_OK, hit)
+                else:
+                    self.waiting[query_id] = (slot, i)
+                    self.schedule_wake()
         return slot
 
-    cdef bytes update(self, App app, bytes body):
+    cdef void schedule_wake(self):
+        """One engine wake-up per event-loop iteration, not one per request."""
+        if not self.wake_scheduled:
+            self.wake_scheduled = True
+            self.call_soon(self.wake_engine)
+
+    cdef void gather(self, Slot slot, Py_ssize_t index, long long query_id, int uid, App app, bytes data,
+                     object label):
+        """Asks the models the app's policy chooses; the answers meet in a Gather."""
+        router = app.router
+        models = router.choose(uid) if label is None else router.feedback_models(uid)
+        cdef Gather g = Gather.__new__(Gather)
+        g.slot, g.index, g.query_id, g.uid, g.router, g.label = slot, index, query_id, uid, router, label
+        g.asked = [name for name, _ in models]
+        g.outputs = {}
+        g.remaining = len(models)
+        g.status = 0
+        if not models:
+            g.done()
+            return
+        submit = self.engine.submit
+        cdef long long token
+        for name, model_id in models:
+            token = self.next_query_id
+            self.next_query_id += 1
+            hit = submit(token, model_id, app.input_code, data, app.slo_micros)
+            if hit is not None:
+                g.add(name, STATUS_OK, hit)
+            else:
+                self.waiting[token] = (g, name)
+                self.schedule_wake()
+
+    cdef Slot update(self, HttpProtocol protocol, App app, bytes body, bint keep_alive):
+        """Validates a feedback body; apps with a selection policy learn from it before the answer."""
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -240,13 +333,41 @@ cdef class QueryServer:
         for key in ("uid", "input", "label"):
             if key not in request:
                 raise InputError(f"JSON object does not have required key: {key}")
-        if type(request["uid"]) is not int:
-            raise InputError("uid must be an integer")
-        if type(request["label"]) not in (int, float):
-            raise InputError("label must be a number")
-        encode_input(request["input"], app.input_code, "input")
+        cdef int uid = request_uid(request, required=True)
+        label = request["label"]
+        if type(label) not in (int, float, str):
+            raise InputError("label must be a number or a string")
+        data = encode_input(request["input"], app.input_code, "input")
+        cdef Slot slot = new_slot(protocol, app, False, keep_alive, 1)
+        query_id = self.next_query_id
         self.next_query_id += 1
-        return b"Feedback received? 1"
+        if app.router is None:
+            slot.response = http_response(200, b"Feedback received? 1", keep_alive, b"text/plain")
+        else:
+            self.gather(slot, 0, query_id, uid, app, data, label)
+        return slot
+
+
+cdef Slot new_slot(HttpProtocol protocol, App app, bint is_batch, bint keep_alive, Py_ssize_t n):
+    cdef Slot slot = Slot.__new__(Slot)
+    slot.protocol = protocol
+    slot.app = app
+    slot.is_batch = is_batch
+    slot.keep_alive = keep_alive
+    slot.started = now_micros()
+    slot.parts = [None] * n
+    slot.remaining = n
+    return slot
+
+
+cdef int request_uid(dict request, bint required) except? -1:
+    """The user id of a request: a non-negative 32-bit integer (0 when optional and absent)."""
+    uid = request.get("uid")
+    if uid is None and not required:
+        return 0
+    if type(uid) is not int or not 0 <= uid <= 2147483647:
+        raise InputError("uid must be a non-negative integer")
+    return uid
 
 
 class QueryError(ValueError):
@@ -366,13 +487,13 @@ cdef class HttpProtocol:
         try:
             if action == b"predict":
                 slot = self.server.predict(self, <App>app, body, keep_alive)
-                self.slots.append(slot)
-                if len(self.slots) > MAX_PIPELINE and not self.reading_paused:
-                    self.reading_paused = True
-                    self.transport.pause_reading()
-                self.flush()
             else:
-                self.reply_bytes(200, self.server.update(<App>app, body), keep_alive, b"text/plain")
+                slot = self.server.update(self, <App>app, body, keep_alive)
+            self.slots.append(slot)
+            if len(self.slots) > MAX_PIPELINE and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            self.flush()
         except QueryError as e:
             self.reply_error(400, "Query processing error", str(e), keep_alive)
         except InputError as e:

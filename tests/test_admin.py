@@ -161,7 +161,8 @@ def test_applications(conn: ClipperConnection) -> None:
     assert "adm-app" in conn.get_all_apps()
     verbose = [a for a in conn.get_all_apps(verbose=True) if a["name"] == "adm-app"]
     assert verbose == [{"name": "adm-app", "input_type": "doubles", "default_output": "-1.0",
-                        "latency_slo_micros": 100000, "linked_models": []}]
+                        "latency_slo_micros": 100000, "linked_models": [],
+                        "selection_policy": "DefaultOutputSelectionPolicy"}]
     assert conn.get_app_info("adm-app") == verbose[0]
     assert conn.get_app_info("no-such-app") is None
     assert conn.get_linked_models("adm-app") == []

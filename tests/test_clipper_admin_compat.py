@@ -273,7 +273,7 @@ def test_applications(ca: types.SimpleNamespace, conn: Any) -> None:
     conn.register_application("ca-app", "doubles", "-1.0", 100000)
     assert "ca-app" in conn.get_all_apps()
     assert {"name": "ca-app", "input_type": "doubles", "default_output": "-1.0", "latency_slo_micros": 100000,
-            "linked_models": []} in conn.get_all_apps(verbose=True)
+            "linked_models": [], "selection_policy": "DefaultOutputSelectionPolicy"} in conn.get_all_apps(verbose=True)
     assert conn.get_app_info("ca-app")["default_output"] == "-1.0"
     assert conn.get_app_info("ca-missing") is None
     with pytest.raises(ca.exceptions.ClipperException) as e:

@@ -187,7 +187,7 @@ def test_add_app_and_get_application(admin: Admin) -> None:
     assert admin.bad("add_app", {"name": "a", "input_type": "doubles", "default_output": "x",
                                  "latency_slo_micros": 1}) == "application 'a' already exists"
     app_a = {"input_type": "doubles", "default_output": '{"y": 1}', "latency_slo_micros": 20000, "name": "a",
-             "linked_models": []}
+             "linked_models": [], "selection_policy": "DefaultOutputSelectionPolicy"}
     assert admin.ok("get_application", {"name": "a"}) == json.dumps(app_a, separators=(",", ":"))  # key order too
     assert admin.ok("get_application", {"name": "nope"}) == "{}"
     assert sorted(admin.ok_json("get_all_applications", {"verbose": False})) == ["a", "b"]
@@ -221,6 +221,33 @@ def test_get_state(admin: Admin) -> None:
 
 
 # ---------------------------------------------------------------------- models
+
+def test_selection_policy_chosen_at_registration(admin: Admin) -> None:
+    body = {"name": "b", "input_type": "doubles", "default_output": "0.0", "latency_slo_micros": 1000}
+    assert admin.ok("add_app", {**body, "selection_policy": "exp4"}) == "Successfully added application with name 'b'"
+    assert admin.ok_json("get_application", {"name": "b"})["selection_policy"] == "exp4"
+    assert admin.bad("add_app", {**body, "name": "c", "selection_policy": "magic"}) == \
+        "magic is an invalid selection_policy."
+    admin.add_model("m1")
+    admin.add_model("m2")
+    assert admin.ok("add_model_links", {"app_name": "b", "model_names": ["m1", "m2"]}) == \
+        "Successfully linked models with names 'm1', 'm2' to application 'b'"
+    assert admin.ok_json("get_application", {"name": "b"})["linked_models"] == ["m1", "m2"]
+
+
+def test_selection_state_read_and_reset(admin: Admin, store: StateStore) -> None:
+    admin.add_app("b")
+    assert admin.ok_json("get_selection_state", {"app_name": "b", "uid": 0}) == {}
+    store.set_selection_state("b", '{"policy": "exp3"}', uid=0)
+    store.set_selection_state("b", '{"policy": "exp3", "t": 1}', uid=7)
+    assert admin.ok_json("get_selection_state", {"app_name": "b", "uid": 7}) == {"policy": "exp3", "t": 1}
+    assert admin.ok("reset_selection_state", {"app_name": "b", "uid": 7}) == \
+        "Successfully reset the selection state of application 'b'"
+    assert store.selection_states("b") == {0: '{"policy": "exp3"}'}
+    admin.ok("reset_selection_state", {"app_name": "b"})
+    assert store.selection_states("b") == {}
+    assert admin.bad("get_selection_state", {"app_name": "zz", "uid": 0}) == "No app with name 'zz' exists."
+
 
 def test_add_model_and_get_model(admin: Admin) -> None:
     r = admin.add_model("m", "1", "i", labels=["l1", "l2"], container="img:1")

@@ -531,7 +531,7 @@ def test_update_accepts_feedback(fe):
     b'{"uid": 0, "label": 1.0}',
     b'{"uid": 0, "input": [1.0]}',
     b'{"uid": "0", "input": [1.0], "label": 1.0}',
-    b'{"uid": 0, "input": [1.0], "label": "1.0"}',
+    b'{"uid": 0, "input": [1.0], "label": [1.0]}',
     b'{"uid": 0, "input": ["x"], "label": 1.0}',
     b'{"uid": 0, "input": 1.0, "label": 1.0}',
     b"[]",

@@ -193,11 +193,19 @@ class ClipperConnection:
 
     # ------------------------------------------------------------------ applications
 
-    def register_application(self, name: str, input_type: str, default_output: str, slo_micros: int) -> None:
-        """Creates the REST endpoint ``/<name>/predict`` (``POST /admin/add_app``)."""
+    def register_application(self, name: str, input_type: str, default_output: str, slo_micros: int,
+                             selection_policy: str | None = None) -> None:
+        """Creates the REST endpoint ``/<name>/predict`` (``POST /admin/add_app``).
+
+        `selection_policy` ("exp3", "exp4", "epsilon_greedy", "ucb"; absent: one model, Clipper's
+        default) lets the app link several models and learn from ``/<name>/update`` feedback.
+        """
         self._require_connection()
-        self._post("add_app", {"name": name, "input_type": input_type, "default_output": default_output,
-                               "latency_slo_micros": slo_micros})
+        body: dict[str, Any] = {"name": name, "input_type": input_type, "default_output": default_output,
+                                "latency_slo_micros": slo_micros}
+        if selection_policy is not None:
+            body["selection_policy"] = selection_policy
+        self._post("add_app", body)
         self.logger.info(f"Application {name} was successfully registered")
 
     def delete_application(self, name: str) -> None:
@@ -236,6 +244,19 @@ class ClipperConnection:
             self.logger.warning(f"Application {name} is not registered with Clipper")
             return None
         return app_info
+
+    def get_selection_state(self, app_name: str, uid: int = 0) -> dict[str, Any]:
+        """What the app's selection policy has learned for user `uid` (``{}`` before any feedback)."""
+        self._require_connection()
+        return self._get_json("get_selection_state", {"app_name": app_name, "uid": uid})
+
+    def reset_selection_state(self, app_name: str, uid: int | None = None) -> None:
+        """Forgets what the app's selection policy learned, for one user or (None) for all."""
+        self._require_connection()
+        body: dict[str, Any] = {"app_name": app_name}
+        if uid is not None:
+            body["uid"] = uid
+        self._post("reset_selection_state", body)
 
     def get_linked_models(self, app_name: str) -> list[str]:
         """Names of the models linked to the app."""

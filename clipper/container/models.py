@@ -56,3 +56,24 @@ def sleep(inputs: Any) -> list[str]:
 def fail(inputs: Any) -> list[str]:
     """Always raises ``ValueError("boom")``."""
     raise ValueError("boom")
+
+
+def classifier(inputs: Any) -> list[str]:
+    """A synthetic binary classifier of known accuracy, for selection-policy tests.
+
+    The true class of an input is ``int(sum(x)) % 2``; the answer is right for a fraction
+    ``CLIPPER_ACCURACY`` of inputs (chosen by a hash of the input and ``CLIPPER_SEED``, so the
+    same input always gets the same answer), after ``CLIPPER_SLEEP_FIXED_MS``.
+    """
+    accuracy = float(os.environ.get("CLIPPER_ACCURACY", "1.0"))
+    seed = int(os.environ.get("CLIPPER_SEED", "0"))
+    delay_ms = float(os.environ.get("CLIPPER_SLEEP_FIXED_MS", "0"))
+    if delay_ms > 0:
+        time.sleep(delay_ms / 1e3)
+    outputs = []
+    for x in inputs:
+        value = int(np.asarray(x, dtype=np.float64).sum())
+        truth = value % 2
+        right = (value * 2654435761 + seed * 40503) % 1000 < accuracy * 1000
+        outputs.append(str(truth if right else 1 - truth))
+    return outputs

@@ -31,9 +31,10 @@ import orjson
 import redis
 import uvloop
 
+from .. import selection
 from ..logs import configure_logging
 from ..state import StateError, StateStore, canonical_input_type
-from ..state.store import DEFAULT_USER_ID
+from ..state.store import DEFAULT_POLICY, DEFAULT_USER_ID
 
 log = logging.getLogger("clipper.management")
 
@@ -225,7 +226,7 @@ def _dumps(value: Any) -> str:
 def _app_json(app: dict[str, Any]) -> dict[str, Any]:
     return {"input_type": app["input_type"], "default_output": app["default_output"],
             "latency_slo_micros": app["latency_slo_micros"], "name": app["name"],
-            "linked_models": app["linked_models"]}
+            "linked_models": app["linked_models"], "selection_policy": app["policy"]}
 
 
 def _model_json(model: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +245,14 @@ def add_app(store: StateStore, d: Any) -> str:
     input_type = get_input_type(d)
     default_output = get_string(d, "default_output")
     slo = get_int(d, "latency_slo_micros")
-    store.add_app(name, input_type, default_output, slo)
+    policy = DEFAULT_POLICY
+    if isinstance(d, dict) and d.get("selection_policy") is not None:
+        try:
+            chosen = selection.canonical_name(get_string(d, "selection_policy"))
+        except selection.UnknownPolicyError as e:
+            raise StateError(str(e)) from None
+        policy = DEFAULT_POLICY if chosen == selection.DEFAULT else chosen
+    store.add_app(name, input_type, default_output, slo, policy)
     return f"Successfully added application with name '{name}'"
 
 
@@ -346,6 +354,24 @@ def get_state(store: StateStore, d: Any) -> str:
     return store.get_state(app, DEFAULT_USER_ID)
 
 
+def get_selection_state(store: StateStore, d: Any) -> str:
+    """What an app's selection policy has learned for one user id (`{}` when nothing yet)."""
+    app = get_string(d, "app_name")
+    uid = get_int(d, "uid")
+    if store.get_app(app) is None:
+        raise StateError(f"No app with name '{app}' exists.")
+    state = store.get_selection_state(app, uid)
+    return state if state else "{}"
+
+
+def reset_selection_state(store: StateStore, d: Any) -> str:
+    """Forgets what an app's selection policy learned: for `uid`, or for every user when it is absent."""
+    app = get_string(d, "app_name")
+    uid = get_int(d, "uid") if isinstance(d, dict) and "uid" in d else None
+    store.reset_selection_state(app, uid)
+    return f"Successfully reset the selection state of application '{app}'"
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -369,6 +395,8 @@ ROUTES: dict[str, Route] = {
     "/admin/get_all_containers": Route("POST", get_all_containers, VERBOSE_OPTION_JSON_SCHEMA),
     "/admin/get_container": Route("POST", get_container, GET_CONTAINER_REQUESTS_SCHEMA),
     "/admin/get_state": Route("POST", get_state, SELECTION_JSON_SCHEMA),
+    "/admin/get_selection_state": Route("POST", get_selection_state, SELECTION_JSON_SCHEMA),
+    "/admin/reset_selection_state": Route("POST", reset_selection_state, SELECTION_JSON_SCHEMA),
     "/admin/ping": Route("GET", None),
 }
 

@@ -21,10 +21,11 @@ from typing import Any
 import orjson
 import uvloop
 
-from .. import _core, rust_core
+from .. import _core, rust_core, selection
 from ..input_types import parse_input_type
 from ..logs import configure_logging
 from .metrics import Metrics
+from .routing import PolicyRouter
 from .watcher import StateWatcher
 
 log = logging.getLogger("clipper.query")
@@ -50,6 +51,7 @@ class AppSpec:
     latency_slo_micros: int
     default_output: str = "None"
     models: list[str] = field(default_factory=list)
+    selection_policy: str = selection.DEFAULT
 
 
 def json_fragment(output: str) -> bytes:
@@ -120,8 +122,9 @@ class QueryFrontend:
         parse_input_type(spec.input_type)
         if spec.latency_slo_micros <= 0:
             raise ValueError("latency_slo_micros must be positive")
-        if len(spec.models) > 1:
-            raise ValueError("an application links at most one model")
+        spec.selection_policy = selection.canonical_name(spec.selection_policy)
+        if len(spec.models) > 1 and not selection.policy_allows_many(spec.selection_policy):
+            raise ValueError("an application with the default selection policy links at most one model")
         for model in spec.models:
             self._check_link(spec, model, self.current_version.get(model))
         self.app_specs[spec.name] = spec
@@ -156,6 +159,33 @@ class QueryFrontend:
             app.slo_micros = spec.latency_slo_micros
             app.default_fragment = json_fragment(spec.default_output)
             app.model_id, app.linked_model, app.versions = model_id, model, versions
+            app.router = self._router(spec, app.router)
+
+    def _router(self, spec: AppSpec, router: PolicyRouter | None) -> PolicyRouter | None:
+        """The app's policy router (None for the default policy), keeping what it learned."""
+        if spec.selection_policy == selection.DEFAULT:
+            return None
+        linked = {m: self.engine.model(m, self.current_version[m])
+                  for m in spec.models if m in self.current_version}
+        if router is None or router.policy.name != spec.selection_policy:
+            return PolicyRouter(spec.name, spec.selection_policy, linked, persist=self._persist_selection)
+        router.set_models(linked)
+        return router
+
+    def _persist_selection(self, app: str, uid: int, state: str) -> None:
+        if self.watcher is not None:
+            self.watcher.save_selection_state(app, uid, state)
+
+    def load_selection_states(self, app: str, states: dict[int, str | None], *, replace: bool = False) -> None:
+        """Policy states read from Redis (`replace`: they are all the app has; None: forgotten)."""
+        served = self.server.apps.get(app)
+        router = served.router if served is not None else None
+        if router is None:
+            return
+        if replace:
+            router.states.clear()
+        for uid, text in states.items():
+            router.load(uid, text, newer_only=not replace)
 
     def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
         """Serves exactly the apps and models of a `StateStore.snapshot()`, replacing what was before.
@@ -173,12 +203,14 @@ class QueryFrontend:
         self.current_version = dict(snapshot["current_versions"])
         self.app_specs = {
             name: AppSpec(name, a["input_type"], int(a["latency_slo_micros"]), a["default_output"],
-                          list(a["linked_models"]))
+                          list(a["linked_models"]), selection.canonical_name(a.get("policy")))
             for name, a in snapshot["apps"].items()
         }
         for name in set(self.server.apps) - set(self.app_specs):
             del self.server.apps[name]
         self._refresh_apps()
+        for app, states in snapshot.get("selection", {}).items():
+            self.load_selection_states(app, states, replace=True)
 
     def load_config(self, config: dict[str, Any]) -> None:
         """Loads `{"models": [...], "apps": [...]}` (fields as in ModelSpec and AppSpec)."""

@@ -13,10 +13,13 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from .. import selection
 from ..input_types import INPUT_TYPE_NAMES
 from ..state import StateError, StateStore, parse_event
 
@@ -25,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clipper.query.watcher")
 
-#: Events that do not change what the query path serves.
-_IGNORED_KINDS = {"replica", "selection_state"}
+#: Events that do not change the configuration the query path serves.
+_NOT_CONFIG = {"replica", "selection_state"}
 _REPLICA_POLL_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
 
@@ -43,6 +46,8 @@ class StateWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         # engine replica (model id, replica id) -> the replica's key in Redis (name, version, id)
         self._published: dict[tuple[int, int], tuple[str, str, int]] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipper-state-writer")
+        self._write_store: StateStore | None = None
 
     @property
     def _endpoint(self) -> str:
@@ -56,6 +61,7 @@ class StateWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._writer.shutdown(wait=True)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -79,33 +85,68 @@ class StateWatcher:
     def _follow(self, store: StateStore) -> None:
         pubsub = store.subscribe()
         try:
-            self._apply(store.snapshot())
+            self._apply(self._snapshot(store))
             while not self._stop.is_set():
                 # One new snapshot per burst of changes, however many events it has.
                 events = [parse_event(pubsub.get_message(timeout=_REPLICA_POLL_SECONDS))]
                 while events[-1] is not None:
                     events.append(parse_event(pubsub.get_message(timeout=0)))
-                if any(e is not None and e.get("kind") not in _IGNORED_KINDS for e in events):
-                    self._apply(store.snapshot())
+                events.pop()
+                if any(e.get("kind") not in _NOT_CONFIG for e in events):
+                    self._apply(self._snapshot(store))
+                else:
+                    for e in events:
+                        if e.get("kind") == "selection_state":
+                            self._load_selection_state(store, e["app"], e.get("uid"))
                 self._publish_replicas(store)
             for name, version, replica_id in self._published.values():
                 store.delete_replica(name, version, replica_id)
         finally:
             pubsub.close()
 
+    @staticmethod
+    def _snapshot(store: StateStore) -> dict[str, Any]:
+        """The configuration, with the learned state of every app that has a selection policy."""
+        snapshot = store.snapshot()
+        snapshot["selection"] = {name: store.selection_states(name) for name, app in snapshot["apps"].items()
+                                 if selection.policy_allows_many(app.get("policy"))}
+        return snapshot
+
     def _apply(self, snapshot: dict[str, Any]) -> None:
+        self._on_loop(self.frontend.apply_snapshot, snapshot)
+        self.synced.set()
+
+    def _load_selection_state(self, store: StateStore, app: str, uid: int | None) -> None:
+        if uid is None:  # reset of every user
+            self._on_loop(self.frontend.load_selection_states, app, store.selection_states(app), replace=True)
+        else:
+            self._on_loop(self.frontend.load_selection_states, app, {uid: store.get_selection_state(app, uid)})
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Runs `fn` on the event loop, which owns the frontend's state, and waits for it."""
         done = threading.Event()
 
-        def apply() -> None:
+        def run() -> None:
             try:
-                self.frontend.apply_snapshot(snapshot)
+                fn(*args, **kwargs)
             finally:
                 done.set()
 
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(apply)
+        self._loop.call_soon_threadsafe(run)
         done.wait(timeout=5)
-        self.synced.set()
+
+    def save_selection_state(self, app: str, uid: int, state: str) -> Future[None]:
+        """Stores a policy state in Redis for every frontend, off the event loop (last write wins)."""
+        return self._writer.submit(self._write_selection_state, app, uid, state)
+
+    def _write_selection_state(self, app: str, uid: int, state: str) -> None:
+        try:
+            if self._write_store is None:
+                self._write_store = StateStore.connect(self.host, self.port)
+            self._write_store.set_selection_state(app, state, uid)
+        except (redis.RedisError, OSError, StateError) as e:
+            log.warning("selection state not saved", extra={"app": app, "uid": uid, "error": str(e)})
 
     def _clear_stale_replicas(self, store: StateStore) -> None:
         for replica in store.get_replicas():

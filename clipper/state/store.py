@@ -67,6 +67,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline, PubSub
 from redis.retry import Retry
 
+from .. import selection
 from ..input_types import parse_input_type
 
 CHANNEL = "clipper:changes"
@@ -142,9 +143,9 @@ def policy_allows_many(policy: str) -> bool:
     """Whether an app with this selection policy may link more than one model.
 
     The default-output policy (Clipper's only one) serves exactly one model; every other policy
-    (the bandits: Exp3, Exp4, epsilon-greedy, UCB) chooses among several.
+    chooses among several (see `clipper.selection`).
     """
-    return policy != DEFAULT_POLICY
+    return selection.policy_allows_many(policy)
 
 
 def canonical_input_type(input_type: str) -> str:
@@ -432,6 +433,22 @@ class StateStore:
     def get_selection_state(self, app: str, uid: int = DEFAULT_USER_ID) -> str | None:
         """The policy state stored for (app, uid), or None."""
         return self.redis.hget(k_selection(app), str(uid))
+
+    def selection_states(self, app: str) -> dict[int, str]:
+        """Every policy state stored for an app, by user id."""
+        return {int(uid): state for uid, state in self.redis.hgetall(k_selection(app)).items()}
+
+    def reset_selection_state(self, app: str, uid: int | None = None) -> None:
+        """Forgets what an app's policy learned, for one user id or (None) for all."""
+        if not self.redis.exists(k_app(app)):
+            raise StateError(f"No app with name '{app}' exists.")
+        with self.redis.pipeline(transaction=True) as pipe:
+            if uid is None:
+                pipe.delete(k_selection(app))
+            else:
+                pipe.hdel(k_selection(app), str(uid))
+            pipe.publish(CHANNEL, json.dumps({"kind": "selection_state", "app": app, "uid": uid}))
+            pipe.execute()
 
     def set_selection_state(self, app: str, state: str, uid: int = DEFAULT_USER_ID) -> None:
         """Stores policy state for (app, uid) and publishes a `selection_state` event (no config revision)."""

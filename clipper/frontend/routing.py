@@ -1,0 +1,87 @@
+"""Model selection on the query path for apps with a bandit policy (`clipper.selection`).
+
+Apps with Clipper's default policy never come here: the compiled path sends their queries straight
+to their one model. For the others a `PolicyRouter` picks the models to ask per query, combines the
+answers that arrived by the SLO, and learns from feedback. Its state is kept per user id; every
+change is handed to `persist` (Redis, through the state watcher) so that all query frontends share
+it, and states written by other frontends arrive through `load`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import selection
+from ..selection import State
+
+Persist = Callable[[str, int, str], None]
+
+
+def _no_persist(app: str, uid: int, state: str) -> None:
+    """Static configurations keep policy state in memory only."""
+
+
+class PolicyRouter:
+    """Selection for one app: which models to ask, how to combine them, what feedback teaches."""
+
+    def __init__(self, app: str, policy: str, models: Mapping[str, int], *, persist: Persist = _no_persist,
+                 seed: int | None = None) -> None:
+        self.app = app
+        self.policy = selection.get_policy(policy)
+        self.persist = persist
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.model_ids: dict[str, int] = dict(models)
+        self.states: dict[int, State] = {}
+
+    def set_models(self, models: Mapping[str, int]) -> None:
+        """The linked models (name -> engine id of its current version) changed."""
+        self.model_ids = dict(models)
+        self.states = {uid: self.policy.with_models(state, self.model_ids) for uid, state in self.states.items()}
+
+    def load(self, uid: int, text: str | None, *, newer_only: bool = False) -> None:
+        """A state read from Redis (None: forgotten, e.g. after a reset).
+
+        With `newer_only`, a state that has learned from fewer feedbacks than the one in memory is
+        ignored: it is an echo of this frontend's own earlier save, read before the later ones landed.
+        """
+        if text is None:
+            self.states.pop(uid, None)
+            return
+        loaded = self.policy.load(text, self.model_ids, self.seed)
+        current = self.states.get(uid)
+        if newer_only and current is not None and loaded.t <= current.t:
+            return
+        self.states[uid] = loaded
+
+    def state(self, uid: int) -> State:
+        """The state of user `uid`; a new user starts from what was learned for everyone (uid 0)."""
+        state = self.states.get(uid)
+        if state is None:
+            state = self.states.get(0) or self.policy.init_state(self.model_ids, self.seed)
+            self.states[uid] = state
+        return state
+
+    def choose(self, uid: int) -> list[tuple[str, int]]:
+        """(model name, engine id) of the models to ask for one query."""
+        return [(m, self.model_ids[m]) for m in self.policy.select(self.state(uid), self.rng) if m in self.model_ids]
+
+    def feedback_models(self, uid: int) -> list[tuple[str, int]]:
+        """(model name, engine id) of the models whose outputs a feedback is compared with."""
+        chosen = self.policy.feedback_models(self.state(uid), self.rng)
+        return [(m, self.model_ids[m]) for m in chosen if m in self.model_ids]
+
+    def combine(self, uid: int, outputs: Mapping[str, str]) -> tuple[str, list[str]] | None:
+        """The combined output and the models behind it, or None when no model answered."""
+        combined = self.policy.combine(self.state(uid), outputs)
+        return None if combined is None else (combined.output, list(combined.models))
+
+    def observe(self, uid: int, outputs: Mapping[str, str], label: Any, asked: list[str]) -> None:
+        """Learns from one feedback and shares the new state."""
+        before = self.state(uid)
+        after = self.policy.observe(before, outputs, label, asked)
+        if after is not before:
+            self.states[uid] = after
+            self.persist(self.app, uid, self.policy.serialize(after))
