@@ -65,6 +65,25 @@ def test_exp3_sends_most_traffic_to_the_best_model(cluster: Cluster, http: reque
     assert after["good"] >= 0.8 * 300, after
 
 
+def test_a_model_that_turns_bad_loses_its_traffic(cluster: Cluster, http: requests.Session) -> None:
+    fe = cluster.frontend(config("exp3"))
+    quality = cluster.workdir / "good-accuracy"
+    quality.write_text("0.9")
+    for seed, (name, acc) in enumerate(ACCURACY.items()):
+        env = {"CLIPPER_SEED": str(seed), "CLIPPER_ACCURACY": str(acc)}
+        if name == "good":
+            env["CLIPPER_ACCURACY_FILE"] = str(quality)
+        cluster.container(fe, name, "classifier", env=env)
+    for name in ACCURACY:
+        fe.wait_replicas(name, 1)
+    feedback(http, fe.url, 2000)
+    assert traffic(http, fe.url, 200)["good"] >= 0.8 * 200
+    quality.write_text("0.3")  # the best model goes bad
+    feedback(http, fe.url, 2500, start=10_000)
+    after = traffic(http, fe.url, 200, start=300_000)
+    assert after["good"] <= 0.2 * 200 and after.most_common(1)[0][0] == "fair", after
+
+
 def test_exp4_combines_at_least_as_well_as_the_best_model(cluster: Cluster, http: requests.Session) -> None:
     fe = cluster.frontend(config("exp4"))
     start_models(cluster, fe, ACCURACY)

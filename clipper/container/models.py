@@ -63,9 +63,16 @@ def classifier(inputs: Any) -> list[str]:
 
     The true class of an input is ``int(sum(x)) % 2``; the answer is right for a fraction
     ``CLIPPER_ACCURACY`` of inputs (chosen by a hash of the input and ``CLIPPER_SEED``, so the
-    same input always gets the same answer), after ``CLIPPER_SLEEP_FIXED_MS``.
+    same input always gets the same answer), after ``CLIPPER_SLEEP_FIXED_MS``. When
+    ``CLIPPER_ACCURACY_FILE`` names a file, the accuracy is read from it at every batch, so a test
+    can make a model turn bad mid-stream.
     """
-    accuracy = float(os.environ.get("CLIPPER_ACCURACY", "1.0"))
+    accuracy_file = os.environ.get("CLIPPER_ACCURACY_FILE")
+    if accuracy_file:
+        with open(accuracy_file) as f:
+            accuracy = float(f.read())
+    else:
+        accuracy = float(os.environ.get("CLIPPER_ACCURACY", "1.0"))
     seed = int(os.environ.get("CLIPPER_SEED", "0"))
     delay_ms = float(os.environ.get("CLIPPER_SLEEP_FIXED_MS", "0"))
     if delay_ms > 0:
