@@ -26,6 +26,9 @@ from typing import Any
 import pytest
 import requests
 
+from clipper.state import StateStore
+from clipper.state.redis_server import RedisServer, redis_server_binary
+
 REPO = Path(__file__).resolve().parents[1]
 #: Timeout of every HTTP request a test makes, so that a hung server fails the test, not the run.
 HTTP_TIMEOUT_S = 10.0
@@ -278,3 +281,26 @@ def http() -> Iterator[requests.Session]:
     """A `requests` session with a default timeout."""
     with TimeoutSession() as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the tests of one module (skipped when it is not installed)."""
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(log_path=tmp_path_factory.mktemp("redis") / "redis.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[StateStore]:
+    """A StateStore over an empty database."""
+    s = StateStore.connect(redis_server.host, redis_server.port)
+    s.redis.flushdb()
+    try:
+        yield s
+    finally:
+        s.close()

@@ -115,31 +115,12 @@ class Admin:
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(log_path=tmp_path_factory.mktemp("redis") / "redis.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def module_admin(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
     admin = Admin(redis_server.port, tmp_path_factory.mktemp("mgmt") / "management.log")
     try:
         yield admin
     finally:
         admin.close()
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[StateStore]:
-    s = StateStore.connect(redis_server.host, redis_server.port)
-    s.redis.flushdb()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

@@ -28,25 +28,6 @@ pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-ser
                                 "(Debian: apt-get install redis-server)")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(log_path=tmp_path_factory.mktemp("redis") / "redis.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[StateStore]:
-    s = StateStore.connect(redis_server.host, redis_server.port)
-    s.redis.flushdb()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 class Events:
     """Collects events from `clipper:changes`."""
 

@@ -61,6 +61,8 @@ import requests
 
 from ..admin.exceptions import ClipperException
 from ..input_types import parse_input_type
+from ..state.redis_server import free_port
+from ..state.redis_server import ping as redis_ping
 from .base import ClusterAdapter, ContainerManager
 
 try:
@@ -124,21 +126,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        return s.getsockname()[1]
-
-
-def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _http_ok(url: str) -> bool:
@@ -449,7 +436,7 @@ class LocalContainerManager(ContainerManager):
                 "redis-server is not installed (it holds the cluster's state). Install it, e.g. "
                 "`apt-get install redis-server`, or pass redis_ip=/redis_port= to use a running Redis."
             )
-        if self.redis_ip is not None and not _redis_ping(self.redis_ip, self.redis_port, timeout=2.0):
+        if self.redis_ip is not None and not redis_ping(self.redis_ip, self.redis_port, timeout=2.0):
             raise ClipperException(f"No Redis answers at {self.redis_ip}:{self.redis_port} (redis_ip/redis_port)")
 
     def _choose_ports(self) -> dict[str, int]:
@@ -462,7 +449,7 @@ class LocalContainerManager(ContainerManager):
         chosen: dict[str, int] = {}
         for role, port in wanted.items():
             if not port:
-                while (port := _free_port()) in fixed or port in chosen.values():
+                while (port := free_port(_HOST)) in fixed or port in chosen.values():
                     pass
             elif not _port_free(port):
                 arg = {"query": "clipper_query_port", "management": "clipper_management_port",
@@ -482,7 +469,7 @@ class LocalContainerManager(ContainerManager):
                     "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"]
             rec = self._spawn("redis", argv, self.log_dir / "redis.log")
             state["processes"].append(rec)
-            self._wait_until(rec, lambda: _redis_ping(_HOST, redis_port), "Redis", self.start_timeout)
+            self._wait_until(rec, lambda: redis_ping(_HOST, redis_port), "Redis", self.start_timeout)
         common = ["--redis-host", redis_host, "--redis-port", str(redis_port), "--host", _HOST]
         argv = [self.python, "-m", "clipper.frontend.management", *common, "--port", str(self.management_port),
                 *self.management_frontend_args]
