@@ -20,6 +20,7 @@ EXPLANATIONS = {
 }
 cdef int STATUS_OK = 0
 cdef int STATUS_MODEL_ERROR = 3
+cdef int STATUS_OVERLOADED = 4
 cdef Py_ssize_t MAX_PIPELINE = 128
 DEF LATENCY_WINDOW = 4096
 
@@ -95,9 +96,14 @@ cdef class Slot:
     cdef bint keep_alive
     cdef int64_t started
     cdef bytes response
+    cdef bint overloaded
 
     cdef void fill(self, Py_ssize_t index, long long query_id, int status, bytes payload):
         """Completes one input with a model output (status 0) or the app's default (other statuses)."""
+        if status == STATUS_OVERLOADED:
+            self.overloaded = True
+            self.put(index, b"", True)
+            return
         if status == STATUS_OK:
             self.put(index, b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload), False)
             return
@@ -118,11 +124,15 @@ cdef class Slot:
         self.parts[index] = part
         self.remaining -= 1
         if self.remaining == 0:
-            if self.is_batch:
-                body = b'{"batch_predictions":[' + b",".join(self.parts) + b"]}"
+            if self.overloaded:
+                self.response = http_response(
+                    503, error_body("Service unavailable", "the model's queue is full; retry later"),
+                    self.keep_alive, b"application/json", b"Retry-After: 1\r\n")
+            elif self.is_batch:
+                self.response = http_response(
+                    200, b'{"batch_predictions":[' + b",".join(self.parts) + b"]}", self.keep_alive)
             else:
-                body = self.parts[0]
-            self.response = http_response(200, body, self.keep_alive)
+                self.response = http_response(200, self.parts[0], self.keep_alive)
             self.protocol.flush()
 
 
@@ -223,6 +233,19 @@ cdef class QueryServer:
                 (<Slot>target).fill(entry[1], token, status, payload)
             else:
                 (<Gather>target).add(entry[1], status, payload)
+
+    cdef void cancel(self, HttpProtocol protocol):
+        """Withdraws the requests of a connection that closed: the models are spared them."""
+        cdef list tokens = []
+        for token, entry in self.waiting.items():
+            target = entry[0]
+            slot = (<Slot>target) if type(target) is Slot else (<Gather>target).slot
+            if (<Slot>slot).protocol is protocol:
+                tokens.append(token)
+        for token in tokens:
+            del self.waiting[token]
+        if tokens:
+            self.engine.cancel(tokens)
 
     @property
     def waiting_count(self):
@@ -402,7 +425,9 @@ cdef class HttpProtocol:
 
     def connection_lost(self, exc):
         self.closed = True
-        self.slots.clear()
+        if self.slots:
+            self.server.cancel(self)
+            self.slots.clear()
 
     def data_received(self, bytes data):
         if self.broken:

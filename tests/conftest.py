@@ -192,7 +192,8 @@ class Cluster:
 
     def frontend(self, config: dict[str, Any] | None = None, *, redis_port: int | None = None,
                  ports: tuple[int, int] | None = None, heartbeat_timeout: float | None = None,
-                 max_body_bytes: int | None = None, cache_size: int | None = None) -> Frontend:
+                 max_body_bytes: int | None = None, cache_size: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> Frontend:
         """Starts a query frontend serving `config`, or what Redis on `redis_port` holds, and waits until it
         answers `GET /metrics`. `ports` (http, rpc) fixes the ports, e.g. to restart a frontend in place."""
         if config is not None:
@@ -205,6 +206,7 @@ class Cluster:
                             ("--cache-size", cache_size)):
             if value is not None:
                 options += [flag, str(value)]
+        options += extra_args
         for _attempt in range(3):  # a port picked as free may be taken before the frontend binds it
             port, rpc_port = ports or free_ports(2)
             log_path = self._log_file("frontend")

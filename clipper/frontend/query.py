@@ -76,10 +76,12 @@ class QueryFrontend:
         heartbeat_timeout: float = 30.0,
         max_body_bytes: int = 10 << 20,
         max_batch_inputs: int = 10_000,
+        max_queue: int = 10_000,
     ) -> None:
         self.host, self.port = host, port
         self.engine = rust_core.Engine(
-            f"tcp://{rpc_host}:{rpc_port}", cache_bytes=cache_bytes, heartbeat_timeout=heartbeat_timeout
+            f"tcp://{rpc_host}:{rpc_port}", cache_bytes=cache_bytes, heartbeat_timeout=heartbeat_timeout,
+            max_queue=max_queue,
         )
         self.metrics = Metrics(None)
         self.server = _core.QueryServer(
@@ -283,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="seconds of silence after which a model replica is dropped")
     parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
+    parser.add_argument("--max-queue", type=int, default=10_000,
+                        help="requests a model's queue holds; past it, predict answers 503 with Retry-After")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         frontend = QueryFrontend(
             host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
             cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
-            max_body_bytes=args.max_body_bytes,
+            max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
         )
         if args.config:
             with open(args.config) as f:

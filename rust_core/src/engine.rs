@@ -29,6 +29,8 @@ pub struct EngineConfig {
     /// Replicas silent for longer are dropped and their in-flight work requeued.
     pub heartbeat_timeout: Duration,
     pub aimd: AimdConfig,
+    /// Requests a model's queue holds at most; past it, requests are refused (`Status::Overloaded`).
+    pub max_queue: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             cache_bytes: 32 << 20,
             heartbeat_timeout: Duration::from_secs(30),
             aimd: AimdConfig::default(),
+            max_queue: 10_000,
         }
     }
 }
@@ -54,6 +57,8 @@ pub enum Status {
     NoModel = 2,
     /// The model failed the batch; the payload is its error message.
     ModelError = 3,
+    /// The model's queue is full: the request was refused at once, without waiting.
+    Overloaded = 4,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +117,7 @@ struct Shared {
 enum Command {
     Predict(Task, u64),
     Configure(u32, ModelSettings),
+    Cancel(Vec<u64>),
     Shutdown,
 }
 
@@ -210,6 +216,12 @@ impl Engine {
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             self.shared.wake_fd.notify();
         }
+    }
+
+    /// Withdraws submitted requests (their client has gone): they complete never, and work that
+    /// only they were waiting for is not sent to a model.
+    pub fn cancel(&self, tokens: Vec<u64>) {
+        self.send(Command::Cancel(tokens));
     }
 
     /// The file descriptor that becomes readable when completions are waiting.
@@ -384,6 +396,7 @@ impl Worker {
         match command {
             Command::Predict(task, token) => self.enqueue(task, token),
             Command::Configure(model, settings) => self.queue(model).settings = settings,
+            Command::Cancel(tokens) => self.cancel(&tokens),
             Command::Shutdown => self.running = false,
         }
     }
@@ -393,8 +406,13 @@ impl Worker {
         if let Some(hit) = hit {
             return self.complete(token, Status::Ok, hit);
         }
-        if self.queue(task.model).replicas == 0 {
+        let max_queue = self.config.max_queue;
+        let queue = self.queue(task.model);
+        if queue.replicas == 0 {
             return self.complete(token, Status::NoModel, Arc::from([]));
+        }
+        if queue.tasks.len() >= max_queue && !self.waiters.contains_key(&task.key) {
+            return self.complete(token, Status::Overloaded, Arc::from([]));
         }
         self.live.insert(token, task.key);
         self.deadlines.push(Reverse((task.deadline, token)));
@@ -403,6 +421,17 @@ impl Worker {
             Entry::Vacant(e) => {
                 e.insert(vec![token]);
                 self.queue(task.model).tasks.push(task);
+            }
+        }
+    }
+
+    /// Forgets requests whose client has gone: tasks nobody waits for any more are not sent.
+    fn cancel(&mut self, tokens: &[u64]) {
+        for token in tokens {
+            if let Some(key) = self.live.remove(token) {
+                if let Some(waiting) = self.waiters.get_mut(&key) {
+                    waiting.retain(|t| t != token);
+                }
             }
         }
     }

@@ -36,12 +36,19 @@ fn summary<'py>(py: Python<'py>, s: Summary) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (rpc_address="tcp://127.0.0.1:7000", cache_bytes=32 << 20, heartbeat_timeout=30.0, aimd_target=0.5, max_batch_size=1024))]
-    fn new(rpc_address: &str, cache_bytes: usize, heartbeat_timeout: f64, aimd_target: f64, max_batch_size: usize) -> PyResult<Self> {
-        let valid = heartbeat_timeout > 0.0 && aimd_target > 0.0 && aimd_target <= 1.0 && max_batch_size > 0;
+    #[pyo3(signature = (rpc_address="tcp://127.0.0.1:7000", cache_bytes=32 << 20, heartbeat_timeout=30.0, aimd_target=0.5, max_batch_size=1024, max_queue=10_000))]
+    fn new(
+        rpc_address: &str,
+        cache_bytes: usize,
+        heartbeat_timeout: f64,
+        aimd_target: f64,
+        max_batch_size: usize,
+        max_queue: usize,
+    ) -> PyResult<Self> {
+        let valid = heartbeat_timeout > 0.0 && aimd_target > 0.0 && aimd_target <= 1.0 && max_batch_size > 0 && max_queue > 0;
         if !valid {
             return Err(PyValueError::new_err(
-                "heartbeat_timeout must be positive, aimd_target in (0, 1] and max_batch_size at least 1",
+                "heartbeat_timeout must be positive, aimd_target in (0, 1], max_batch_size and max_queue at least 1",
             ));
         }
         let config = EngineConfig {
@@ -49,6 +56,7 @@ impl Engine {
             cache_bytes,
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
             aimd: AimdConfig { target: aimd_target, max_batch_size, ..AimdConfig::default() },
+            max_queue,
         };
         let inner = crate::engine::Engine::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(Engine { inner })
@@ -86,6 +94,10 @@ impl Engine {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let hit = self.inner.submit(token, model, input_type(input_type_code)?, data, Duration::from_micros(slo_micros));
         Ok(hit.map(|output| PyBytes::new(py, &output)))
+    }
+
+    fn cancel(&self, tokens: Vec<u64>) {
+        self.inner.cancel(tokens);
     }
 
     fn wake(&self) {

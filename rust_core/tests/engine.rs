@@ -271,3 +271,44 @@ fn disconnected_replica_is_dropped_at_the_next_send_not_at_the_heartbeat_timeout
     assert!(start.elapsed() < Duration::from_secs(1), "served in {:?}", start.elapsed());
     assert_eq!(engine.replicas().len(), 1);
 }
+
+#[test]
+fn a_full_queue_refuses_at_once() {
+    let engine = Engine::start(EngineConfig {
+        rpc_address: "tcp://127.0.0.1:0".into(),
+        max_queue: 5,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let model = engine.model("slow", "1");
+    engine.configure_model(model, ModelSettings { batch_size: Some(1), batch_wait: Duration::ZERO });
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "slow", Duration::from_millis(200), batch_len);
+    wait_for_replicas(&engine, 1);
+    submit(&engine, 0, model, InputType::Doubles, &doubles(&[0.0]), SLO);
+    thread::sleep(Duration::from_millis(50)); // in flight: the replica is busy for 200 ms
+    for token in 1..10u64 {
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
+    }
+    let refused = wait_for(&engine, 4, Duration::from_millis(100));
+    // One is in flight, five wait in the queue: the other four are refused without waiting.
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(refused.iter().all(|c| c.status == Status::Overloaded && c.token >= 6));
+}
+
+#[test]
+fn cancelled_requests_are_not_sent_to_the_model() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("m", "1");
+    engine.configure_model(model, ModelSettings { batch_size: Some(1), batch_wait: Duration::ZERO });
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_millis(100), batch_len);
+    wait_for_replicas(&engine, 1);
+    for token in 0..4u64 {
+        submit(&engine, token, model, InputType::Doubles, &doubles(&[token as f64]), SLO);
+    }
+    engine.cancel(vec![1, 2]);
+    let done = wait_for(&engine, 2, Duration::from_secs(1));
+    let tokens: Vec<u64> = done.iter().map(|c| c.token).collect();
+    assert_eq!(tokens, [0, 3]);
+    thread::sleep(Duration::from_millis(150));
+    assert_eq!(engine.stats()[model as usize].predictions, 2, "the cancelled inputs never reached the model");
+}

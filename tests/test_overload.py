@@ -1,0 +1,62 @@
+"""Overload and departed clients: bounded queues answer 503 at once, and requests whose client has
+gone are not sent to the model. Real frontend, real containers, real sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import Cluster, RawConnection
+
+SLOW = {"CLIPPER_SLEEP_FIXED_MS": "200"}
+
+
+def slow_app(cluster: Cluster, max_queue: int):
+    config = {
+        "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": 10_000_000,
+                  "default_output": "-1", "models": ["slow"]}],
+        "models": [{"name": "slow", "version": "1", "input_type": "doubles", "batch_size": 1}],
+    }
+    fe = cluster.frontend(config, extra_args=("--max-queue", str(max_queue)))
+    cluster.container(fe, "slow", "sleep", env=SLOW)
+    fe.wait_replicas("slow", 1)
+    return fe
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(cluster: Cluster) -> None:
+    fe = slow_app(cluster, max_queue=3)
+    results: list[tuple[int, dict, str | None, float]] = []
+
+    def one(i: int) -> None:
+        started = time.monotonic()
+        r = fe.post("/app/predict", json={"input": [float(i)]})
+        results.append((r.status_code, r.json(), r.headers.get("Retry-After"), time.monotonic() - started))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == 12
+    refused = [r for r in results if r[0] == 503]
+    served = [r for r in results if r[0] == 200]
+    assert len(refused) + len(served) == 12
+    assert refused, "some requests are refused"
+    assert len(served) >= 4, "what fits (one in flight, three queued) is served"
+    for _, body, retry_after, elapsed in refused:
+        assert retry_after == "1" and set(body) == {"error", "cause"} and "queue is full" in body["cause"]
+        assert elapsed < 1.0, "refused without waiting for the queue"
+    assert all(not body["default"] for _, body, _, _ in served)
+    assert fe.predict("app", [99.0])["default"] is False, "serves again once the queue drains"
+
+
+def test_requests_of_a_closed_connection_are_not_sent_to_the_model(cluster: Cluster) -> None:
+    fe = slow_app(cluster, max_queue=1000)
+    for i in range(10):
+        conn = RawConnection(fe.port)
+        conn.send(RawConnection.request("POST", "/app/predict", f'{{"input": [{i}.5]}}'.encode()))
+        conn.close()
+    time.sleep(0.3 + 10 * 0.2)  # time enough for the model to have run all ten
+    predictions = fe.metrics()["model:slow:1:num_predictions"]
+    assert predictions <= 2, f"{predictions} of 10 abandoned requests reached the model"
+    assert fe.predict("app", [1.0])["default"] is False
