@@ -7,11 +7,13 @@ from collections import deque
 from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
+import hmac
+
 import httptools
 import orjson
 
 STATUS_REASONS = {
-    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
     413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
 }
 EXPLANATIONS = {
@@ -23,6 +25,9 @@ cdef int STATUS_MODEL_ERROR = 3
 cdef int STATUS_OVERLOADED = 4
 cdef Py_ssize_t MAX_PIPELINE = 128
 DEF LATENCY_WINDOW = 4096
+DEF N_BUCKETS = 9
+cdef double SLO_FRACTIONS[N_BUCKETS]
+SLO_FRACTIONS[:] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 3.0]
 
 SCHEMA = '{ "input" := [double] | [int] | [string] | [byte] | [float], }'
 
@@ -39,6 +44,22 @@ cdef bytes http_response(int status, bytes body, bint keep_alive, bytes content_
         status, STATUS_REASONS.get(status, b"Unknown"), content_type, len(body), extra_headers,
         b"" if keep_alive else b"Connection: close\r\n")
     return head + body
+
+
+PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+cdef bint wants_prometheus(bytes accept):
+    """Content negotiation for /metrics: Prometheus asks for text/plain or OpenMetrics; others get JSON."""
+    accept = accept.lower()
+    return (b"openmetrics" in accept or b"text/plain" in accept) and b"application/json" not in accept
+
+
+cdef bint token_matches(bytes authorization, bytes token):
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    if authorization is None or not authorization[:7].lower() == b"bearer ":
+        return False
+    return hmac.compare_digest(authorization[7:].strip(), token)
 
 
 cpdef bytes error_body(str error, str cause):
@@ -60,6 +81,13 @@ cdef class App:
     cdef public long long defaults
     cdef int64_t latencies[LATENCY_WINDOW]
     cdef Py_ssize_t latency_count
+    # Since start: answers by status (0 prediction, 1 SLO missed, 2 no model, 3 model error, 4 overloaded),
+    # and a latency histogram whose bounds are fractions of the SLO.
+    cdef long long by_status[5]
+    cdef long long buckets[N_BUCKETS + 1]
+    cdef int64_t bounds[N_BUCKETS]
+    cdef long long bounds_slo
+    cdef long long latency_sum
 
     def __init__(self, str name, int input_code, long long slo_micros, bytes default_fragment,
                  int model_id=-1, object linked_model=None, object versions=None):
@@ -73,12 +101,35 @@ cdef class App:
         self.router = None
         self.latency_count = 0
 
-    cdef inline void record(self, int64_t latency, bint is_default) noexcept:
+    cdef inline void record(self, int64_t latency, int status) noexcept:
+        cdef int i
         self.predictions += 1
-        if is_default:
+        if status != STATUS_OK:
             self.defaults += 1
+        self.by_status[status] += 1
         self.latencies[self.latency_count % LATENCY_WINDOW] = latency
         self.latency_count += 1
+        self.latency_sum += latency
+        if self.bounds_slo != self.slo_micros:
+            self.bounds_slo = self.slo_micros
+            for i in range(N_BUCKETS):
+                self.bounds[i] = <int64_t>(SLO_FRACTIONS[i] * self.slo_micros)
+        for i in range(N_BUCKETS):
+            if latency <= self.bounds[i]:
+                self.buckets[i] += 1
+                return
+        self.buckets[N_BUCKETS] += 1
+
+    def counters(self):
+        """Totals since start: {"by_status": [5 counts], "buckets": [(upper bound in µs or None, cumulative
+        count)], "latency_sum_micros": int} for Prometheus."""
+        cdef long long running = 0
+        buckets = []
+        for i in range(N_BUCKETS + 1):
+            running += self.buckets[i]
+            buckets.append((self.bounds[i] if i < N_BUCKETS and self.bounds_slo else None, running))
+        return {"by_status": [self.by_status[i] for i in range(5)], "buckets": buckets,
+                "latency_sum_micros": self.latency_sum}
 
     def recent_latencies(self):
         """The latest response latencies in microseconds (a window of 4096)."""
@@ -102,25 +153,25 @@ cdef class Slot:
         """Completes one input with a model output (status 0) or the app's default (other statuses)."""
         if status == STATUS_OVERLOADED:
             self.overloaded = True
-            self.put(index, b"", True)
+            self.put(index, b"", STATUS_OVERLOADED)
             return
         if status == STATUS_OK:
-            self.put(index, b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload), False)
+            self.put(index, b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload), STATUS_OK)
             return
         if status == STATUS_MODEL_ERROR:
             explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
         else:
             explanation = EXPLANATIONS[status]
         self.put(index, b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
-            query_id, self.app.default_fragment, orjson.dumps(explanation)), True)
+            query_id, self.app.default_fragment, orjson.dumps(explanation)), status)
 
     cdef void fill_combined(self, Py_ssize_t index, long long query_id, bytes fragment, list models):
         """Completes one input with an output combined from several models, naming them."""
         self.put(index, b'{"query_id":%d,"output":%s,"default":false,"models":%s}' % (
-            query_id, fragment, orjson.dumps(models)), False)
+            query_id, fragment, orjson.dumps(models)), STATUS_OK)
 
-    cdef void put(self, Py_ssize_t index, bytes part, bint is_default):
-        self.app.record(now_micros() - self.started, is_default)
+    cdef void put(self, Py_ssize_t index, bytes part, int status):
+        self.app.record(now_micros() - self.started, status)
         self.parts[index] = part
         self.remaining -= 1
         if self.remaining == 0:
@@ -191,6 +242,9 @@ cdef class QueryServer:
     cdef public object engine
     cdef public dict apps
     cdef public object metrics_handler
+    cdef public object prometheus_handler
+    cdef public bytes predict_token
+    cdef public bint ready
     cdef public Py_ssize_t max_body_bytes
     cdef public Py_ssize_t max_batch_inputs
     cdef dict waiting
@@ -199,8 +253,11 @@ cdef class QueryServer:
     cdef bint wake_scheduled
 
     def __init__(self, engine, Py_ssize_t max_body_bytes=10 << 20, Py_ssize_t max_batch_inputs=10000,
-                 metrics_handler=None):
+                 metrics_handler=None, prometheus_handler=None, predict_token=None):
         self.engine = engine
+        self.prometheus_handler = prometheus_handler
+        self.predict_token = predict_token.encode() if isinstance(predict_token, str) else predict_token
+        self.ready = False
         self.apps = {}
         self.waiting = {}
         self.next_query_id = 0
@@ -411,6 +468,8 @@ cdef class HttpProtocol:
     cdef bint too_large
     cdef bint expect_continue
     cdef bint broken
+    cdef bytes authorization
+    cdef bytes accept
 
     def __init__(self, QueryServer server):
         self.server = server
@@ -455,13 +514,20 @@ cdef class HttpProtocol:
         self.body_size = 0
         self.too_large = False
         self.expect_continue = False
+        self.authorization = None
+        self.accept = None
 
     def on_url(self, bytes url):
         self.url += url
 
     def on_header(self, bytes name, bytes value):
-        if len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+        cdef Py_ssize_t n = len(name)
+        if n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif n == 13 and name.lower() == b"authorization":
+            self.authorization = value
+        elif n == 6 and name.lower() == b"accept":
+            self.accept = value
 
     def on_headers_complete(self):
         # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
@@ -494,9 +560,28 @@ cdef class HttpProtocol:
             if method != b"POST":
                 self.reply_error(405, "Method not allowed", f"use POST for {path.decode('latin-1')}", keep_alive)
                 return
+            if self.server.predict_token is not None and not token_matches(self.authorization,
+                                                                          self.server.predict_token):
+                self.reply_bytes(401, error_body("Unauthorized", "a valid 'Authorization: Bearer <token>' header "
+                                                 "is required"), keep_alive, b"application/json",
+                                 b"WWW-Authenticate: Bearer\r\n")
+                return
             self.route_app(parts[0], parts[1], keep_alive)
-        elif path == b"/metrics" and method == b"GET":
-            self.reply_bytes(200, self.server.metrics_handler(), keep_alive)
+        elif method != b"GET":
+            self.reply_error(404, "Not found", f"no route for {method.decode('latin-1')} {path.decode('latin-1')}",
+                             keep_alive)
+        elif path == b"/metrics":
+            if self.accept is not None and wants_prometheus(self.accept):
+                self.reply_bytes(200, self.server.prometheus_handler(), keep_alive, PROMETHEUS_TYPE)
+            else:
+                self.reply_bytes(200, self.server.metrics_handler(), keep_alive)
+        elif path == b"/healthz":
+            self.reply_bytes(200, b'{"status":"alive"}', keep_alive)
+        elif path == b"/readyz":
+            if self.server.ready:
+                self.reply_bytes(200, b'{"status":"ready"}', keep_alive)
+            else:
+                self.reply_error(503, "Not ready", "the configuration has not been loaded yet", keep_alive)
         else:
             self.reply_error(404, "Not found", f"no route for {method.decode('latin-1')} {path.decode('latin-1')}",
                              keep_alive)
@@ -529,9 +614,10 @@ cdef class HttpProtocol:
     cdef void reply_error(self, int status, str error, str cause, bint keep_alive):
         self.reply_bytes(status, error_body(error, cause), keep_alive)
 
-    cdef void reply_bytes(self, int status, bytes body, bint keep_alive, bytes content_type=b"application/json"):
+    cdef void reply_bytes(self, int status, bytes body, bint keep_alive, bytes content_type=b"application/json",
+                          bytes extra_headers=b""):
         cdef Slot slot = Slot.__new__(Slot)
-        slot.response = http_response(status, body, keep_alive, content_type)
+        slot.response = http_response(status, body, keep_alive, content_type, extra_headers)
         slot.keep_alive = keep_alive
         self.slots.append(slot)
         self.flush()

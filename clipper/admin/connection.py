@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import re
 import time
@@ -72,6 +73,12 @@ def validate_versioned_model_name(name: str, version: str) -> None:
         )
 
 
+def _admin_headers() -> dict[str, str]:
+    """Clipper's request headers, plus the bearer token when `CLIPPER_ADMIN_TOKEN` is set."""
+    token = os.environ.get("CLIPPER_ADMIN_TOKEN")
+    return {**_HEADERS, "Authorization": f"Bearer {token}"} if token else _HEADERS
+
+
 class ClipperConnection:
     """A connection to a Clipper cluster run by `container_manager`.
 
@@ -104,7 +111,7 @@ class ClipperConnection:
         """POSTs `body` to ``/admin/<route>``; non-200 raises Clipper's `ClipperException`."""
         url = f"http://{self.cm.get_admin_addr()}/admin/{route}"
         try:
-            r = requests.post(url, headers=_HEADERS, data=json.dumps(body), timeout=self.request_timeout)
+            r = requests.post(url, headers=_admin_headers(), data=json.dumps(body), timeout=self.request_timeout)
         except requests.RequestException as e:
             msg = f"Cannot reach the Clipper management frontend at {url}: {e}"
             self.logger.error(msg)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
+import os
 import signal
 from collections import deque
 from collections.abc import Callable
@@ -403,6 +405,13 @@ ROUTES: dict[str, Route] = {
 
 # ---------------------------------------------------------------------- HTTP
 
+def _bearer_matches(authorization: bytes | None, token: bytes) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    if authorization is None or authorization[:7].lower() != b"bearer ":
+        return False
+    return hmac.compare_digest(authorization[7:].strip(), token)
+
+
 @dataclass
 class Response:
     status: int
@@ -423,14 +432,16 @@ class Request:
     body: bytes
     keep_alive: bool
     early: Response | None = None  # answered without routing (malformed or too large)
+    authorization: bytes | None = None
 
 
 class ManagementFrontend:
     """The admin API server: routes, a thread pool for the store, and the listening socket."""
 
     def __init__(self, store: StateStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 max_body_bytes: int = MAX_BODY_BYTES, workers: int = 4) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, workers: int = 4, token: str | None = None) -> None:
         self.store = store
+        self.token = token.encode() if token else None
         self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipper-mgmt")
@@ -464,6 +475,9 @@ class ManagementFrontend:
                           headers=(("Allow", route.method),))
         if route.handler is None:
             return Response(200, b"PONG")
+        if self.token is not None and not _bearer_matches(request.authorization, self.token):
+            return _error(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
+                          headers=(("WWW-Authenticate", "Bearer"),))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.call, route, request.body)
 
@@ -526,6 +540,7 @@ class AdminProtocol(asyncio.Protocol):
         self.size = 0
         self.rejected = False
         self.expect_continue = False
+        self.authorization: bytes | None = None
 
     # asyncio.Protocol
 
@@ -567,6 +582,8 @@ class AdminProtocol(asyncio.Protocol):
             self._too_large()
         elif name == b"expect" and value.strip().lower() == b"100-continue":
             self.expect_continue = True
+        elif name == b"authorization":
+            self.authorization = value
 
     def on_headers_complete(self) -> None:
         # curl waits for this before sending a larger body; only when no earlier response is still due
@@ -592,7 +609,7 @@ class AdminProtocol(asyncio.Protocol):
             self._reject(_error(400, "Bad Request", "invalid request target", close=True))
             return
         self._enqueue(Request(self.parser.get_method().decode("ascii", "replace"), path, b"".join(self.chunks),
-                              self.parser.should_keep_alive()))
+                              self.parser.should_keep_alive(), authorization=self.authorization))
 
     # request queue
 
@@ -673,12 +690,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="request body limit (413 above)")
+    parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
+                        help="require 'Authorization: Bearer <token>' on every /admin route but ping "
+                             "(default: $CLIPPER_ADMIN_TOKEN; none)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
 
     store = StateStore.connect(args.redis_host, args.redis_port)
-    frontend = ManagementFrontend(store, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
+    frontend = ManagementFrontend(store, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                                  token=args.token)
     try:  # only to log the state at start: requests reconnect on their own, 503 while Redis is away
         store.ping()
         frontend._redis_state(True)

@@ -122,3 +122,67 @@ class Metrics:
             histograms.append({f"{prefix}:batch_size": engine_histogram("queries", s["batch_size"])})
         report = {"counters": counters, "ratio_counters": ratios, "meters": meters, "histograms": histograms}
         return orjson.dumps({k: v for k, v in report.items() if v}, option=orjson.OPT_INDENT_2)
+
+
+OUTCOMES = ("prediction", "default_slo", "default_no_model", "default_model_error", "overloaded")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(apps: dict, engine) -> bytes:
+    """Prometheus text format (0.0.4): per app outcomes and a latency histogram with buckets derived
+    from its SLO; per model predictions, batches, batch sizes, queue depth and replicas; the cache."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("clipper_app_requests_total", "counter", "Answers per application, by outcome.")
+    for name, app in sorted(apps.items()):
+        for outcome, count in zip(OUTCOMES, app.counters()["by_status"], strict=True):
+            out.append(f'clipper_app_requests_total{{app="{_label(name)}",outcome="{outcome}"}} {count}')
+    family("clipper_app_latency_seconds", "histogram",
+           "Response latency per application; buckets are fractions of its SLO (0.01 to 3).")
+    for name, app in sorted(apps.items()):
+        counters = app.counters()
+        label = f'app="{_label(name)}"'
+        for bound, count in counters["buckets"]:
+            le = "+Inf" if bound is None else repr(bound / 1e6)
+            out.append(f'clipper_app_latency_seconds_bucket{{{label},le="{le}"}} {count}')
+        out.append(f"clipper_app_latency_seconds_sum{{{label}}} {counters['latency_sum_micros'] / 1e6}")
+        out.append(f"clipper_app_latency_seconds_count{{{label}}} {counters['buckets'][-1][1]}")
+    family("clipper_app_slo_seconds", "gauge", "Latency objective per application.")
+    for name, app in sorted(apps.items()):
+        out.append(f'clipper_app_slo_seconds{{app="{_label(name)}"}} {app.slo_micros / 1e6}')
+
+    models = []
+    for model_id, stats in enumerate(engine.stats()):
+        names = engine.model_name(model_id)
+        if names is not None:
+            models.append((f'model="{_label(names[0])}",version="{_label(names[1])}"', stats))
+    family("clipper_model_predictions_total", "counter", "Inputs a model version answered.")
+    out += [f"clipper_model_predictions_total{{{m}}} {s['predictions']}" for m, s in models]
+    family("clipper_model_batch_size", "summary", "Batch sizes sent to a model version (recent quantiles).")
+    for m, s in models:
+        for q in ("p50", "p95", "p99"):
+            out.append(f'clipper_model_batch_size{{{m},quantile="0.{q[1:]}"}} {s["batch_size"][q]}')
+        out.append(f"clipper_model_batch_size_sum{{{m}}} {s['predictions']}")
+        out.append(f"clipper_model_batch_size_count{{{m}}} {s['batches']}")
+    family("clipper_model_batch_latency_seconds", "summary", "Batch round trips to a model version (recent).")
+    for m, s in models:
+        for q in ("p50", "p95", "p99"):
+            out.append(f'clipper_model_batch_latency_seconds{{{m},quantile="0.{q[1:]}"}} '
+                       f'{s["latency_micros"][q] / 1e6}')
+    family("clipper_model_queue_depth", "gauge", "Inputs waiting for a replica of a model version.")
+    out += [f"clipper_model_queue_depth{{{m}}} {s['queued']}" for m, s in models]
+    family("clipper_model_replicas", "gauge", "Connected replicas of a model version.")
+    out += [f"clipper_model_replicas{{{m}}} {s['replicas']}" for m, s in models]
+    lookups, hits = engine.cache_counts()
+    family("clipper_cache_lookups_total", "counter", "Prediction cache lookups.")
+    out.append(f"clipper_cache_lookups_total {lookups}")
+    family("clipper_cache_hits_total", "counter", "Prediction cache hits.")
+    out.append(f"clipper_cache_hits_total {hits}")
+    return ("\n".join(out) + "\n").encode()

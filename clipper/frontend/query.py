@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import uvloop
 from .. import _core, rust_core, selection
 from ..input_types import parse_input_type
 from ..logs import configure_logging
-from .metrics import Metrics
+from .metrics import Metrics, render_prometheus
 from .routing import PolicyRouter
 from .watcher import StateWatcher
 
@@ -77,6 +78,7 @@ class QueryFrontend:
         max_body_bytes: int = 10 << 20,
         max_batch_inputs: int = 10_000,
         max_queue: int = 10_000,
+        predict_token: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.engine = rust_core.Engine(
@@ -89,6 +91,8 @@ class QueryFrontend:
             max_body_bytes=max_body_bytes,
             max_batch_inputs=max_batch_inputs,
             metrics_handler=self.metrics.render,
+            prometheus_handler=lambda: render_prometheus(self.server.apps, self.engine),
+            predict_token=predict_token,
         )
         self.metrics.server = self.server
         self.models: dict[str, dict[str, ModelSpec]] = {}
@@ -213,6 +217,7 @@ class QueryFrontend:
         self._refresh_apps()
         for app, states in snapshot.get("selection", {}).items():
             self.load_selection_states(app, states, replace=True)
+        self.server.ready = True
 
     def load_config(self, config: dict[str, Any]) -> None:
         """Loads `{"models": [...], "apps": [...]}` (fields as in ModelSpec and AppSpec)."""
@@ -233,7 +238,9 @@ class QueryFrontend:
         loop = asyncio.get_running_loop()
         self.server.attach(loop)
         if self.watcher is not None:
-            self.watcher.start(loop)
+            self.watcher.start(loop)  # ready once the first snapshot from Redis is applied
+        else:
+            self.server.ready = True
         self._http = await loop.create_server(
             lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True, backlog=2048
         )
@@ -287,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
     parser.add_argument("--max-queue", type=int, default=10_000,
                         help="requests a model's queue holds; past it, predict answers 503 with Retry-After")
+    parser.add_argument("--predict-token", default=os.environ.get("CLIPPER_PREDICT_TOKEN"),
+                        help="require 'Authorization: Bearer <token>' on predict and update "
+                             "(default: $CLIPPER_PREDICT_TOKEN; none)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         frontend = QueryFrontend(
             host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
             cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
-            max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
+            max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, predict_token=args.predict_token,
         )
         if args.config:
             with open(args.config) as f:

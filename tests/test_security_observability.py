@@ -1,0 +1,100 @@
+"""Tokens on predict and admin routes, Prometheus metrics by content negotiation, liveness and
+readiness. Real processes, real HTTP."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import requests
+from conftest import Cluster, TimeoutSession, free_ports
+
+from clipper.state.redis_server import RedisServer, redis_server_binary
+
+CONFIG = {
+    "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": 200_000, "default_output": "-1",
+              "models": ["m"]},
+             {"name": "lonely", "input_type": "doubles", "latency_slo_micros": 100_000, "default_output": "0"}],
+    "models": [{"name": "m", "version": "1", "input_type": "doubles"}],
+}
+
+
+def test_predict_token_is_required_when_configured(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG, extra_args=("--predict-token", "s3cret"))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        r = fe.post("/lonely/predict", json={"input": [1.0]}, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+        assert set(r.json()) == {"error", "cause"}
+    r = fe.post("/lonely/predict", json={"input": [1.0]}, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.json()["default"] is True
+    assert fe.post("/lonely/update", json={"uid": 0, "input": [1.0], "label": 1.0}).status_code == 401
+    assert fe.get("/metrics").status_code == 200, "metrics and health stay open"
+    assert fe.get("/healthz").json() == {"status": "alive"}
+
+
+def test_metrics_in_prometheus_text_by_content_negotiation(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG)
+    cluster.container(fe, "m", "sum")
+    fe.wait_replicas("m", 1)
+    for i in range(5):
+        assert fe.predict("app", [float(i)])["default"] is False
+    assert fe.predict("lonely", [1.0])["default"] is True
+    assert fe.get("/metrics").json()["counters"], "JSON (Clipper's shape) by default"
+
+    r = fe.get("/metrics", headers={"Accept": "text/plain;version=0.0.4;q=0.9,*/*;q=0.1"})
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['clipper_app_requests_total{app="app",outcome="prediction"}'] == 5
+    assert samples['clipper_app_requests_total{app="lonely",outcome="default_no_model"}'] == 1
+    buckets = [(k, v) for k, v in samples.items() if k.startswith('clipper_app_latency_seconds_bucket{app="app"')]
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and counts[-1] == 5, "cumulative, ending at the count"
+    assert '{app="app",le="0.2"}' in "".join(k for k, _ in buckets), "a bucket at the SLO (200 ms)"
+    assert samples['clipper_app_latency_seconds_count{app="app"}'] == 5
+    assert samples['clipper_model_predictions_total{model="m",version="1"}'] == 5
+    assert samples['clipper_model_replicas{model="m",version="1"}'] == 1
+    assert 'clipper_model_queue_depth{model="m",version="1"}' in samples
+    assert samples["clipper_cache_lookups_total"] == 5, "the app without a model never looks in the cache"
+
+
+@pytest.mark.skipif(redis_server_binary() is None,
+                    reason="redis-server is not installed (apt-get install redis-server)")
+def test_readiness_waits_for_redis_and_admin_token(cluster: Cluster) -> None:
+    (redis_port,) = free_ports(1)
+    fe = cluster.frontend(redis_port=redis_port)
+    assert fe.get("/healthz").status_code == 200
+    r = fe.get("/readyz")
+    assert r.status_code == 503 and set(r.json()) == {"error", "cause"}
+    with RedisServer(port=redis_port, log_path=cluster.workdir / "redis.log"):
+        deadline = time.monotonic() + 10
+        while fe.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "ready once Redis answers"
+            time.sleep(0.1)
+
+        (admin_port,) = free_ports(1)
+        cluster._spawn([sys.executable, "-m", "clipper.frontend.management", "--redis-port", str(redis_port),
+                        "--port", str(admin_port), "--token", "adm1n"], cluster._log_file("management"))
+        url = f"http://127.0.0.1:{admin_port}/admin"
+        body = {"name": "a", "input_type": "doubles", "default_output": "0", "latency_slo_micros": 1000}
+        with TimeoutSession() as http:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if http.get(f"{url}/ping").status_code == 200:
+                        break  # ping stays open: it is the health check
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            r = http.post(f"{url}/add_app", json=body)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+            assert http.post(f"{url}/add_app", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+            r = http.post(f"{url}/add_app", json=body, headers={"Authorization": "Bearer adm1n"})
+            assert r.status_code == 200, r.text
+        cluster.close()
