@@ -4,6 +4,7 @@ The admin API is re-exported here and imported lazily, so that the frontends and
 runtime (which import this package) do not pay for `requests` and friends:
 
     from clipper import ClipperConnection, LocalContainerManager, ClipperException
+    from clipper import DockerContainerManager  # Docker containers instead of local processes
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ClipperConnection", "ClipperException", "LocalContainerManager", "UnconnectedException", "__version__"]
+__all__ = ["ClipperConnection", "ClipperException", "DockerContainerManager", "LocalContainerManager",
+           "UnconnectedException", "__version__"]
 
 _LAZY = {
     "ClipperConnection": "clipper.admin.connection",
     "ClipperException": "clipper.admin.exceptions",
     "UnconnectedException": "clipper.admin.exceptions",
     "LocalContainerManager": "clipper.managers.local",
+    "DockerContainerManager": "clipper.managers.docker",
 }
 
 if TYPE_CHECKING:
     from .admin.connection import ClipperConnection
     from .admin.exceptions import ClipperException, UnconnectedException
+    from .managers.docker import DockerContainerManager
     from .managers.local import LocalContainerManager
 
 
