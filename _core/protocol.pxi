@@ -229,7 +229,7 @@ cdef class Gather:
             self.slot.fill_combined(self.index, self.query_id, json_fragment(combined[0]), combined[1])
 
 
-cdef bytes json_fragment(str output):
+cpdef bytes json_fragment(str output):
     """An output as embedded in a response: parsed JSON when it parses, else a JSON string."""
     try:
         return orjson.dumps(orjson.loads(output))

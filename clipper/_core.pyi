@@ -16,6 +16,9 @@ INPUT_TYPE_NAMES: tuple[str, ...]
 def encode_input(value: object, code: int, where: str = "input") -> bytes:
     """Validates one decoded JSON input against an input type code; returns its RPC element bytes."""
 
+def json_fragment(output: str) -> bytes:
+    """An output as embedded in a response: re-serialised JSON when it parses, else a JSON string."""
+
 def error_body(error: str, cause: str) -> bytes:
     """The JSON body of an error response."""
 
@@ -29,6 +32,7 @@ class App:
     model_id: int
     linked_model: str | None
     versions: dict[str, int]
+    router: object | None
     predictions: int
     defaults: int
     def __init__(
@@ -43,6 +47,8 @@ class App:
     ) -> None: ...
     def recent_latencies(self) -> list[int]:
         """The latest response latencies in microseconds (a window of 4096)."""
+    def counters(self) -> dict:
+        """Totals since start: answers by status, a latency histogram at fractions of the SLO."""
 
 class QueryServer:
     """Process-wide query state: the engine, the apps and the requests waiting on the engine."""
@@ -50,6 +56,9 @@ class QueryServer:
     engine: Engine
     apps: dict[str, App]
     metrics_handler: Callable[[], bytes]
+    prometheus_handler: Callable[[], bytes]
+    predict_token: bytes | None
+    ready: bool
     max_body_bytes: int
     max_batch_inputs: int
     def __init__(
@@ -58,6 +67,8 @@ class QueryServer:
         max_body_bytes: int = 10485760,
         max_batch_inputs: int = 10000,
         metrics_handler: Callable[[], bytes] | None = None,
+        prometheus_handler: Callable[[], bytes] | None = None,
+        predict_token: str | bytes | None = None,
     ) -> None: ...
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reads completions on `loop` and batches engine wake-ups per loop iteration."""

@@ -15,11 +15,13 @@ class Engine:
         heartbeat_timeout: float = 30.0,
         aimd_target: float = 0.5,
         max_batch_size: int = 1024,
+        max_queue: int = 10000,
     ) -> None:
         """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
 
         heartbeat_timeout: seconds of silence after which a replica is dropped and its batch requeued.
         aimd_target: fraction of the SLO a batch may take before AIMD backs off by 10%.
+        max_queue: requests a model's queue holds; past it requests complete at once as overloaded.
         """
 
     @property
@@ -42,6 +44,9 @@ class Engine:
         completes later under `token`. Call `wake` once after a burst of submits.
         """
 
+    def cancel(self, tokens: list[int]) -> None:
+        """Withdraws requests whose client has gone; work only they waited for is never sent."""
+
     def wake(self) -> None:
         """Wakes the engine thread so that it takes the submitted requests."""
 
@@ -52,7 +57,8 @@ class Engine:
         """Every waiting completion as (token, status, payload).
 
         status 0: payload is the model output as a JSON fragment; 1: the SLO passed; 2: the model
-        has no connected replica; 3: the model failed the batch, payload is its error message.
+        has no connected replica; 3: the model failed the batch, payload is its error message;
+        4: the model's queue was full (refused at once).
         """
 
     def replicas(self) -> list[tuple[int, int, int]]:

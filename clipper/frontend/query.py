@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import uvloop
 
 from .. import _core, rust_core, selection
@@ -53,14 +52,6 @@ class AppSpec:
     default_output: str = "None"
     models: list[str] = field(default_factory=list)
     selection_policy: str = selection.DEFAULT
-
-
-def json_fragment(output: str) -> bytes:
-    """An output as embedded in a response: parsed JSON when it parses, else a JSON string."""
-    try:
-        return orjson.dumps(orjson.loads(output))
-    except orjson.JSONDecodeError:
-        return orjson.dumps(output)
 
 
 class QueryFrontend:
@@ -160,10 +151,10 @@ class QueryFrontend:
             model_id = versions.get(current, -1) if current else -1
             app = self.server.apps.get(spec.name)
             if app is None or app.input_code != code:
-                app = _core.App(spec.name, code, spec.latency_slo_micros, json_fragment(spec.default_output))
+                app = _core.App(spec.name, code, spec.latency_slo_micros, _core.json_fragment(spec.default_output))
                 self.server.apps[spec.name] = app
             app.slo_micros = spec.latency_slo_micros
-            app.default_fragment = json_fragment(spec.default_output)
+            app.default_fragment = _core.json_fragment(spec.default_output)
             app.model_id, app.linked_model, app.versions = model_id, model, versions
             app.router = self._router(spec, app.router)
 
