@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in gcc wrk redis-server; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+    for tool in gcc wrk redis-server debootstrap; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
     if [ -n "$missing" ]; then
         echo "[setup] apt-get install$missing" >&2
         apt-get update -qq
-        apt-get install -y -qq build-essential wrk redis-server >/dev/null
+        # debootstrap makes the Debian root filesystem of the Docker base image (clipper.images)
+        apt-get install -y -qq build-essential wrk redis-server debootstrap >/dev/null
     fi
 fi
 command -v cargo >/dev/null || { echo "[setup] Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
