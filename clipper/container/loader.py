@@ -40,7 +40,8 @@ def load_function(spec: str) -> PredictFn:
 def load_closure(model_path: str | os.PathLike[str]) -> PredictFn:
     """Load ``<model_path>/func.pkl`` (cloudpickle) as Clipper's closure container does.
 
-    ``<model_path>/modules`` is added to ``sys.path`` first when it exists.
+    ``<model_path>/modules`` (where ``pkgs_to_install`` go) is appended to ``sys.path`` when it exists, as Clipper's
+    closure container does: packages of the image itself keep priority.
     """
     import cloudpickle
 
