@@ -217,12 +217,26 @@ cdef class Gather:
             self.done()
 
     cdef void done(self):
-        if self.label is not None:  # feedback: learn, then acknowledge
+        # Policy code runs inside the event loop's completion callback: whatever it raises answers this
+        # request (500) and goes no further, so other completions are never lost.
+        if self.label is None:
+            try:
+                combined = self.router.combine(self.uid, self.outputs)
+            except Exception as e:  # this input gets the default, naming the failure
+                self.slot.fill(self.index, self.query_id, STATUS_MODEL_ERROR,
+                               f"selection policy failed: {e!r}".encode("utf-8", "backslashreplace"))
+                return
+            self.answer(combined)
+            return
+        try:  # feedback: learn, then acknowledge
             self.router.observe(self.uid, self.outputs, self.label, self.asked)
             self.slot.response = http_response(200, b"Feedback received? 1", self.slot.keep_alive, b"text/plain")
-            self.slot.protocol.flush()
-            return
-        combined = self.router.combine(self.uid, self.outputs)
+        except Exception as e:
+            self.slot.response = http_response(500, error_body("Internal error", f"selection policy failed: {e!r}"),
+                                               self.slot.keep_alive)
+        self.slot.protocol.flush()
+
+    cdef void answer(self, object combined):
         if combined is None:
             self.slot.fill(self.index, self.query_id, self.status or 2, self.error or b"")
         else:

@@ -159,12 +159,31 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise JsonError(f"JSON parse error: Invalid encoding in string. (offset {e.start})\n") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_first_key_wins)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_first_key_wins)
+        _check_surrogates(doc)
+        return doc
     except json.JSONDecodeError as e:
         offset = len(text[:e.pos].encode())
         raise JsonError(f"JSON parse error: {_rapidjson_message(e)} (offset {offset})\n") from None
     except (ValueError, RecursionError):  # NaN / Infinity (not JSON), or absurd nesting
         raise JsonError("JSON parse error: Invalid value. (offset 0)\n") from None
+
+
+def _check_surrogates(doc: Any) -> None:
+    """Rejects lone surrogate escapes (e.g. "\\ud800"), which are not text: rapidjson refuses them too."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JsonError("JSON parse error: The surrogate pair in string is invalid. (offset 0)\n") from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _member(doc: Any, key: str) -> Any:
@@ -490,7 +509,7 @@ class ManagementFrontend:
             return Response(400, f"Error parsing JSON: {e}. Expected JSON schema: {route.schema}".encode())
         except StateError as e:
             self._redis_state(True)
-            return Response(400, e.message.encode())
+            return Response(400, e.message.encode("utf-8", "backslashreplace"))
         except (redis.ConnectionError, redis.TimeoutError) as e:
             self._redis_state(False, e)
             where = self.store.redis.get_connection_kwargs()

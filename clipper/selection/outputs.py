@@ -52,7 +52,7 @@ def parse_value(raw: str) -> Any:
     """The value `raw` renders to in a response: parsed strict JSON (no NaN/Infinity), else the string."""
     try:
         return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly deep nesting
         return raw
 
 

@@ -716,7 +716,9 @@ impl Worker {
 
 /// The output as it is embedded in a JSON response: itself when it is valid JSON, else a string.
 pub fn json_fragment(output: &[u8]) -> Arc<[u8]> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(output).is_ok() {
+    // A full parse: skipping values (IgnoredAny) would let invalid UTF-8, lone surrogate escapes and
+    // out-of-range numbers through, and the response would not be JSON.
+    if serde_json::from_slice::<serde_json::Value>(output).is_ok() {
         return Arc::from(output.trim_ascii());
     }
     let text = String::from_utf8_lossy(output);

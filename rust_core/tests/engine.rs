@@ -248,6 +248,11 @@ fn outputs_that_are_not_json_become_strings() {
     assert_eq!(&*json_fragment(b"DEFAULT"), b"\"DEFAULT\"");
     assert_eq!(&*json_fragment(b"NaN"), b"\"NaN\"");
     assert_eq!(&*json_fragment(b"say \"hi\""), b"\"say \\\"hi\\\"\"");
+    // Only looks like JSON: embedded as a string, so the response stays JSON (found by fuzzing).
+    for almost in [b"\"\\ud800\"".as_slice(), b"1e400", b"\"\xff\""] {
+        let fragment = json_fragment(almost);
+        assert!(serde_json::from_slice::<serde_json::Value>(&fragment).unwrap().is_string(), "{almost:?}");
+    }
 }
 
 #[test]
