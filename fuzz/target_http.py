@@ -1,0 +1,349 @@
+"""The query frontend's request path: `clipper._core.HttpProtocol.data_received` on arbitrary bytes.
+
+One `QueryServer` over a real `clipper.rust_core.Engine` (RPC on an ephemeral port) serves these apps:
+
+    i f d s b      one per input type (integers floats doubles strings bytes), no model linked:
+                   answered at once with the default ("No connected models found for query")
+    dead           doubles, model dead:1 with versions 1 and 2 ("version" works), no replica connected
+    echo_s echo_b  strings / bytes, served by in-process fake containers (ZeroMQ DEALERs this harness
+                   pumps) that answer with the input itself: model output under the fuzzer's control
+    vote           strings, selection policy exp4 over echo_s and one_s (always answers "1")
+    greedy         strings, selection policy epsilon_greedy over the same two
+
+Input format: byte 0 is a control byte, the rest is what the client sends. Control `c & 15`: 0 feeds
+everything in one `data_received` call, k > 0 in chunks of 2**(k-1) bytes; `c & 16`: the client
+disconnects right after sending (connection_lost while predictions are in flight).
+
+After feeding, the harness runs the event-loop callbacks and pumps the engine and the containers
+until no prediction is in flight (5 s at most: more is a hang). Invariants:
+* no exception escapes `data_received`, `connection_lost` or the completion callback, and none is
+  raised inside an httptools callback (httptools would report it as a "malformed request" 400);
+* every `transport.write` is exactly one HTTP/1.1 response (status line, headers, a Content-Length
+  that matches the body), or a `100 Continue`; nothing is written after the transport was closed;
+* statuses are 200, 400, 404, 405, 413 or 503 (a 500 is a bug); 4xx/503 bodies are JSON objects with
+  string "error" and "cause"; application/json bodies are valid JSON (strict UTF-8, orjson);
+  200 predictions have query_id, output, default;
+* a response with `Connection: close` closes the transport; while the connection stays open, every
+  request gets exactly one response, and reading is not left paused.
+Atheris sees no coverage inside the compiled code (Cython `_core`, httptools, orjson, the Rust engine):
+the outcome features (see `fuzz.common.Features`) stand in for it; the Python code reached (selection
+policies, routing, metrics) is instrumented as usual.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+
+import orjson
+import zmq
+
+from .common import FEATURES, Failure, template
+
+NAME = "http_request"
+#: Python recursion limit while fuzzing (`fuzz.atheris_main`): a RecursionError is never a handled error,
+#: so with a low limit, input that drives Python code into deep recursion shows up with ~90-byte inputs.
+#: The deepest Python stack the corpus reaches is about 10 frames.
+RECURSION_LIMIT = 100
+
+SLO_MICROS = 1_000_000
+HANG_SECONDS = 5.0
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ([A-Za-z ]+)\Z")
+_FINAL_STATUSES = {200, 400, 404, 405, 413, 503}
+
+
+class _Loop:
+    """The two event-loop methods `QueryServer.attach` uses; callbacks run when the harness says."""
+
+    def __init__(self) -> None:
+        self.callbacks: list = []
+        self.fd = -1
+
+    def call_soon(self, callback, *args):
+        self.callbacks.append((callback, args))
+
+    def add_reader(self, fd, callback, *args):
+        self.fd = fd
+
+    def remove_reader(self, fd):
+        self.fd = -1
+
+    def run_callbacks(self) -> None:
+        while self.callbacks:
+            callback, args = self.callbacks.pop(0)
+            callback(*args)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.paused = False
+        self.errors: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            self.errors.append(f"write after close: {bytes(data)[:200]!r}")
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        if self.paused:
+            self.errors.append("pause_reading while paused")
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        if not self.paused:
+            self.errors.append("resume_reading while not paused")
+        self.paused = False
+
+
+class _FakeContainer:
+    """A model replica on a DEALER socket, answering each input with `answer(input)`."""
+
+    def __init__(self, ctx, endpoint: str, name: str, code: int, answer) -> None:
+        from clipper.container import protocol
+
+        self.p = protocol
+        self.name, self.code, self.answer = name, code, answer
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.sock.send_multipart(protocol.heartbeat())
+
+    def handle(self) -> None:
+        p = self.p
+        msg = p.parse_request(self.sock.recv_multipart())
+        if isinstance(msg, p.Heartbeat) and msg.heartbeat_type == p.HEARTBEAT_REQUEST_METADATA:
+            self.sock.send_multipart(p.new_container(self.name, "1", self.code))
+        elif isinstance(msg, p.PredictRequest):
+            outputs = [self.answer(bytes(x)) for x in msg.inputs]
+            self.sock.send_multipart(p.prediction_response(msg.msg_id, outputs))
+
+
+class Target:
+    def __init__(self) -> None:
+        from clipper import _core, rust_core
+        from clipper.frontend.metrics import Metrics
+        from clipper.frontend.routing import PolicyRouter
+
+        self.core = _core
+        self.engine = rust_core.Engine("tcp://127.0.0.1:0", cache_bytes=1 << 20, heartbeat_timeout=3600.0)
+        metrics = Metrics(None)
+        self.server = _core.QueryServer(self.engine, max_body_bytes=4096, max_batch_inputs=16,
+                                        metrics_handler=metrics.render)
+        metrics.server = self.server
+        self.loop = _Loop()
+        self.server.attach(self.loop)
+        default = b'"none"'
+        apps = self.server.apps
+        for name, code in (("i", 1), ("f", 2), ("d", 3), ("s", 4), ("b", 0)):
+            apps[name] = _core.App(name, code, SLO_MICROS, default)
+        dead1, dead2 = self.engine.model("dead", "1"), self.engine.model("dead", "2")
+        apps["dead"] = _core.App("dead", 3, SLO_MICROS, default, dead1, "dead", {"1": dead1, "2": dead2})
+        models = {name: self.engine.model(name, "1") for name in ("echo_s", "echo_b", "one_s")}
+        apps["echo_s"] = _core.App("echo_s", 4, SLO_MICROS, default, models["echo_s"], "echo_s",
+                                   {"1": models["echo_s"]})
+        apps["echo_b"] = _core.App("echo_b", 0, SLO_MICROS, default, models["echo_b"], "echo_b",
+                                   {"1": models["echo_b"]})
+        linked = {"echo_s": models["echo_s"], "one_s": models["one_s"]}
+        for name, policy in (("vote", "exp4"), ("greedy", "epsilon_greedy")):
+            app = _core.App(name, 4, SLO_MICROS, default)
+            app.router = PolicyRouter(name, policy, linked, seed=1)
+            apps[name] = app
+        self.ctx = zmq.Context()
+        endpoint = self.engine.rpc_endpoint
+        self.containers = [
+            _FakeContainer(self.ctx, endpoint, "echo_s", 4, lambda x: x),
+            _FakeContainer(self.ctx, endpoint, "echo_b", 0, lambda x: x),
+            _FakeContainer(self.ctx, endpoint, "one_s", 4, lambda x: b"1"),
+        ]
+        self.poller = zmq.Poller()
+        for c in self.containers:
+            self.poller.register(c.sock, zmq.POLLIN)
+        self.poller.register(self.loop.fd, zmq.POLLIN)
+        deadline = time.monotonic() + 10
+        while len(self.engine.replicas()) < len(self.containers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake containers did not register with the engine")
+            self.pump_once(50)
+
+    def pump_once(self, timeout_ms: int) -> None:
+        self.loop.run_callbacks()
+        for sock, _ in self.poller.poll(timeout_ms):
+            if sock == self.loop.fd:
+                self.server.on_completions()
+            else:
+                next(c for c in self.containers if c.sock is sock).handle()
+        self.loop.run_callbacks()
+
+    def check(self, data: bytes) -> None:
+        if not data:
+            return
+        control, payload = data[0], data[1:]
+        k = control & 15
+        chunk = len(payload) if k == 0 else 1 << (k - 1)
+        disconnect = bool(control & 16)
+        errors: list[str] = []
+        counts = {"messages": 0}
+        protocol = _traced_protocol(self.core)(self.server, errors, counts)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        try:
+            for i in range(0, max(len(payload), 1), max(chunk, 1)):
+                protocol.data_received(payload[i:i + chunk])
+            if disconnect:
+                protocol.connection_lost(None)
+                transport.closed = True
+        except Exception:
+            raise Failure(f"exception escaped data_received:\n{traceback.format_exc()}") from None
+        deadline = time.monotonic() + HANG_SECONDS
+        try:
+            while self.server.waiting_count or self.loop.callbacks:
+                if time.monotonic() > deadline:
+                    raise Failure(f"hang: {self.server.waiting_count} predictions still in flight after "
+                                  f"{HANG_SECONDS} s")
+                self.pump_once(10)
+        except Failure:
+            raise
+        except Exception:
+            raise Failure(f"exception escaped the completion callback:\n{traceback.format_exc()}") from None
+        if errors:
+            raise Failure("exception inside an httptools callback:\n" + "\n".join(errors))
+        if transport.errors:
+            raise Failure("; ".join(transport.errors))
+        finals = self.check_writes(transport.writes, transport.closed)
+        FEATURES("summary", min(counts["messages"], 4), min(finals, 4), transport.closed, disconnect)
+        if not transport.closed:
+            if finals != counts["messages"]:
+                raise Failure(f"{counts['messages']} requests but {finals} responses on an open connection")
+            if transport.paused:
+                raise Failure("reading left paused on an open connection with nothing in flight")
+        elif not disconnect and finals > counts["messages"] + 1:
+            raise Failure(f"{finals} responses for {counts['messages']} requests")
+        if not disconnect:
+            protocol.connection_lost(None)
+
+    def check_writes(self, writes: list[bytes], closed: bool) -> int:
+        """Checks every write; returns the number of final (non-100) responses."""
+        finals = 0
+        for n, raw in enumerate(writes):
+            head, sep, body = raw.partition(b"\r\n\r\n")
+            if not sep:
+                raise Failure(f"write {n} is not an HTTP response: {raw[:300]!r}")
+            lines = head.split(b"\r\n")
+            m = _STATUS_LINE.match(lines[0])
+            if not m:
+                raise Failure(f"bad status line {lines[0]!r}")
+            status = int(m.group(1))
+            headers = {}
+            for line in lines[1:]:
+                name, colon, value = line.partition(b": ")
+                if not colon or not name or name.lower() in headers:
+                    raise Failure(f"bad or repeated header line {line!r}")
+                headers[name.lower()] = value
+            if status == 100:
+                if body or len(lines) != 1:
+                    raise Failure(f"100 Continue with headers or a body: {raw!r}")
+                FEATURES("100")
+                continue
+            finals += 1
+            if status not in _FINAL_STATUSES:
+                raise Failure(f"status {status}: {raw[:600]!r}")
+            length = headers.get(b"content-length", b"")
+            if not length.isdigit() or int(length) != len(body):
+                raise Failure(f"Content-Length {length!r} for a body of {len(body)} bytes: {raw[:300]!r}")
+            if headers.get(b"connection") == b"close" and not (n == len(writes) - 1 and closed):
+                raise Failure("'Connection: close' but the connection stayed open or was written to again")
+            ctype = headers.get(b"content-type")
+            if ctype == b"application/json":
+                try:
+                    doc = orjson.loads(body)
+                except orjson.JSONDecodeError as e:
+                    raise Failure(f"{status} body is not valid JSON ({e}): {body[:600]!r}") from None
+            elif status == 200 and ctype == b"text/plain" and body == b"Feedback received? 1":
+                FEATURES(200, "feedback")
+                continue
+            else:
+                raise Failure(f"{status} with Content-Type {ctype!r}: {body[:300]!r}")
+            if status != 200:
+                if not (isinstance(doc, dict) and isinstance(doc.get("error"), str)
+                        and isinstance(doc.get("cause"), str)):
+                    raise Failure(f"{status} body without string error and cause: {body[:300]!r}")
+                FEATURES(status, doc["error"], template(doc["cause"]))
+                continue
+            self.check_prediction(doc, body)
+        return finals
+
+    def check_prediction(self, doc, body: bytes) -> None:
+        if isinstance(doc, dict) and "batch_predictions" in doc:
+            items = doc["batch_predictions"]
+            if not isinstance(items, list):
+                raise Failure(f"batch_predictions is not a list: {body[:300]!r}")
+            FEATURES(200, "batch", min(len(items), 4))
+        elif isinstance(doc, dict) and "query_id" in doc:
+            items = [doc]
+        else:
+            FEATURES(200, "other", type(doc).__name__)  # /metrics
+            return
+        for item in items:
+            if not (isinstance(item, dict) and isinstance(item.get("query_id"), int) and "output" in item
+                    and isinstance(item.get("default"), bool)):
+                raise Failure(f"malformed prediction {item!r}")
+            FEATURES(200, item["default"], template(str(item.get("default_explanation", ""))),
+                     type(item["output"]).__name__, "models" in item)
+
+    def close(self) -> None:
+        self.server.detach(self.loop)
+        for c in self.containers:
+            c.sock.close(linger=0)
+        self.ctx.term()
+        self.engine.close()
+
+
+_TRACED = None
+
+
+def _traced_protocol(core):
+    """HttpProtocol with its httptools callbacks wrapped, to see exceptions httptools would swallow."""
+    global _TRACED
+    if _TRACED is not None:
+        return _TRACED
+
+    def wrap(name):
+        method = getattr(core.HttpProtocol, name)
+
+        def traced(self, *args):
+            try:
+                return method(self, *args)
+            except BaseException:
+                self._errors.append(f"{name}: {traceback.format_exc()}")
+                raise
+
+        return traced
+
+    class Traced(core.HttpProtocol):
+        def __init__(self, server, errors, counts):
+            super().__init__(server)
+            self._errors = errors
+            self._counts = counts
+
+        def on_message_complete(self):
+            self._counts["messages"] += 1
+            return _complete(self)
+
+    _complete = wrap("on_message_complete")
+    for name in ("on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body"):
+        setattr(Traced, name, wrap(name))
+    _TRACED = Traced
+    return Traced
+
+
+def setup() -> Target:
+    return Target()
