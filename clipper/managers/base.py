@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -137,3 +138,33 @@ class ContainerManager(abc.ABC):
         """
         raise ClipperException(f"{type(self).__name__} cannot build model images; build one yourself and call "
                                "ClipperConnection.deploy_model with its name")
+
+
+def frontend_replica_count(query_addr: str, name: str, version: str) -> int:
+    """Replicas of `name:version` the query frontend at `query_addr` counts (its `/metrics`); -1 if it
+    does not answer."""
+    import requests  # the admin side only: frontends and containers do not import requests
+
+    key = f"model:{name}:{version}:num_replicas"
+    try:
+        report = requests.get(f"http://{query_addr}/metrics", timeout=2).json()
+    except (requests.RequestException, ValueError):
+        return -1
+    for entry in report.get("counters", []) if isinstance(report, dict) else []:
+        if key in entry:
+            try:
+                return int(entry[key]["count"])
+            except (KeyError, TypeError, ValueError):
+                return -1
+    return 0
+
+
+def wait_frontend_replicas(query_addr: str, name: str, version: str, want: int, logger: Any,
+                           timeout: float = 5.0) -> None:
+    """Waits (briefly) until the query frontend counts `want` replicas; warns when it does not."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if frontend_replica_count(query_addr, name, version) >= want:
+            return
+        time.sleep(0.05)
+    logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")

@@ -68,6 +68,7 @@ import requests
 
 from ..admin.exceptions import ClipperException
 from ..input_types import parse_input_type
+from ..state.redis_server import ping as redis_ping
 from .base import (
     CLIPPER_DOCKER_LABEL,
     CLIPPER_DOCKER_PORT_LABELS,
@@ -81,7 +82,9 @@ from .base import (
     ClusterAdapter,
     ContainerManager,
     create_model_container_label,
+    frontend_replica_count,
     parse_model_container_label,
+    wait_frontend_replicas,
 )
 
 logger = logging.getLogger("clipper.managers.docker")
@@ -114,15 +117,6 @@ def find_unbound_port(start: int | None = None, host: str = "127.0.0.1", taken: 
                 continue
         return port
     raise ClipperException(f"Cannot find a free port on {host}")
-
-
-def _redis_ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _http_ok(url: str) -> bool:
@@ -550,7 +544,7 @@ class DockerContainerManager(ContainerManager):
             started.append(redis)
             self.redis_port = ports[key]
             self.redis_ip = redis.name
-            self._wait_ready(redis, "Redis", lambda: _redis_ping(poll, self.redis_port), self.start_timeout)
+            self._wait_ready(redis, "Redis", lambda: redis_ping(poll, self.redis_port), self.start_timeout)
             redis_host, redis_port = redis.name, CLIPPER_INTERNAL_REDIS_PORT
         else:
             assert self.redis_ip is not None
@@ -845,7 +839,6 @@ class DockerContainerManager(ContainerManager):
             return False
 
     def _wait_registered(self, name: str, version: str, started: Sequence[Any], frontend: Any) -> None:
-        key = f"model:{name}:{version}:num_replicas"
         deadline = time.monotonic() + self.start_timeout
         pending = list(started)
         while pending:
@@ -856,7 +849,8 @@ class DockerContainerManager(ContainerManager):
                     raise self._failure(c, f"Model {name}:{version} replica failed to start")
                 ready = self._replica_ready(c) if c.status == "running" else False
                 if ready is None:  # no ready file, no health check: the frontend's count must cover it
-                    ready = self._frontend_replicas(key) >= self.get_num_replicas(name, version)
+                    ready = frontend_replica_count(self._frontend_poll_addr(), name, version) >= \
+                        self.get_num_replicas(name, version)
                 if not ready:
                     still.append(c)
             pending = still
@@ -869,26 +863,11 @@ class DockerContainerManager(ContainerManager):
                     raise self._failure(pending[0], f"Model {name}:{version} replica did not register with the "
                                                     f"query frontend {frontend.name} within {self.start_timeout:g} s")
                 time.sleep(0.1)
-        want = self.get_num_replicas(name, version)
-        until = time.monotonic() + 5.0
-        while time.monotonic() < until:
-            if self._frontend_replicas(key) >= want:
-                return
-            time.sleep(0.05)
-        self.logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")
+        wait_frontend_replicas(self._frontend_poll_addr(), name, version, self.get_num_replicas(name, version),
+                               self.logger)
 
-    def _frontend_replicas(self, key: str) -> int:
-        try:
-            report = requests.get(f"http://{self._poll_host()}:{self.clipper_query_port}/metrics", timeout=2).json()
-        except (requests.RequestException, ValueError):
-            return -1
-        for entry in report.get("counters", []) if isinstance(report, dict) else []:
-            if key in entry:
-                try:
-                    return int(entry[key]["count"])
-                except (KeyError, TypeError, ValueError):
-                    return -1
-        return 0
+    def _frontend_poll_addr(self) -> str:
+        return f"{self._poll_host()}:{self.clipper_query_port}"
 
     def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:
         """Stops and removes every replica of the given versions (`{name: [version, ...]}`)."""

@@ -63,7 +63,7 @@ from ..admin.exceptions import ClipperException
 from ..input_types import parse_input_type
 from ..state.redis_server import free_port
 from ..state.redis_server import ping as redis_ping
-from .base import ClusterAdapter, ContainerManager
+from .base import ClusterAdapter, ContainerManager, wait_frontend_replicas
 
 try:
     import fcntl
@@ -692,27 +692,8 @@ class LocalContainerManager(ContainerManager):
         for r in started:
             Path(r["ready_file"]).unlink(missing_ok=True)
         # The replica has sent its registration; wait (briefly) until the frontend counts it.
-        want = self.get_num_replicas(name, version)
-        key = f"model:{name}:{version}:num_replicas"
-        until = time.monotonic() + 5.0
-        while time.monotonic() < until:
-            if self._frontend_replicas(key) >= want:
-                return
-            time.sleep(0.02)
-        self.logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")
-
-    def _frontend_replicas(self, key: str) -> int:
-        try:
-            report = requests.get(f"http://{self.get_query_addr()}/metrics", timeout=2).json()
-        except (requests.RequestException, ValueError):
-            return -1
-        for entry in report.get("counters", []) if isinstance(report, dict) else []:
-            if key in entry:
-                try:
-                    return int(entry[key]["count"])
-                except (KeyError, TypeError, ValueError):
-                    return -1
-        return 0
+        wait_frontend_replicas(self.get_query_addr(), name, version, self.get_num_replicas(name, version),
+                               self.logger)
 
     def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:
         """Stops every replica of the given versions (`{name: [version, ...]}`)."""
