@@ -20,7 +20,6 @@ are pickled by reference. ``deploy --model-path DIR`` deploys a directory holdin
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -131,24 +130,18 @@ def load_predict_function(spec: str) -> Any:
     """Imports ``module:function``; a module under the current directory is marked pickle-by-value."""
     import cloudpickle
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
+    from .container.loader import ModelLoadError, load_function
+
+    if ":" not in spec:
         raise ClipperException(f"--predict must look like module:function, got {spec!r}")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ClipperException(f"Cannot import {module_name!r}: {e}") from e
-    func: Any = module
-    try:
-        for part in attr.split("."):
-            func = getattr(func, part)
-    except AttributeError as e:
-        raise ClipperException(f"Module {module_name!r} has no attribute {attr!r}") from e
-    if not callable(func):
-        raise ClipperException(f"{spec!r} is not callable")
+        func = load_function(spec)
+    except ModelLoadError as e:
+        raise ClipperException(str(e)) from e
+    module = sys.modules[spec.partition(":")[0]]
     path = getattr(module, "__file__", None)
     if path and Path(path).resolve().is_relative_to(Path(cwd).resolve()):
         cloudpickle.register_pickle_by_value(module)

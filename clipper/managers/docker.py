@@ -251,16 +251,12 @@ class DockerContainerManager(ContainerManager):
     def docker_client(self) -> Any:
         """A ``docker.DockerClient`` (made on first use)."""
         if self._client is None:
+            from .. import images
+
             try:
-                import docker
-            except ImportError as e:
-                raise ClipperException("DockerContainerManager needs the docker package: pip install docker") from e
-            try:
-                client = docker.from_env(timeout=300)
-                client.ping()
-            except Exception as e:
+                self._client = images.docker_client()
+            except images.ImageBuildError as e:
                 raise ClipperException(f"Unable to Connect to Docker. Please Check if Docker is running. ({e})") from e
-            self._client = client
         return self._client
 
     @staticmethod
