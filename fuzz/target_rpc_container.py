@@ -7,7 +7,7 @@ Two layers are checked:
 * `clipper.container.protocol.parse_request(frames)` returns a Heartbeat, PredictRequest or
   FeedbackRequest, or raises ProtocolError (a ValueError); a PredictRequest is consistent with its
   header (one input per announced size, sizes as announced);
-* `_Container.handle(socket, frames)`, the session loop's step (parse, decode the inputs, run the
+* `_Container.reply(frames)`, the session loop's step (parse, decode the inputs, run the
   model, answer): it never raises, so a malformed message is dropped and the session goes on; every
   message it sends is a well-formed registration or prediction response (one output per input,
   lengths as in its header).
@@ -20,16 +20,6 @@ import struct
 from .common import FEATURES, Failure, split_frames, template
 
 NAME = "rpc_container"
-
-
-class _Socket:
-    """Records what the container sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-
-    def send_multipart(self, frames: list[bytes]) -> None:
-        self.sent.append([bytes(f) for f in frames])
 
 
 def _model(batch):
@@ -70,10 +60,9 @@ class Target:
                 raise Failure(f"PredictRequest disagrees with its header {header}: {msg}")
             if msg.msg_id != frames[3]:
                 raise Failure("msg_id is not the raw id frame")
-        sock = _Socket()
-        container.handle(sock, frames)  # any exception here would end the container's session
-        for out in sock.sent:
-            self._check_sent(out, msg, container.input_type)
+        out = container.reply(frames)  # any exception here would end the container's session
+        if out is not None:
+            self._check_sent([bytes(f) for f in out], msg, container.input_type)
 
     def _check_sent(self, out: list[bytes], msg, input_type: int) -> None:
         p = self.p

@@ -111,10 +111,8 @@ def new_container(name: str, version: str, input_type_code: int) -> list[bytes]:
 def prediction_response(msg_id: bytes, outputs: Sequence[bytes]) -> list[bytes]:
     """Container -> frontend response: ``["", u32 1, msg_id, u64 8(1+n), u64[n, len_i...], out_i...]``."""
     n = len(outputs)
-    header = np.empty(n + 1, dtype="<u8")
-    header[0] = n
-    header[1:] = np.fromiter(map(len, outputs), dtype=np.uint64, count=n)
-    return [_EMPTY, _CONTENT, bytes(msg_id), _U64.pack(8 * (n + 1)), header.tobytes(), *outputs]
+    header = struct.pack(f"<{n + 1}Q", n, *map(len, outputs))
+    return [_EMPTY, _CONTENT, bytes(msg_id), _U64.pack(8 * (n + 1)), header, *outputs]
 
 
 def error_output(message: str) -> bytes:
@@ -160,12 +158,12 @@ def parse_request(frames: Sequence[Buffer]) -> Message:
     header_frame = frames[6]
     if header_len != len(header_frame) or header_len < 16 or header_len % 8:
         raise ProtocolError(f"predict: bad header length {header_len} for {len(header_frame)} bytes")
-    header = np.frombuffer(header_frame, dtype="<u8")
-    input_type, n = int(header[0]), int(header[1])
+    header = struct.unpack(f"<{header_len // 8}Q", header_frame)
+    input_type, n = header[0], header[1]
     inputs = list(frames[7:])
     if len(header) != n + 2 or len(inputs) != n:
         raise ProtocolError(f"predict: header announces {n} inputs, got {len(inputs)} frames")
-    if n and not np.array_equal(header[2:], np.fromiter(map(len, inputs), np.uint64, n)):
+    if list(header[2:]) != list(map(len, inputs)):
         raise ProtocolError("predict: input frame sizes differ from the header")
     return PredictRequest(msg_id, input_type, inputs)
 
@@ -184,11 +182,12 @@ def decode_inputs(input_type: int, inputs: Sequence[Buffer]) -> np.ndarray | lis
     if dtype is None:
         raise ValueError(f"unknown input type code {input_type}")
     n = len(inputs)
-    sizes = np.fromiter(map(len, inputs), dtype=np.int64, count=n)
-    if n and (sizes % dtype.itemsize).any():
+    sizes = set(map(len, inputs))
+    if any(size % dtype.itemsize for size in sizes):
         name = INPUT_TYPE_NAMES[input_type]
         raise ValueError(f"input size is not a multiple of {dtype.itemsize} bytes ({name})")
     flat = np.frombuffer(bytearray().join(inputs), dtype=dtype)
-    if n == 0 or (sizes == sizes[0]).all():
-        return flat.reshape(n, int(sizes[0]) // dtype.itemsize if n else 0)
-    return np.split(flat, np.cumsum(sizes[:-1]) // dtype.itemsize)
+    if len(sizes) <= 1:
+        return flat.reshape(n, sizes.pop() // dtype.itemsize if n else 0)
+    ends = np.cumsum(np.fromiter(map(len, inputs), dtype=np.int64, count=n)[:-1])
+    return np.split(flat, ends // dtype.itemsize)
