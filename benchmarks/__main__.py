@@ -1,11 +1,132 @@
-"""Benchmark harness entry point: ``python -m benchmarks throughput [options]``."""
+"""Benchmark harness: ``python -m benchmarks {throughput,sweep,tune,aimd,memory} [options]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from benchmarks.loadtest import LoadOptions
 from benchmarks.throughput import Options, run_throughput
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from benchmarks.serving import parse_batch_sizes
+
+    try:
+        return parse_batch_sizes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env wants KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def _load_args(p: argparse.ArgumentParser, search: bool) -> None:
+    d = LoadOptions()
+    p.add_argument("--duration", type=float, default=d.duration, help="measured seconds per point (%(default)s)")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each point (%(default)s)")
+    p.add_argument("--pool", type=int, default=d.connections,
+                   help="open loop: keep-alive connections of the client (%(default)s)")
+    p.add_argument("--max-default-ratio", type=float, default=d.max_default_ratio,
+                   help="a point meets the SLO with at most this share of default answers (%(default)s)")
+    p.add_argument("--input-size", type=int, default=d.input_size, help="doubles per input (%(default)s)")
+    if search:
+        p.add_argument("--start-rate", type=float, default=d.start_rate,
+                       help="capacity search: first rate (%(default)s)")
+        p.add_argument("--max-rate", type=float, default=d.max_rate, help="capacity search: highest rate (%(default)s)")
+        p.add_argument("--growth", type=float, default=d.growth, help="capacity search: rate factor (%(default)s)")
+        p.add_argument("--refine", type=int, default=d.refine, help="capacity search: bisection steps (%(default)s)")
+        p.add_argument("--retries", type=int, default=d.retries,
+                       help="capacity search: tries more before a rate counts as failed (%(default)s)")
+
+
+def _load(a: argparse.Namespace) -> LoadOptions:
+    d = LoadOptions()
+    return LoadOptions(duration=a.duration, warmup=a.warmup, connections=a.pool, max_default_ratio=a.max_default_ratio,
+                       input_size=a.input_size, start_rate=getattr(a, "start_rate", d.start_rate),
+                       max_rate=getattr(a, "max_rate", d.max_rate), growth=getattr(a, "growth", d.growth),
+                       refine=getattr(a, "refine", d.refine), retries=getattr(a, "retries", d.retries))
+
+
+def _serve_args(p: argparse.ArgumentParser, predict_default: str | None) -> None:
+    p.add_argument("--predict", default=predict_default, required=predict_default is None,
+                   help="model function, module:fn (default %(default)s)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the model containers (repeatable)")
+    p.add_argument("--input-type", default="doubles", help="app and model input type (load sends doubles)")
+
+
+def _add_subcommands(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.sweeps import SLEEP
+
+    sw = sub.add_parser("sweep", help="latency vs throughput over rates (open loop) or connections (closed loop), "
+                                      "for batch sizes x batch waits x SLOs")
+    _serve_args(sw, SLEEP)
+    sw.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 32, -1], help="e.g. 1,32,a (a: adaptive)")
+    sw.add_argument("--batch-waits-us", type=_ints, default=[0], help="e.g. 0,500")
+    sw.add_argument("--slos-ms", type=_floats, default=[20.0], help="e.g. 20,50")
+    sw.add_argument("--rates", type=_floats, default=None, help="open-loop Poisson rates, e.g. 1000,5000,10000")
+    sw.add_argument("--connections", type=_ints, default=None, help="closed loop (wrk) instead: e.g. 16,64,256")
+    _load_args(sw, search=False)
+
+    tu = sub.add_parser("tune", help="for a model and an SLO: best batch settings, 1 vs 2 replicas")
+    _serve_args(tu, None)
+    tu.add_argument("--slo-ms", type=float, required=True)
+    tu.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128, -1], help="(default 1,8,32,128,a)")
+    tu.add_argument("--batch-waits-us", type=_ints, default=[0], help="(default 0)")
+    tu.add_argument("--replicas", type=_ints, default=[1, 2], help="(default 1,2)")
+    tu.add_argument("--target-rate", type=float, default=None, help="req/s to size the replica count for")
+    _load_args(tu, search=True)
+
+    ai = sub.add_parser("aimd", help="AIMD vs the best fixed batch size on sleep (fixed + per-item cost)")
+    ai.add_argument("--slo-ms", type=float, default=20.0)
+    ai.add_argument("--fixed-ms", type=float, default=1.0, help="model cost per batch (%(default)s)")
+    ai.add_argument("--per-item-us", type=float, default=20.0, help="model cost per item (%(default)s)")
+    ai.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 64, 128, 256, 512],
+                    help="fixed batch sizes to compare (default 1,8,32,64,128,256,512)")
+    ai.add_argument("--load-fraction", type=float, default=0.8, help="open-loop check at this share of AIMD's capacity")
+    ai.add_argument("--check-duration", type=float, default=10.0, help="seconds of the open-loop check")
+    _load_args(ai, search=True)
+
+    me = sub.add_parser("memory", help="query frontend RSS over a steady full-load run (wrk, no-op model)")
+    me.add_argument("--duration", type=int, default=60, help="seconds (e.g. 600)")
+    me.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
+    me.add_argument("--connections", type=int, default=64)
+    me.add_argument("--predict", default="clipper.container.models:noop")
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from benchmarks import memory, sweeps
+
+    if args.command == "sweep":
+        if (args.rates is None) == (args.connections is None):
+            parser.error("sweep: give exactly one of --rates (open loop) or --connections (closed loop)")
+        serve = sweeps.ServeOptions(args.predict, _env(args.env), args.input_type)
+        return sweeps.run_sweep(sweeps.SweepOptions(args.batch_sizes, args.batch_waits_us, args.slos_ms,
+                                                    args.rates or [], args.connections or [], _load(args), serve))
+    if args.command == "tune":
+        serve = sweeps.ServeOptions(args.predict, _env(args.env), args.input_type)
+        return sweeps.run_tune(sweeps.TuneOptions(args.slo_ms, args.batch_sizes, args.batch_waits_us, args.replicas,
+                                                  args.target_rate, _load(args), serve))
+    if args.command == "aimd":
+        return sweeps.run_aimd(sweeps.AimdOptions(args.slo_ms, args.fixed_ms, args.per_item_us, args.batch_sizes,
+                                                  args.load_fraction, args.check_duration, load=_load(args)))
+    return memory.run_memory(memory.MemoryOptions(args.duration, args.interval, args.connections, args.predict))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         default=d.wrk_timeout,
         help="wrk per-request timeout, seconds (default %(default)s)",
     )
+    _add_subcommands(sub)
     args = parser.parse_args(argv)
+    if args.command != "throughput":
+        return _dispatch(args, parser)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --connections, --threads must be >= 1; --warmup >= 0")
     opts = Options(**{k: v for k, v in vars(args).items() if k != "command"})

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,12 +87,15 @@ class Proc:
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None, timeout_s: float = 2.0
+    port: int, method: str, path: str, body: bytes | None = None, timeout_s: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTP request to 127.0.0.1:port; returns (status, body)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
@@ -175,3 +179,95 @@ def app_prediction_counts(metrics: dict, app: str) -> tuple[int, int] | None:
     if ratio is None or not math.isfinite(ratio):
         ratio = 0.0
     return int(n), round(n * ratio)
+
+
+def model_summary(metrics: dict, model: str, what: str = "batch_size", version: str = "1") -> dict[str, float] | None:
+    """The frontend's summary of recent ``batch_size`` (queries) or ``prediction_latency`` (batch round
+    trips, microseconds) of ``model``: p50, p95, p99, mean, min, max, size."""
+    for entry in metrics.get("histograms") or []:
+        summary = entry.get(f"model:{model}:{version}:{what}") if isinstance(entry, dict) else None
+        if summary is not None:
+            return {k: float(v) for k, v in summary.items() if k != "unit"}
+    return None
+
+
+def model_batch_totals(port: int, model: str, version: str = "1") -> tuple[int, int] | None:
+    """(batches, inputs) sent to ``model`` so far, from the frontend's Prometheus metrics."""
+    status, data = http_request(port, "GET", "/metrics", timeout_s=5.0, headers={"Accept": "text/plain"})
+    if status != 200:
+        return None
+    label = f'{{model="{model}",version="{version}"}} '
+    totals = {}
+    for line in data.decode(errors="replace").splitlines():
+        for kind in ("count", "sum"):
+            if line.startswith(f"clipper_model_batch_size_{kind}{label}"):
+                totals[kind] = int(float(line.rsplit(" ", 1)[1]))
+    return (totals["count"], totals["sum"]) if len(totals) == 2 else None
+
+
+def model_replicas(metrics: dict, model: str, version: str = "1") -> int:
+    """Connected replicas of ``model`` per the frontend's metrics (0 if absent)."""
+    n = _metric(metrics, "counters", f"model:{model}:{version}:num_replicas", "count")
+    return int(n or 0)
+
+
+def rss_mb(pid: int) -> float | None:
+    """A process's resident set size (VmRSS) in MB, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class RssSampler:
+    """Samples a process's VmRSS every ``interval_s`` on a background thread."""
+
+    def __init__(self, pid: int, interval_s: float = 1.0) -> None:
+        self.pid, self.interval_s = pid, interval_s
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        mb = rss_mb(self.pid)
+        if mb is not None:
+            self.samples.append((round(time.monotonic() - self._t0, 2), round(mb, 2)))
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def summary(self) -> dict:
+        """First, last, max MB and the least-squares slope in MB per minute."""
+        return rss_summary(self.samples)
+
+
+def rss_summary(samples: list[tuple[float, float]]) -> dict:
+    """First, last, max MB of ``(t_s, MB)`` samples and their least-squares slope in MB/min."""
+    if not samples:
+        return {"samples": 0, "first_mb": None, "last_mb": None, "max_mb": None, "slope_mb_per_min": None}
+    ts = [t for t, _ in samples]
+    ms = [m for _, m in samples]
+    slope = None
+    if len(samples) >= 2 and max(ts) > min(ts):
+        t_mean, m_mean = sum(ts) / len(ts), sum(ms) / len(ms)
+        num = sum((t - t_mean) * (m - m_mean) for t, m in samples)
+        slope = round(num / sum((t - t_mean) ** 2 for t in ts) * 60, 4)
+    return {"samples": len(samples), "first_mb": ms[0], "last_mb": ms[-1], "max_mb": max(ms),
+            "slope_mb_per_min": slope}

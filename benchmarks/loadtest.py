@@ -1,0 +1,158 @@
+"""Measured points against a running :class:`~benchmarks.serving.Serving`, and the capacity search.
+
+A point is one load level (open loop: a Poisson rate; closed loop: wrk connections) on one variant,
+with latency, outcome counts, the model's batch sizes from ``GET /metrics`` and the frontend's RSS.
+Capacity: the highest open-loop rate whose p99 stays under the SLO with at most ``max_default_ratio``
+default answers, no non-2xx and no errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from benchmarks import openloop, wrkrun
+from benchmarks.procs import (
+    HOST,
+    RssSampler,
+    app_prediction_counts,
+    log,
+    model_batch_totals,
+    model_summary,
+    read_metrics,
+)
+from benchmarks.serving import Serving, Variant
+from benchmarks.throughput import Seeds
+
+
+@dataclass
+class LoadOptions:
+    """How each point is measured."""
+
+    duration: float = 3.0
+    warmup: float = 1.0
+    connections: int = 256  # open loop: connection pool size
+    max_default_ratio: float = 0.01
+    start_rate: float = 1000.0
+    max_rate: float = 40000.0
+    growth: float = 2.0
+    refine: int = 3  # bisection steps between the last passing and the first failing rate
+    retries: int = 1  # a rate fails only if this many more tries fail too (the machine is shared)
+    input_size: int = 4
+
+
+def meets_slo(row: dict, slo_ms: float, max_default_ratio: float) -> bool:
+    """p99 under the SLO, few defaults, no non-2xx and no errors."""
+    p99 = row["latency_ms"].get("p99")
+    return (p99 is not None and p99 < slo_ms and row["default_ratio"] <= max_default_ratio
+            and row["non_2xx"] == 0 and row["errors"] == 0 and row["throughput"] > 0)
+
+
+def _model_figures(serving: Serving, v: Variant, totals_before: tuple[int, int] | None) -> dict:
+    """Batch sizes and batch round trips (the frontend's window of recent batches; ``mean_batch``: exact
+    mean over the point, warm-up included), and the app's (predictions, defaults) counters."""
+    m = read_metrics(serving.port)
+    lat = model_summary(m, v.name, "prediction_latency")
+    after = model_batch_totals(serving.port, v.name)
+    mean = None
+    if totals_before and after and after[0] > totals_before[0]:
+        mean = round((after[1] - totals_before[1]) / (after[0] - totals_before[0]), 2)
+    return {"batch_size": model_summary(m, v.name, "batch_size"), "mean_batch": mean,
+            "batch_latency_ms": {k: lat[k] / 1e3 for k in ("p50", "p99", "mean")} if lat else None,
+            "_counts": app_prediction_counts(m, v.name)}
+
+
+def open_point(serving: Serving, v: Variant, rate: float, opts: LoadOptions, seeds: Seeds) -> dict:
+    """One open-loop run at ``rate``/s on variant ``v``."""
+    totals = model_batch_totals(serving.port, v.name)
+    with RssSampler(serving.frontend_pid, 0.5) as rss:
+        r = openloop.run(serving.port, v.name, rate=rate, duration_s=opts.duration, warmup_s=opts.warmup,
+                         connections=opts.connections, seed=seeds(), input_size=opts.input_size,
+                         drain_s=v.slo_ms / 1e3 + 2.0)
+    row = {"variant": v.name, "policy": v.policy, "load": "open", **r.to_dict(), **_model_figures(serving, v, totals),
+           "rss": rss.summary()}
+    row.pop("_counts")
+    row["meets_slo"] = meets_slo(row, v.slo_ms, opts.max_default_ratio)
+    _log_row(row)
+    return row
+
+
+def closed_point(serving: Serving, v: Variant, connections: int, opts: LoadOptions, seeds: Seeds) -> dict:
+    """One closed-loop wrk run with ``connections`` on variant ``v`` (4-double inputs, unique)."""
+    url = f"http://{HOST}:{serving.port}/{v.name}/predict"
+    kw = {"connections": connections, "threads": 1, "mode": "unique", "timeout_s": 2}
+    if opts.warmup > 0:
+        wrkrun.run(url, duration_s=max(1, round(opts.warmup)), seed=seeds(), **kw)
+    totals = model_batch_totals(serving.port, v.name)
+    before = app_prediction_counts(read_metrics(serving.port), v.name)
+    with RssSampler(serving.frontend_pid, 0.5) as rss:
+        res, _ = wrkrun.run(url, duration_s=max(1, round(opts.duration)), seed=seeds(), **kw)
+    fig = _model_figures(serving, v, totals)
+    after = fig.pop("_counts")
+    defaults = after[1] - before[1] if before and after else 0
+    answered = max(res.requests - res.non_2xx, 0)
+    lat = res.latency_ms
+    row = {"variant": v.name, "policy": v.policy, "load": "closed", "connections": connections,
+           "rate": None, "duration_s": res.duration_s, "sent": res.requests, "predictions": answered - defaults,
+           "defaults": defaults, "non_2xx": res.non_2xx, "errors": res.errors,
+           "throughput": round(answered / res.duration_s, 1) if res.duration_s else 0.0,
+           "default_ratio": round(defaults / answered, 5) if answered else 0.0,
+           "latency_ms": {"p50": lat.get("50%"), "p95": None, "p99": lat.get("99%"), "p90": lat.get("90%")},
+           **fig, "rss": rss.summary()}
+    row["goodput"] = round(row["predictions"] / res.duration_s, 1) if res.duration_s else 0.0
+    row["meets_slo"] = meets_slo(row, v.slo_ms, opts.max_default_ratio)
+    _log_row(row)
+    return row
+
+
+def _log_row(row: dict) -> None:
+    lat, bs = row["latency_ms"], row.get("batch_size") or {}
+    load = f"{row['rate']:.0f}/s" if row["load"] == "open" else f"{row['connections']} connections"
+    lag = row.get("lag_ms", {}).get("p99")
+    log(f"  {row['variant']} @ {load}: {row['throughput']:,.0f} answers/s, p50 {lat.get('p50')} p99 "
+        f"{lat.get('p99')} ms, defaults {100 * row['default_ratio']:.2f}%, non-2xx {row['non_2xx']}, "
+        f"errors {row['errors']}, batch mean {row['mean_batch']} p99 {bs.get('p99')}, "
+        f"RSS {row['rss']['max_mb']} MB" + (f", client lag p99 {lag} ms" if lag is not None else "")
+        + (" [meets SLO]" if row["meets_slo"] else " [misses SLO]"))
+
+
+def find_capacity(serving: Serving, v: Variant, opts: LoadOptions, seeds: Seeds) -> dict:
+    """Highest sustainable open-loop rate of ``v``: grow the rate geometrically, then bisect."""
+    log(f"capacity search for {v.name} ({v.policy}, SLO {v.slo_ms:g} ms, {v.replicas} replica(s))")
+    points: list[dict] = []
+    good: dict | None = None
+    bad: float | None = None
+    def point(rate: float) -> dict:
+        for _ in range(opts.retries + 1):
+            row = open_point(serving, v, rate, opts, seeds)
+            points.append(row)
+            if row["meets_slo"]:
+                break
+        return row
+
+    rate = opts.start_rate
+    while True:
+        row = point(rate)
+        if row["meets_slo"]:
+            good = row
+            if rate >= opts.max_rate:
+                break
+            rate = min(rate * opts.growth, opts.max_rate)
+        else:
+            bad = rate
+            if good is not None or rate < opts.start_rate / 16:
+                break
+            rate /= opts.growth
+    if good is not None and bad is not None:
+        lo, hi = good["rate"], bad
+        for _ in range(opts.refine):
+            mid = (lo + hi) / 2
+            row = point(mid)
+            if row["meets_slo"]:
+                good, lo = row, mid
+            else:
+                hi = mid
+    cap = good["throughput"] if good else 0.0
+    log(f"{v.name}: capacity {cap:,.0f} answers/s" + (f" (p99 {good['latency_ms']['p99']} ms)" if good else ""))
+    return {"variant": asdict(v), "name": v.name, "policy": v.policy, "capacity": cap,
+            "capacity_rate": good["rate"] if good else 0.0, "best": good, "points": points,
+            "limited_by_max_rate": bad is None and good is not None}

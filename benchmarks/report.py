@@ -1,0 +1,93 @@
+"""Results files, tables and plots shared by the sweep-style subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def new_results(benchmark: str, options: dict) -> dict:
+    """The common head of a results JSON."""
+    return {
+        "benchmark": benchmark,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options": options,
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
+                        "cpu_count": os.cpu_count(), "loadavg": os.getloadavg()},
+        "error": None,
+    }
+
+
+def results_path(results: dict, suffix: str = ".json") -> Path:
+    """``benchmarks/results/<timestamp>-<benchmark><suffix>`` (not yet taken)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = results["timestamp"].replace("-", "").replace(":", "")
+    return RESULTS_DIR / f"{stamp}-{results['benchmark']}{suffix}"
+
+
+def write_results(results: dict) -> Path:
+    path = results_path(results)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def format_rows(rows: list[dict]) -> str:
+    """One line per measured point (open- or closed-loop rows as made by ``loadtest``)."""
+    head = (f"{'variant':26} {'load':>9} {'answers/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+            f"{'default%':>8} {'non2xx':>6} {'errors':>6} {'batch mean/p99':>14} {'RSS MB':>7} ok")
+    lines = [head]
+    for r in rows:
+        lat = r["latency_ms"]
+        bs = r.get("batch_size") or {}
+        batch = f"{_num(r.get('mean_batch'), '.1f')}/{_num(bs.get('p99'), '.0f')}"
+        load = f"{r['rate']:.0f}/s" if r.get("load") == "open" else f"{r['connections']}c"
+        lines.append(
+            f"{r['variant']:26} {load:>9} {r['throughput']:>10,.0f} {_num(lat.get('p50'), '.2f'):>8} "
+            f"{_num(lat.get('p95'), '.2f'):>8} {_num(lat.get('p99'), '.2f'):>8} "
+            f"{_num(None if r['default_ratio'] is None else 100 * r['default_ratio'], '.2f'):>8} "
+            f"{r['non_2xx']:>6} {r['errors']:>6} {batch:>14} {_num(r['rss']['max_mb'], '.1f'):>7} "
+            f"{'yes' if r.get('meets_slo') else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title: str,
+                               slo_ms: float | None = None) -> Path:
+    """p50 (dashed) and p99 (solid) latency against answers/s, one colour per series; SLO line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, (label, rows) in enumerate(series.items()):
+        pts = sorted((r["throughput"], r["latency_ms"]["p50"], r["latency_ms"]["p99"]) for r in rows
+                     if r["latency_ms"].get("p99") is not None)
+        if not pts:
+            continue
+        color = f"C{i % 10}"
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[2] for p in pts], "o-", color=color, label=f"{label} p99")
+        ax.plot(xs, [p[1] for p in pts], "x--", color=color, alpha=0.6, label=f"{label} p50")
+    if slo_ms is not None:
+        ax.axhline(slo_ms, color="red", linestyle=":", label=f"SLO {slo_ms:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("answers per second (2xx, predictions + defaults)")
+    ax.set_ylabel("latency from scheduled send (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
