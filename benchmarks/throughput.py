@@ -24,6 +24,7 @@ from benchmarks import wrkrun
 from benchmarks.procs import (
     HOST,
     Proc,
+    RssSampler,
     app_prediction_counts,
     free_port,
     log,
@@ -159,7 +160,7 @@ def _counts(port: int, app: str) -> tuple[int, int] | None:
         return None
 
 
-def measure(label: str, port: int, opts: Options, seeds: Seeds) -> dict:
+def measure(label: str, port: int, opts: Options, seeds: Seeds, pid: int) -> dict:
     """Warm-up and measured wrk runs against a ready server; return the figures."""
     url = f"http://{HOST}:{port}/{opts.app}/predict"
     mode = "cache" if opts.cache else "unique"
@@ -177,9 +178,11 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds) -> dict:
         f"{label}: running wrk {opts.duration}s ({opts.connections} connections, "
         f"{opts.threads} thread(s), {mode} inputs)..."
     )
-    result, raw = wrkrun.run(url, duration_s=opts.duration, seed=seeds(), **kwargs)
+    with RssSampler(pid, 1.0) as rss:
+        result, raw = wrkrun.run(url, duration_s=opts.duration, seed=seeds(), **kwargs)
     after = _counts(port, opts.app)
     figures = result.to_dict()
+    figures["server_rss"] = rss.summary()
     figures["wrk_output"] = raw
     if before is not None and after is not None:
         figures["predictions"] = after[0] - before[0]
@@ -188,7 +191,7 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds) -> dict:
         figures["predictions"] = figures["defaults"] = None
     log(
         f"{label}: {result.requests_per_s:,.0f} req/s, p50 {result.p50_ms} ms, "
-        f"p99 {result.p99_ms} ms"
+        f"p99 {result.p99_ms} ms, server RSS max {figures['server_rss']['max_mb']} MB"
     )
     return figures
 
@@ -206,7 +209,7 @@ def run_stage(
         port, procs = start(log_dir)
         wait_ready(port, opts.app, procs, opts.ready_timeout)
         log(f"{label} ready on port {port}")
-        return measure(label, port, opts, seeds)
+        return measure(label, port, opts, seeds, procs[0].popen.pid)
     finally:
         for p in reversed(procs):
             p.stop()
