@@ -34,7 +34,7 @@ class Target:
         self.p = protocol
         self.runtime = runtime
         self.containers = [
-            runtime._Container(_model, "m", "1", code, "tcp://127.0.0.1:1", 1.0, 10.0, None) for code in range(5)
+            runtime._Container(_model, "m", "1", code, ["tcp://127.0.0.1:1"], 1.0, 10.0, None) for code in range(5)
         ]
         for c in self.containers:
             c.feedback_logged = True  # log once is fine, but keep the fuzz output quiet

@@ -1,7 +1,8 @@
 """``python -m clipper.container``: serve a model, configured like Clipper's containers.
 
 Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required),
-CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
+CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000; a comma-separated list for a query frontend run with
+--workers), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
 (module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE.
 """
 
@@ -30,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", default=env("CLIPPER_MODEL_VERSION"), help="model version")
     ap.add_argument("--input-type", default=env("CLIPPER_INPUT_TYPE", "doubles"))
     ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"), help="frontend RPC host")
-    ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"), help="frontend RPC port")
+    ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"),
+                    help="frontend RPC port, or comma-separated ports (one per query frontend worker)")
     ap.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="SECONDS")
     ap.add_argument("--session-timeout", type=float, default=10.0, metavar="SECONDS")
     ap.add_argument("--log-level", default="WARNING", type=str.upper,
@@ -51,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     try:
-        port = int(args.port)
-        if not 0 < port < 65536:
+        ports = [int(p) for p in str(args.port).split(",")]
+        if not all(0 < p < 65536 for p in ports):
             raise ValueError
     except ValueError:
-        ap.error(f"invalid port {args.port!r} (CLIPPER_PORT / --port)")
+        ap.error(f"invalid port {args.port!r} (CLIPPER_PORT / --port: a port or comma-separated ports)")
     if args.heartbeat_interval <= 0 or args.session_timeout <= 0:
         ap.error("--heartbeat-interval and --session-timeout must be positive")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     serve(predict, name=args.name, version=args.version, input_type=args.input_type, host=args.host,
-          port=port, heartbeat_interval=args.heartbeat_interval,
+          port=ports, heartbeat_interval=args.heartbeat_interval,
           session_timeout=args.session_timeout, stop_event=stop)
     return 0
 

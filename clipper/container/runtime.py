@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,10 +89,11 @@ def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int) ->
 class _Container:
     """Configuration and state of one `serve` call; `session` runs one DEALER connection."""
 
-    def __init__(self, predict: PredictFn, name: str, version: str, input_type: int, address: str,
+    def __init__(self, predict: PredictFn, name: str, version: str, input_type: int, addresses: Sequence[str],
                  heartbeat_interval: float, session_timeout: float, stop_event: StopEvent | None) -> None:
         self.predict, self.name, self.version, self.input_type = predict, name, version, input_type
-        self.address = address
+        self.addresses = list(addresses)
+        self.predicting = threading.Lock()  # one batch at a time, whichever frontend worker sent it
         self.heartbeat_interval, self.session_timeout = heartbeat_interval, session_timeout
         self.stop_event = stop_event
         self.ready_file = os.environ.get("CLIPPER_READY_FILE")
@@ -100,20 +102,20 @@ class _Container:
     def stopped(self) -> bool:
         return self.stop_event is not None and self.stop_event.is_set()
 
-    def session(self, ctx: zmq.Context) -> None:
-        """Connect, say hello and serve until nothing is heard for `session_timeout` or stopped."""
+    def session(self, ctx: zmq.Context, address: str) -> None:
+        """Connect to `address`, say hello and serve until nothing is heard for `session_timeout` or stopped."""
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.rcvtimeo = int(1000 * min(self.heartbeat_interval, self.session_timeout, _MAX_POLL_S))
         try:
-            sock.connect(self.address)
+            sock.connect(address)
             send_frames(sock, p.heartbeat())
             heard = sent = time.monotonic()
             connected = False  # like Clipper: no repeated heartbeats before the frontend answers
             while not self.stopped():
                 now = time.monotonic()
                 if now - heard >= self.session_timeout:
-                    log.warning("nothing heard from %s for %.1f s; reconnecting", self.address, now - heard)
+                    log.warning("nothing heard from %s for %.1f s; reconnecting", address, now - heard)
                     return
                 if connected and now - max(heard, sent) >= self.heartbeat_interval:
                     send_frames(sock, p.heartbeat())
@@ -123,33 +125,35 @@ class _Container:
                 except zmq.Again:
                     continue
                 connected = True
-                reply = self.reply(frames)
+                reply = self.reply(frames, address)
                 if reply is not None:
                     send_frames(sock, reply)
                 heard = time.monotonic()
         finally:
             sock.close(linger=0)
 
-    def reply(self, frames: list[bytes]) -> list[bytes] | None:
-        """Handle one message from the frontend; return the message to send back, if any."""
+    def reply(self, frames: list[bytes], address: str = "") -> list[bytes] | None:
+        """Handle one message from the frontend at `address`; return the message to send back, if any."""
         try:
             msg = p.parse_request(frames)
         except p.ProtocolError as e:
             log.error("dropping malformed message from the frontend: %s", e)
             return None
         if isinstance(msg, p.PredictRequest):
-            return p.prediction_response(msg.msg_id, run_batch(self.predict, msg, self.input_type))
+            with self.predicting:
+                outputs = run_batch(self.predict, msg, self.input_type)
+            return p.prediction_response(msg.msg_id, outputs)
         if isinstance(msg, p.Heartbeat):
             if msg.heartbeat_type == p.HEARTBEAT_REQUEST_METADATA:
-                self.registered()
+                self.registered(address)
                 return p.new_container(self.name, self.version, self.input_type)
         elif not self.feedback_logged:
             self.feedback_logged = True
             log.warning("feedback requests are not supported by this container; ignoring them")
         return None
 
-    def registered(self) -> None:
-        log.info("registered %s:%s with %s", self.name, self.version, self.address)
+    def registered(self, address: str) -> None:
+        log.info("registered %s:%s with %s", self.name, self.version, address)
         if self.ready_file:
             Path(self.ready_file).touch()
             self.ready_file = None
@@ -162,12 +166,15 @@ def serve(
     version: str,
     input_type: str = "doubles",
     host: str = "127.0.0.1",
-    port: int = 7000,
+    port: int | Sequence[int] = 7000,
     heartbeat_interval: float = 1.0,
     session_timeout: float = 10.0,
     stop_event: StopEvent | None = None,
 ) -> None:
     """Serve `predict` to a Clipper RPC v3 frontend at ``tcp://host:port`` until `stop_event` is set.
+
+    Several ports serve a query frontend run with ``--workers N`` (one RPC port per worker): the
+    container connects to each, and runs one batch at a time whichever worker sent it.
 
     `predict` receives a batch (an ``(n, k)`` array, a list of 1-D arrays for unequal lengths,
     or a list of ``str`` for strings) and must return a list/tuple/array of `n` outputs; items
@@ -180,11 +187,24 @@ def serve(
     _, code = p.parse_input_type(input_type)
     if heartbeat_interval <= 0 or session_timeout <= 0:
         raise ValueError("heartbeat_interval and session_timeout must be positive")
-    container = _Container(predict, name, str(version), code, f"tcp://{host}:{int(port)}",
+    ports = [port] if isinstance(port, int) else list(port)
+    if not ports:
+        raise ValueError("at least one frontend port is needed")
+    container = _Container(predict, name, str(version), code, [f"tcp://{host}:{int(p)}" for p in ports],
                            heartbeat_interval, session_timeout, stop_event)
     ctx = zmq.Context()
-    try:
+
+    def sessions(address: str) -> None:
         while not container.stopped():
-            container.session(ctx)
+            container.session(ctx, address)
+
+    try:
+        threads = [threading.Thread(target=sessions, args=(a,), name=f"session {a}", daemon=True)
+                   for a in container.addresses[1:]]
+        for t in threads:
+            t.start()
+        sessions(container.addresses[0])
+        for t in threads:
+            t.join()
     finally:
         ctx.term()

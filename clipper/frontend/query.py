@@ -5,6 +5,7 @@ request path (`clipper._core`) and the engine (`clipper.rust_core`), and serves 
 
     python -m clipper.frontend.query --redis-host 127.0.0.1 --redis-port 6379
     python -m clipper.frontend.query --config apps.json
+    python -m clipper.frontend.query --config apps.json --workers 2   # RPC ports 7000 and 7001
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..logs import configure_logging
 from .metrics import Metrics, render_prometheus
 from .routing import PolicyRouter
 from .watcher import StateWatcher
+from .workers import run_workers
 
 log = logging.getLogger("clipper.query")
 
@@ -70,8 +72,9 @@ class QueryFrontend:
         max_batch_inputs: int = 10_000,
         max_queue: int = 10_000,
         predict_token: str | None = None,
+        reuse_port: bool = False,
     ) -> None:
-        self.host, self.port = host, port
+        self.host, self.port, self.reuse_port = host, port, reuse_port
         self.engine = rust_core.Engine(
             f"tcp://{rpc_host}:{rpc_port}", cache_bytes=cache_bytes, heartbeat_timeout=heartbeat_timeout,
             max_queue=max_queue,
@@ -233,7 +236,8 @@ class QueryFrontend:
         else:
             self.server.ready = True
         self._http = await loop.create_server(
-            lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True, backlog=2048
+            lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True,
+            reuse_port=self.reuse_port or None, backlog=2048,
         )
         self.port = self._http.sockets[0].getsockname()[1]
         self._tick(loop)
@@ -288,11 +292,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-token", default=os.environ.get("CLIPPER_PREDICT_TOKEN"),
                         help="require 'Authorization: Bearer <token>' on predict and update "
                              "(default: $CLIPPER_PREDICT_TOKEN; none)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="query frontend processes sharing the HTTP port; worker i takes containers on "
+                             "--rpc-port + i (default 1)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind the HTTP port with SO_REUSEPORT, shared with other processes")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     if args.cache_size < 0:
         parser.error("--cache-size must not be negative")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1:
+        if args.port == 0 or args.rpc_port == 0:
+            parser.error("--workers > 1 needs fixed --port and --rpc-port (not 0)")
+        return run_workers(sys.argv[1:] if argv is None else list(argv), args.workers, args.rpc_port)
     uvloop.install()
 
     async def run() -> None:
@@ -300,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
             cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
             max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, predict_token=args.predict_token,
+            reuse_port=args.reuse_port,
         )
         if args.config:
             with open(args.config) as f:
