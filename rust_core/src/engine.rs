@@ -547,8 +547,22 @@ impl Worker {
             let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
             match rpc::decode_inbound(&rest) {
                 Ok(message) => self.handle_inbound(identity, message),
-                Err(e) => log_warn(&format!("dropped a malformed RPC message: {e}")),
+                Err(e) => self.reject_malformed(identity, e),
             }
+        }
+    }
+
+    /// A message that breaks the protocol. Its sender's batch in flight would wait for an answer that
+    /// may never come (and the replica would take no work again): it fails now, with the reason.
+    fn reject_malformed(&mut self, identity: &[u8], error: rpc::DecodeError) {
+        log_warn(&format!("dropped a malformed RPC message: {error}"));
+        let Some(replica) = self.replicas.get_mut(identity) else { return };
+        let Some(batch) = replica.inflight.take() else { return };
+        let message: Arc<[u8]> =
+            format!("replica {} sent a malformed response: {error}", replica.replica_id).into_bytes().into();
+        self.queues[replica.model as usize].idle.push(identity.to_vec());
+        for task in &batch.tasks {
+            self.complete_key(task.key, Status::ModelError, &message);
         }
     }
 

@@ -25,6 +25,16 @@ struct FakeContainer {
 
 impl FakeContainer {
     fn start(endpoint: &str, model: &str, delay: Duration, answer: fn(&[Vec<u8>]) -> Vec<Vec<u8>>) -> Self {
+        Self::start_raw(endpoint, model, delay, move |msg_id, inputs| rpc::predict_response(msg_id, &answer(inputs)))
+    }
+
+    /// Like `start`, but `respond(msg_id, inputs)` makes the whole response message, valid or not.
+    fn start_raw(
+        endpoint: &str,
+        model: &str,
+        delay: Duration,
+        respond: impl Fn(u32, &[Vec<u8>]) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> Self {
         let endpoint = endpoint.to_string();
         let model = model.to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,7 +72,7 @@ impl FakeContainer {
                 if stopped.load(Ordering::SeqCst) {
                     break;
                 }
-                socket.send_multipart(rpc::predict_response(msg_id, &answer(inputs)), 0).unwrap();
+                socket.send_multipart(respond(msg_id, inputs), 0).unwrap();
             }
         });
         FakeContainer { stop, thread: Some(thread) }
@@ -221,6 +231,33 @@ fn model_errors_complete_with_the_message_and_are_not_cached() {
     let done = wait_for(&engine, 1, SLO);
     assert_eq!((done[0].status, &*done[0].payload), (Status::ModelError, b"ValueError: boom".as_slice()));
     assert!(submit(&engine, 2, model, InputType::Doubles, &input, SLO).is_none());
+}
+
+#[test]
+fn a_malformed_response_fails_its_batch_at_once_and_the_replica_keeps_serving() {
+    let engine = engine(Duration::from_secs(30));
+    let model = engine.model("m", "1");
+    // Every other response announces more outputs than it has frames; the others are fine.
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _c = FakeContainer::start_raw(engine.rpc_endpoint(), "m", Duration::ZERO, move |msg_id, inputs| {
+        let mut message = rpc::predict_response(msg_id, &sum(inputs));
+        if count.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            message.pop();
+        }
+        message
+    });
+    wait_for_replicas(&engine, 1);
+    let start = Instant::now();
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+    let done = wait_for(&engine, 1, SLO);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].status, Status::ModelError);
+    let message = String::from_utf8_lossy(&done[0].payload).into_owned();
+    assert!(message.contains("malformed response"), "{message}");
+    assert!(start.elapsed() < SLO / 2, "failed at once, not at the deadline: {:?}", start.elapsed());
+    submit(&engine, 2, model, InputType::Doubles, &doubles(&[2.0]), SLO);
+    let done = wait_for(&engine, 1, SLO);
+    assert_eq!((done[0].status, &*done[0].payload), (Status::Ok, b"2.0".as_slice()), "the replica takes work again");
 }
 
 #[test]
