@@ -77,7 +77,6 @@ class StateWatcher:
             except (redis.RedisError, OSError) as e:
                 log.warning("redis unreachable; serving with the last known configuration",
                             extra={"redis": f"{self.host}:{self.port}", "error": str(e)})
-                self._published.clear()  # republish everything once Redis is back
                 self._stop.wait(_RETRY_SECONDS)
             finally:
                 store.close()
@@ -86,6 +85,7 @@ class StateWatcher:
         pubsub = store.subscribe()
         try:
             self._apply(self._snapshot(store))
+            self._forget_lost_replicas(store)
             while not self._stop.is_set():
                 # One new snapshot per burst of changes, however many events it has.
                 events = [parse_event(pubsub.get_message(timeout=_REPLICA_POLL_SECONDS))]
@@ -152,6 +152,13 @@ class StateWatcher:
         for replica in store.get_replicas():
             if replica.get("connection_id", "").startswith(self._endpoint):
                 store.delete_replica(replica["model_name"], replica["model_version"], replica["model_replica_id"])
+
+    def _forget_lost_replicas(self, store: StateStore) -> None:
+        """After a reconnect: the records that Redis lost (restarted without persistence) are published again;
+        those it kept stay as they are, under the same replica ids."""
+        for key, (name, version, replica_id) in list(self._published.items()):
+            if store.get_replica(name, version, replica_id) is None:
+                del self._published[key]
 
     def _publish_replicas(self, store: StateStore) -> None:
         engine = self.frontend.engine
