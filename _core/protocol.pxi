@@ -14,7 +14,8 @@ import orjson
 
 STATUS_REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
+    413: b"Payload Too Large", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
 EXPLANATIONS = {
     1: "Failed to retrieve a prediction response within the specified latency SLO",
@@ -148,6 +149,7 @@ cdef class Slot:
     cdef int64_t started
     cdef bytes response
     cdef bint overloaded
+    cdef bytes request_id
 
     cdef void fill(self, Py_ssize_t index, long long query_id, int status, bytes payload):
         """Completes one input with a model output (status 0) or the app's default (other statuses)."""
@@ -178,12 +180,16 @@ cdef class Slot:
             if self.overloaded:
                 self.response = http_response(
                     503, error_body("Service unavailable", "the model's queue is full; retry later"),
-                    self.keep_alive, b"application/json", b"Retry-After: 1\r\n")
+                    self.keep_alive, b"application/json", b"Retry-After: 1\r\n" + request_id_header(self.request_id))
             elif self.is_batch:
                 self.response = http_response(
-                    200, b'{"batch_predictions":[' + b",".join(self.parts) + b"]}", self.keep_alive)
-            else:
+                    200, b'{"batch_predictions":[' + b",".join(self.parts) + b"]}", self.keep_alive,
+                    b"application/json", request_id_header(self.request_id))
+            elif self.request_id is None:
                 self.response = http_response(200, self.parts[0], self.keep_alive)
+            else:
+                self.response = http_response(200, self.parts[0], self.keep_alive, b"application/json",
+                                              request_id_header(self.request_id))
             self.protocol.flush()
 
 
@@ -260,6 +266,7 @@ cdef class QueryServer:
     cdef public bytes predict_token
     cdef public bint ready
     cdef public Py_ssize_t max_body_bytes
+    cdef public Py_ssize_t max_header_bytes
     cdef public Py_ssize_t max_batch_inputs
     cdef dict waiting
     cdef long long next_query_id
@@ -267,7 +274,8 @@ cdef class QueryServer:
     cdef bint wake_scheduled
 
     def __init__(self, engine, Py_ssize_t max_body_bytes=10 << 20, Py_ssize_t max_batch_inputs=10000,
-                 metrics_handler=None, prometheus_handler=None, predict_token=None):
+                 metrics_handler=None, prometheus_handler=None, predict_token=None,
+                 Py_ssize_t max_header_bytes=64 << 10):
         self.engine = engine
         self.prometheus_handler = prometheus_handler
         self.predict_token = predict_token.encode() if isinstance(predict_token, str) else predict_token
@@ -276,6 +284,7 @@ cdef class QueryServer:
         self.waiting = {}
         self.next_query_id = 0
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
         self.max_batch_inputs = max_batch_inputs
         self.metrics_handler = metrics_handler
         self.call_soon = None
@@ -442,9 +451,15 @@ cdef class QueryServer:
         return slot
 
 
+cdef bytes request_id_header(bytes request_id):
+    """The response header echoing a request's `X-Request-Id` (none when the client sent none)."""
+    return b"" if request_id is None else b"X-Request-Id: " + request_id + b"\r\n"
+
+
 cdef Slot new_slot(HttpProtocol protocol, App app, bint is_batch, bint keep_alive, Py_ssize_t n):
     cdef Slot slot = Slot.__new__(Slot)
     slot.protocol = protocol
+    slot.request_id = protocol.request_id
     slot.app = app
     slot.is_batch = is_batch
     slot.keep_alive = keep_alive
@@ -484,6 +499,10 @@ cdef class HttpProtocol:
     cdef bint broken
     cdef bytes authorization
     cdef bytes accept
+    cdef bytes request_id
+    cdef bint in_head
+    cdef Py_ssize_t head_bytes  # bytes received while the head is incomplete, a bound for unfinished heads
+    cdef Py_ssize_t head_size  # request line and headers as parsed
 
     def __init__(self, QueryServer server):
         self.server = server
@@ -505,16 +524,36 @@ cdef class HttpProtocol:
     def data_received(self, bytes data):
         if self.broken:
             return  # the connection closes once the responses before its 400 are written
+        if self.in_head:  # the request line and headers so far (the chunk that began them is not counted)
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail("protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as e:
-            self.fail(f"malformed HTTP request: {e}")
+            if self.head_size > self.server.max_header_bytes:
+                self.fail_head_too_large()
+            else:
+                self.fail(f"malformed HTTP request: {e}")
+            return
+        if self.in_head and self.head_bytes > self.server.max_header_bytes:
+            self.fail_head_too_large()
 
-    cdef void fail(self, str cause):
+    cdef void fail_head_too_large(self):
+        self.fail(f"request line and headers exceed the limit of {self.server.max_header_bytes} bytes", 431,
+                  "Request header fields too large")
+
+    cdef int add_head_size(self, Py_ssize_t n) except -1:
+        """Counts parsed head bytes; past the limit, parsing stops (data_received answers 431)."""
+        self.head_size += n
+        if self.head_size > self.server.max_header_bytes:
+            raise ValueError("request head too large")
+        return 0
+
+    cdef void fail(self, str cause, int status=400, str error="Bad request"):
         self.broken = True
-        self.reply_error(400, "Bad request", cause, False)
+        self.reply_error(status, error, cause, False)
         self.close_after_flush()
 
     def eof_received(self):
@@ -530,20 +569,29 @@ cdef class HttpProtocol:
         self.expect_continue = False
         self.authorization = None
         self.accept = None
+        self.request_id = None
+        self.in_head = True
+        self.head_bytes = 0
+        self.head_size = 0
 
     def on_url(self, bytes url):
+        self.add_head_size(len(url))
         self.url += url
 
     def on_header(self, bytes name, bytes value):
         cdef Py_ssize_t n = len(name)
+        self.add_head_size(n + len(value) + 4)
         if n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         elif n == 13 and name.lower() == b"authorization":
             self.authorization = value
         elif n == 6 and name.lower() == b"accept":
             self.accept = value
+        elif n == 12 and name.lower() == b"x-request-id":
+            self.request_id = value if len(value) <= 200 and value.isascii() else None
 
     def on_headers_complete(self):
+        self.in_head = False
         # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
         # Only when no earlier response is pending, so that responses stay in request order.
         if self.expect_continue and not self.slots and not self.closed \
@@ -631,7 +679,8 @@ cdef class HttpProtocol:
     cdef void reply_bytes(self, int status, bytes body, bint keep_alive, bytes content_type=b"application/json",
                           bytes extra_headers=b""):
         cdef Slot slot = Slot.__new__(Slot)
-        slot.response = http_response(status, body, keep_alive, content_type, extra_headers)
+        slot.response = http_response(status, body, keep_alive, content_type,
+                                      extra_headers + request_id_header(self.request_id))
         slot.keep_alive = keep_alive
         self.slots.append(slot)
         self.flush()

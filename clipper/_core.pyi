@@ -60,6 +60,7 @@ class QueryServer:
     predict_token: bytes | None
     ready: bool
     max_body_bytes: int
+    max_header_bytes: int
     max_batch_inputs: int
     def __init__(
         self,
@@ -69,6 +70,7 @@ class QueryServer:
         metrics_handler: Callable[[], bytes] | None = None,
         prometheus_handler: Callable[[], bytes] | None = None,
         predict_token: str | bytes | None = None,
+        max_header_bytes: int = 65536,
     ) -> None: ...
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reads completions on `loop` and batches engine wake-ups per loop iteration."""

@@ -98,3 +98,35 @@ def test_readiness_waits_for_redis_and_admin_token(cluster: Cluster) -> None:
             r = http.post(f"{url}/add_app", json=body, headers={"Authorization": "Bearer adm1n"})
             assert r.status_code == 200, r.text
         cluster.close()
+
+
+def test_oversized_request_head_gets_431_and_the_connection_closes(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG, extra_args=("--max-header-bytes", "4096"))
+    with fe.connect() as conn:  # a head arriving in many small pieces, never finished
+        conn.send(b"POST /lonely/predict HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.05)
+        for _ in range(41):  # 4,100 bytes after the request line: just over the limit; then the client waits
+            conn.send(b"X-Filler: " + b"a" * 88 + b"\r\n")
+            time.sleep(0.002)
+        status, _, body = conn.read_response()
+        assert status == 431, body
+        assert "exceed the limit of 4096 bytes" in body.decode()
+        assert conn.at_eof()
+    with fe.connect() as conn:  # one header value in a single write, bigger than the limit
+        conn.send(conn.request("POST", "/lonely/predict", b'{"input":[1.0]}', {"X-Big": "b" * 20_000}))
+        status, _, _ = conn.read_response()
+        assert status in (400, 431)
+    # A request under the limit, with a large body, is served normally.
+    r = fe.post("/lonely/predict", json={"input": [1.0] * 5000}, headers={"X-Small": "c" * 1000})
+    assert r.status_code == 200 and r.json()["default"] is True
+
+
+def test_x_request_id_is_echoed(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG)
+    r = fe.post("/lonely/predict", json={"input": [1.0]}, headers={"X-Request-Id": "req-42"})
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == "req-42"
+    r = fe.post("/lonely/predict", json={"input_batch": [[1.0]]}, headers={"X-Request-Id": "req-43"})
+    assert r.headers["X-Request-Id"] == "req-43"
+    r = fe.post("/lonely/predict", data=b"{nope", headers={"X-Request-Id": "req-44"})
+    assert r.status_code == 400 and r.headers["X-Request-Id"] == "req-44"
+    assert "X-Request-Id" not in fe.post("/lonely/predict", json={"input": [1.0]}).headers

@@ -86,6 +86,17 @@ def test_add_and_get_app(store: StateStore) -> None:
     assert store.get_app("b/c:d,e")["input_type"] == "strings"
 
 
+def test_number_of_apps_is_limited(store: StateStore) -> None:
+    store.max_apps = 3
+    for name in ("a", "b", "c"):
+        store.add_app(name, "doubles", "0", 1000)
+    assert error(store.add_app, "d", "doubles", "0", 1000) == \
+        "the limit of 3 applications is reached; delete one first"
+    store.delete_app("a")
+    store.add_app("d", "doubles", "0", 1000)
+    assert store.list_apps() == ["b", "c", "d"]
+
+
 def test_duplicate_app_and_bad_input_type(store: StateStore) -> None:
     store.add_app("app", "doubles", "0", 1000)
     assert error(store.add_app, "app", "floats", "1", 5) == "application 'app' already exists"

@@ -712,11 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
                         help="require 'Authorization: Bearer <token>' on every /admin route but ping "
                              "(default: $CLIPPER_ADMIN_TOKEN; none)")
+    parser.add_argument("--max-apps", type=int, default=StateStore.max_apps,
+                        help=f"most applications add_app accepts (default {StateStore.max_apps})")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    if args.max_apps < 1:
+        parser.error("--max-apps must be at least 1")
 
     store = StateStore.connect(args.redis_host, args.redis_port)
+    store.max_apps = args.max_apps
     frontend = ManagementFrontend(store, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                                   token=args.token)
     try:  # only to log the state at start: requests reconnect on their own, 503 while Redis is away

@@ -69,6 +69,7 @@ class QueryFrontend:
         cache_bytes: int = 32 << 20,
         heartbeat_timeout: float = 30.0,
         max_body_bytes: int = 10 << 20,
+        max_header_bytes: int = 64 << 10,
         max_batch_inputs: int = 10_000,
         max_queue: int = 10_000,
         predict_token: str | None = None,
@@ -83,6 +84,7 @@ class QueryFrontend:
         self.server = _core.QueryServer(
             self.engine,
             max_body_bytes=max_body_bytes,
+            max_header_bytes=max_header_bytes,
             max_batch_inputs=max_batch_inputs,
             metrics_handler=self.metrics.render,
             prometheus_handler=lambda: render_prometheus(self.server.apps, self.engine),
@@ -286,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="prediction cache size in bytes")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
                         help="seconds of silence after which a model replica is dropped")
-    parser.add_argument("--max-body-bytes", type=int, default=10 << 20)
+    parser.add_argument("--max-body-bytes", type=int, default=10 << 20, help="request body limit (413 above)")
+    parser.add_argument("--max-header-bytes", type=int, default=64 << 10,
+                        help="request line + headers limit (431 above)")
     parser.add_argument("--max-queue", type=int, default=10_000,
                         help="requests a model's queue holds; past it, predict answers 503 with Retry-After")
     parser.add_argument("--predict-token", default=os.environ.get("CLIPPER_PREDICT_TOKEN"),
@@ -314,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         frontend = QueryFrontend(
             host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
             cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
-            max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, predict_token=args.predict_token,
+            max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes, max_queue=args.max_queue,
+            predict_token=args.predict_token,
             reuse_port=args.reuse_port,
         )
         if args.config:

@@ -276,6 +276,9 @@ class StateStore:
     raise `redis.ConnectionError` / `redis.TimeoutError` unchanged.
     """
 
+    #: Most applications `add_app` accepts (each one costs every query frontend an app entry).
+    max_apps: int = 1000
+
     def __init__(self, client: redis.Redis) -> None:
         if not client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("StateStore needs a redis.Redis created with decode_responses=True")
@@ -363,6 +366,8 @@ class StateStore:
         def plan(pipe: Pipeline) -> _Change:
             if pipe.exists(k_app(name)):
                 raise StateError(f"application '{name}' already exists")
+            if pipe.scard(K_APPS) >= self.max_apps:
+                raise StateError(f"the limit of {self.max_apps} applications is reached; delete one first")
 
             def apply(p: Pipeline) -> None:
                 p.hset(k_app(name), mapping={"name": name, "input_type": canonical, "default_output": default_output,
