@@ -115,44 +115,64 @@ def _log_row(row: dict) -> None:
         + (" [meets SLO]" if row["meets_slo"] else " [misses SLO]"))
 
 
-def find_capacity(serving: Serving, v: Variant, opts: LoadOptions, seeds: Seeds) -> dict:
-    """Highest sustainable open-loop rate of ``v``: grow the rate geometrically, then bisect."""
-    log(f"capacity search for {v.name} ({v.policy}, SLO {v.slo_ms:g} ms, {v.replicas} replica(s))")
-    points: list[dict] = []
-    good: dict | None = None
-    bad: float | None = None
-    def point(rate: float) -> dict:
-        for _ in range(opts.retries + 1):
-            row = open_point(serving, v, rate, opts, seeds)
-            points.append(row)
-            if row["meets_slo"]:
-                break
-        return row
+class _Search:
+    """Capacity search state of one variant: grow the rate geometrically until a rate fails (halve
+    instead while the first rates fail), then bisect ``refine`` times."""
 
-    rate = opts.start_rate
-    while True:
-        row = point(rate)
+    def __init__(self, v: Variant, opts: LoadOptions) -> None:
+        self.v, self.opts = v, opts
+        self.points: list[dict] = []
+        self.good: dict | None = None
+        self.bad: float | None = None
+        self.rate: float | None = opts.start_rate
+        self.refined = 0
+
+    def record(self, row: dict) -> None:
+        """Feed the last try at ``self.rate``; sets the next rate (None: done)."""
+        o, rate = self.opts, self.rate
+        assert rate is not None
         if row["meets_slo"]:
-            good = row
-            if rate >= opts.max_rate:
-                break
-            rate = min(rate * opts.growth, opts.max_rate)
+            self.good = row
         else:
-            bad = rate
-            if good is not None or rate < opts.start_rate / 16:
-                break
-            rate /= opts.growth
-    if good is not None and bad is not None:
-        lo, hi = good["rate"], bad
-        for _ in range(opts.refine):
-            mid = (lo + hi) / 2
-            row = point(mid)
-            if row["meets_slo"]:
-                good, lo = row, mid
-            else:
-                hi = mid
-    cap = good["throughput"] if good else 0.0
-    log(f"{v.name}: capacity {cap:,.0f} answers/s" + (f" (p99 {good['latency_ms']['p99']} ms)" if good else ""))
-    return {"variant": asdict(v), "name": v.name, "policy": v.policy, "capacity": cap,
-            "capacity_rate": good["rate"] if good else 0.0, "best": good, "points": points,
-            "limited_by_max_rate": bad is None and good is not None}
+            self.bad = rate
+        if self.bad is None:  # growing
+            self.rate = None if rate >= o.max_rate else min(rate * o.growth, o.max_rate)
+        elif self.good is None:  # shrinking
+            self.rate = None if rate < o.start_rate / 16 else rate / o.growth
+        elif self.refined < o.refine:  # bisecting
+            self.refined += 1
+            self.rate = (self.good["rate"] + self.bad) / 2
+        else:
+            self.rate = None
+
+    def result(self) -> dict:
+        g, v = self.good, self.v
+        cap = g["throughput"] if g else 0.0
+        log(f"{v.name}: capacity {cap:,.0f} answers/s" + (f" (p99 {g['latency_ms']['p99']} ms)" if g else ""))
+        return {"variant": asdict(v), "name": v.name, "policy": v.policy, "capacity": cap,
+                "capacity_rate": g["rate"] if g else 0.0, "best": g, "points": self.points,
+                "limited_by_max_rate": self.bad is None and g is not None}
+
+
+def find_capacities(serving: Serving, variants: list[Variant], opts: LoadOptions, seeds: Seeds) -> list[dict]:
+    """Highest sustainable open-loop rate of each variant (see :class:`_Search`).
+
+    The searches are interleaved, one point of each variant per round, so that noise from other work
+    on the machine (it comes in spells) falls on all variants alike rather than on one. A rate
+    fails only if ``1 + retries`` tries all miss the SLO.
+    """
+    searches = [_Search(v, opts) for v in variants]
+    round_ = 0
+    while any(s.rate is not None for s in searches):
+        round_ += 1
+        active = [s for s in searches if s.rate is not None]
+        log(f"capacity search round {round_}: " + ", ".join(f"{s.v.name} @ {s.rate:,.0f}/s" for s in active))
+        for s in active:
+            assert s.rate is not None
+            for _ in range(opts.retries + 1):
+                row = open_point(serving, s.v, s.rate, opts, seeds)
+                s.points.append(row)
+                if row["meets_slo"]:
+                    break
+            s.record(row)
+    return [s.result() for s in searches]

@@ -181,7 +181,7 @@ def run_tune(o: TuneOptions) -> int:
     seeds = Seeds()
 
     def body(srv: Serving, results: dict) -> None:
-        caps = [loadtest.find_capacity(srv, v, o.load, seeds) for v in variants]
+        caps = loadtest.find_capacities(srv, variants, o.load, seeds)
         results["capacities"] = caps
         print(_capacity_table(caps))
         text, rec = recommend(caps, o.slo_ms, o.target_rate)
@@ -213,7 +213,7 @@ def run_aimd(o: AimdOptions) -> int:
     seeds = Seeds()
 
     def body(srv: Serving, results: dict) -> None:
-        caps = [loadtest.find_capacity(srv, v, o.load, seeds) for v in [*fixed, adaptive]]
+        caps = loadtest.find_capacities(srv, [*fixed, adaptive], o.load, seeds)
         results["capacities"] = caps
         print(_capacity_table(caps))
         best = max(caps[:-1], key=lambda c: c["capacity"])
