@@ -62,8 +62,11 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title: str,
-                               slo_ms: float | None = None) -> Path:
-    """p50 (dashed) and p99 (solid) latency against answers/s, one colour per series; SLO line."""
+                               slo_ms: float | None = None, p50: bool = True,
+                               marks: dict[str, dict | None] | None = None) -> Path:
+    """p99 (solid) and p50 (dashed) latency against answers/s, one colour per series; SLO line.
+
+    ``marks``: a point per series to star (e.g. its capacity)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +81,11 @@ def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title:
         color = f"C{i % 10}"
         xs = [p[0] for p in pts]
         ax.plot(xs, [p[2] for p in pts], "o-", color=color, label=f"{label} p99")
-        ax.plot(xs, [p[1] for p in pts], "x--", color=color, alpha=0.6, label=f"{label} p50")
+        if p50:
+            ax.plot(xs, [p[1] for p in pts], "x--", color=color, alpha=0.6, label=f"{label} p50")
+        mark = (marks or {}).get(label)
+        if mark is not None:
+            ax.plot([mark["throughput"]], [mark["latency_ms"]["p99"]], "*", color=color, ms=16, mec="black")
     if slo_ms is not None:
         ax.axhline(slo_ms, color="red", linestyle=":", label=f"SLO {slo_ms:g} ms")
     ax.set_yscale("log")

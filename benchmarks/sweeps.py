@@ -124,9 +124,11 @@ def _capacity_table(caps: list[dict]) -> str:
 
 
 def _plot_capacities(caps: list[dict], results: dict, title: str, slo_ms: float) -> None:
-    series = {f"{c['policy']}, {c['variant']['replicas']}r": c["points"] for c in caps}
+    label = {c["name"]: f"{c['policy']}, {c['variant']['replicas']}r" for c in caps}
+    series = {label[c["name"]]: c["points"] for c in caps}
     png = report.results_path(results, ".png")
-    report.plot_latency_vs_throughput(series, png, title, slo_ms)
+    report.plot_latency_vs_throughput(series, png, title + " (p99; star: capacity)", slo_ms, p50=False,
+                                      marks={label[c["name"]]: c["best"] for c in caps})
     results["plot"] = str(png)
     log(f"plot written to {png}")
 
