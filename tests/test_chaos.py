@@ -1,0 +1,304 @@
+"""Nothing lost under faults: a steady predict load over real sockets while a fault is injected, and
+an account of every request sent.
+
+Every request ends as a prediction, a default (``"default": true``), or a failure (non-2xx or a
+connection error); none may go unanswered (the client timeout is 25 times the SLO). Defaults and
+failures must fall in the fault's window, and afterwards every request is a prediction again.
+Real processes throughout: query frontends, model containers, redis-server, the management frontend.
+`pytest -s` prints the counts of each fault.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO, Cluster, Frontend, free_ports
+
+sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not of the installed project
+from benchmarks.chaos_load import PREDICTION, Counts, LoadDriver, Outcome  # noqa: E402
+from clipper.state.redis_server import RedisServer, redis_server_binary  # noqa: E402
+
+SLO_S = 0.2
+HEARTBEAT_TIMEOUT_S = 2.0
+#: Slack for a loaded 2-core machine on every window edge.
+MARGIN_S = 1.0
+SLOW = {"CLIPPER_SLEEP_FIXED_MS": "30"}  # a batch is in flight most of the time
+
+
+def config(*models: str) -> dict:
+    return {
+        "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": int(SLO_S * 1e6),
+                  "default_output": "-1.0", "models": ["m"]}],
+        "models": [{"name": m, "version": "1", "input_type": "doubles"} for m in models],
+    }
+
+
+def serve_sleep_model(cluster: Cluster, replicas: int = 2, ports: tuple[int, int] | None = None,
+                      ) -> tuple[Frontend, list[subprocess.Popen]]:
+    fe = cluster.frontend(config("m"), heartbeat_timeout=HEARTBEAT_TIMEOUT_S, ports=ports)
+    containers = [cluster.container(fe, "m", "sleep", env=SLOW) for _ in range(replicas)]
+    fe.wait_replicas("m", replicas)
+    return fe, containers
+
+
+@pytest.fixture
+def load_on() -> Iterator[list[LoadDriver]]:
+    """Load drivers started by a test; stopped at teardown however the test ends."""
+    drivers: list[LoadDriver] = []
+    yield drivers
+    for d in drivers:
+        d._stop.set()
+
+
+def start_load(drivers: list[LoadDriver], fe: Frontend, app: str = "app") -> LoadDriver:
+    load = LoadDriver(fe.port, app, connections=4, interval_s=0.01, timeout_s=25 * SLO_S).start()
+    drivers.append(load)
+    load.wait_predictions(20)
+    time.sleep(0.5)  # some steady state before the fault
+    return load
+
+
+def account(load: LoadDriver, fault: str, window: tuple[float, float], *,
+            allowed: tuple[str, ...] = ("default", "failed")) -> Counts:
+    """Stops the load, prints the counts and checks them: all answered, defaults and failures (only the
+    `allowed` kinds) inside `window`, predictions before and after it."""
+    start, end = window
+    deadline = time.monotonic() + 20
+    while time.monotonic() < end + 0.5 or len(load.outcomes(since=end)) < 40:
+        assert time.monotonic() < deadline, f"{fault}: too few requests after the fault window"
+        time.sleep(0.05)
+    load.stop()
+    outcomes = load.outcomes()
+    counts = Counts.of(outcomes)
+    inside = Counts.of([o for o in outcomes if o.done >= start and o.sent <= end])
+    why = collections.Counter(f"{o.kind}: {o.detail[:90]}" for o in outcomes if o.kind != PREDICTION)
+    last = max((o.done for o in outcomes if o.kind != PREDICTION), default=start)
+    report = (f"{fault}: {counts} | in the fault window ({end - start:.2f} s): {inside} | "
+              f"last default/failure {last - start:.2f} s after the fault | {dict(why.most_common(6))}")
+    print(f"\n[chaos] {report}")
+    assert counts.balanced, f"requests went unanswered: {report}"
+    stray = [o for o in outcomes if o.kind != PREDICTION and not (o.done >= start and o.sent <= end)]
+    assert not stray, f"defaults/failures outside the fault window: {stray[:5]}\n{report}"
+    wrong = [o for o in outcomes if o.kind not in (PREDICTION, *allowed)]
+    assert not wrong, f"unexpected kinds of answer: {wrong[:5]}\n{report}"
+    before = [o for o in outcomes if o.done < start]
+    later = [o for o in outcomes if o.sent > end]
+    assert len(before) >= 20 and len(later) >= 40, report
+    return counts
+
+
+def wait_replicas_gone(fe: Frontend, n: int, within: float) -> float:
+    fe.wait_replicas("m", n, timeout=within)
+    return time.monotonic()
+
+
+def test_container_killed_mid_batch(cluster: Cluster, load_on: list[LoadDriver]) -> None:
+    fe, (victim, _) = serve_sleep_model(cluster)
+    load = start_load(load_on, fe)
+    t0 = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=5)
+    dropped = wait_replicas_gone(fe, 1, within=HEARTBEAT_TIMEOUT_S + 3)
+    # The batch in flight ends with defaults at its deadline; the other replica serves the rest.
+    counts = account(load, "kill -9 container", (t0, t0 + SLO_S + MARGIN_S), allowed=("default",))
+    assert dropped - t0 < HEARTBEAT_TIMEOUT_S + 2, f"dropped after {dropped - t0:.2f} s"
+    assert counts.default <= 200, counts
+
+
+def test_hung_container_is_dropped_and_rejoins(cluster: Cluster, load_on: list[LoadDriver]) -> None:
+    fe, (victim, _) = serve_sleep_model(cluster)
+    load = start_load(load_on, fe)
+    t0 = time.monotonic()
+    victim.send_signal(signal.SIGSTOP)
+    try:
+        dropped = wait_replicas_gone(fe, 1, within=HEARTBEAT_TIMEOUT_S + 3)
+        time.sleep(0.5)
+        served = load.counts(since=t0 + SLO_S + MARGIN_S)
+        assert served.prediction > 0 and served.default == 0, f"the other replica serves alone: {served}"
+    finally:
+        victim.send_signal(signal.SIGCONT)
+    fe.wait_replicas("m", 2, timeout=10)  # it heartbeats again and re-registers
+    counts = account(load, "SIGSTOP container", (t0, t0 + SLO_S + MARGIN_S), allowed=("default",))
+    assert HEARTBEAT_TIMEOUT_S - 0.1 < dropped - t0 < HEARTBEAT_TIMEOUT_S + 2, f"dropped after {dropped - t0:.2f} s"
+    assert counts.default <= 200, counts
+
+
+def test_container_answering_garbage(cluster: Cluster, load_on: list[LoadDriver]) -> None:
+    fe, _ = serve_sleep_model(cluster, replicas=1)
+    load = start_load(load_on, fe)
+    t0 = time.monotonic()
+    argv = [sys.executable, str(Path(__file__).with_name("garbage_container.py"))]
+    garbage = cluster._spawn(argv, cluster._log_file("garbage"), {
+        "CLIPPER_PORT": str(fe.rpc_port), "CLIPPER_MODEL_NAME": "m", "GARBAGE_MODES": "count,frame,junk,utf8"})
+    fe.wait_replicas("m", 2)
+    time.sleep(2.0)
+    during = load.outcomes(since=t0)
+    garbage.send_signal(signal.SIGKILL)
+    garbage.wait(timeout=5)
+    t1 = time.monotonic()
+    fe.wait_replicas("m", 1, timeout=HEARTBEAT_TIMEOUT_S + 3)
+    # A batch sent to the dead container before the frontend noticed waits for its deadline.
+    counts = account(load, "container answering garbage", (t0, t1 + HEARTBEAT_TIMEOUT_S + SLO_S + MARGIN_S),
+                     allowed=("default",))
+    explained = collections.Counter(_garbage_kind(o) for o in during if o.kind != PREDICTION)
+    assert explained["wrong count"] and explained["malformed"], explained
+    assert not explained["deadline"], f"garbage answers fail their batch at once, not at the deadline: {explained}"
+    assert sum(o.kind == PREDICTION for o in during) > 20, "the good replica keeps serving"
+    assert counts.default > 0
+
+
+def _garbage_kind(o: Outcome) -> str:
+    if "outputs for a batch of" in o.detail:
+        return "wrong count"
+    if "malformed response" in o.detail:
+        return "malformed"
+    if "latency SLO" in o.detail:
+        return "deadline"
+    return o.detail
+
+
+@pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
+def test_redis_restart(cluster: Cluster, load_on: list[LoadDriver]) -> None:
+    from test_query_redis import Admin, add_model, eventually, output_of
+
+    redis = RedisServer(log_path=cluster.workdir / "redis.log", extra_args=[
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(cluster.workdir)]).start()
+    try:
+        (mport,) = free_ports(1)
+        cluster._spawn([sys.executable, "-m", "clipper.frontend.management", "--redis-port", str(redis.port),
+                        "--port", str(mport)], cluster._log_file("management"))
+        admin = Admin(mport)
+        eventually(lambda: _status(admin, "get_all_models") == 200, within=15)
+        fe = cluster.frontend(redis_port=redis.port, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
+        admin("add_app", name="app", input_type="doubles", default_output="-1.0",
+              latency_slo_micros=int(SLO_S * 1e6))
+        admin("add_app", name="late", input_type="doubles", default_output="-1.0", latency_slo_micros=1_000_000)
+        add_model(admin, "m", "1")
+        admin("add_model_links", app_name="app", model_names=["m"])
+        for _ in range(2):
+            cluster.container(fe, "m", "sleep", env=SLOW)
+        fe.wait_replicas("m", 2)
+        eventually(lambda: len(admin("get_all_containers", verbose=False)) == 2, within=5)
+        load = start_load(load_on, fe)
+
+        t0 = time.monotonic()
+        redis.stop()
+        assert _status(admin, "get_all_models") == 503, "the management API says Redis is down"
+        time.sleep(1.5)  # the query frontend notices, and retries
+        assert _status(admin, "get_all_models") == 503
+        redis.start()
+        back = time.monotonic()
+        eventually(lambda: _status(admin, "get_all_models") == 200, within=5)
+        time.sleep(2.0)  # the watcher reconnects and subscribes again
+        add_model(admin, "n", "1")
+        cluster.container(fe, "n", "sum")
+        fe.wait_replicas("n", 1)
+        admin("add_model_links", app_name="late", model_names=["n"])
+        eventually(lambda: output_of(fe, "late", [2.0, 3.0]).get("output") == 5.0, within=5)
+        # One record per connected replica: those of before the restart are not published twice.
+        records = eventually(lambda: (r := admin("get_all_containers", verbose=False)) and len(r) == 3 and r,
+                             within=5)
+        assert sorted(records) == ["m:1:0", "m:1:1", "n:1:0"], records
+        # The frontend served with what it knew all along: no default, no failure at all.
+        account(load, "Redis restart", (t0, back), allowed=())
+    finally:
+        redis.stop()
+
+
+def _status(admin: object, route: str) -> int:
+    try:
+        return requests.post(f"{admin.url}/{route}", json={"verbose": False}, timeout=5).status_code  # type: ignore[attr-defined]
+    except requests.RequestException:
+        return 0
+
+
+def test_query_frontend_killed_and_restarted(cluster: Cluster, load_on: list[LoadDriver]) -> None:
+    ports = (port, rpc_port) = tuple(free_ports(2))
+    fe, _ = serve_sleep_model(cluster, ports=(port, rpc_port))
+    load = start_load(load_on, fe)
+    t0 = time.monotonic()
+    fe.proc.send_signal(signal.SIGKILL)
+    fe.proc.wait(timeout=5)
+    time.sleep(1.0)
+    restarted = cluster.frontend(config("m"), heartbeat_timeout=HEARTBEAT_TIMEOUT_S, ports=ports)
+    up = time.monotonic()
+    restarted.wait_replicas("m", 2, timeout=10)  # the containers reconnect and register again
+    registered = time.monotonic()
+    counts = account(load, "query frontend kill -9 + restart", (t0, registered + SLO_S + MARGIN_S))
+    failed_late = [o for o in load.outcomes() if o.kind == "failed" and o.sent > up + 0.2]
+    assert not failed_late, f"failures after the restart: {failed_late[:5]}"
+    assert counts.failed > 0
+    assert registered - up < 5, f"containers re-registered {registered - up:.2f} s after the restart"
+
+
+def test_sigterm_answers_requests_in_flight(cluster: Cluster) -> None:
+    fe = cluster.frontend(config("m") | {"apps": [
+        {"name": "app", "input_type": "doubles", "latency_slo_micros": 10_000_000, "default_output": "-1.0",
+         "models": ["m"]}]}, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
+    cluster.container(fe, "m", "sleep", env={"CLIPPER_SLEEP_FIXED_MS": "800"})
+    fe.wait_replicas("m", 1)
+    answers: list[tuple[int, dict]] = []
+    errors: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            r = requests.post(f"{fe.url}/app/predict", json={"input": [float(i), 0.25]}, timeout=10)
+            answers.append((r.status_code, r.json()))
+        except requests.RequestException as e:
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while fe.metrics().get("model:m:1:num_predictions", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first batch is in flight, the others wait for it
+    fe.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{fe.url}/healthz", timeout=2)  # it accepts no new connection
+    for t in threads:
+        t.join(timeout=15)
+    assert fe.proc.wait(timeout=10) == 0
+    assert not errors, errors
+    assert len(answers) == 6 and all(s == 200 and not a["default"] for s, a in answers), answers
+
+
+def test_sigterm_under_keep_alive_load_answers_what_it_read_and_exits(cluster: Cluster,
+                                                                      load_on: list[LoadDriver]) -> None:
+    fe, _ = serve_sleep_model(cluster)
+    load = start_load(load_on, fe)
+    t0 = time.monotonic()
+    fe.proc.send_signal(signal.SIGTERM)
+    assert fe.proc.wait(timeout=10) == 0
+    exited = time.monotonic()
+    time.sleep(0.3)
+    load.stop()
+    outcomes = load.outcomes()
+    counts = Counts.of(outcomes)
+    report = f"SIGTERM under keep-alive load: {counts}, exit {exited - t0:.2f} s after SIGTERM"
+    print(f"\n[chaos] {report}")
+    assert counts.balanced, report
+    # It stops reading from open connections too, instead of serving them until the drain limit (5 s).
+    assert exited - t0 < 2.5, report
+    early = [o for o in outcomes if o.kind != PREDICTION and o.sent < t0 - 0.2]
+    assert not early, f"requests sent before SIGTERM were not answered: {early[:5]}\n{report}"
+    assert all(o.kind in (PREDICTION, "failed") for o in outcomes), report
+
+
+def test_load_driver_accounts_for_refusals() -> None:
+    (port,) = free_ports(1)  # nothing listens there
+    load = LoadDriver(port, "app", connections=2, interval_s=0.01, timeout_s=1.0).start()
+    time.sleep(0.3)
+    load.stop()
+    counts = load.counts()
+    assert counts.sent > 0 and counts.failed == counts.sent and counts.balanced, counts
