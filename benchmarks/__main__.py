@@ -97,8 +97,8 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     ai.add_argument("--slo-ms", type=float, default=20.0)
     ai.add_argument("--fixed-ms", type=float, default=1.0, help="model cost per batch (%(default)s)")
     ai.add_argument("--per-item-us", type=float, default=20.0, help="model cost per item (%(default)s)")
-    ai.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 64, 128, 256, 512],
-                    help="fixed batch sizes to compare (default 1,8,32,64,128,256,512)")
+    ai.add_argument("--batch-sizes", type=_batch_sizes, default=[8, 32, 128, 256, 512],
+                    help="fixed batch sizes to compare (default 8,32,128,256,512)")
     ai.add_argument("--load-fraction", type=float, default=0.8, help="open-loop check at this share of AIMD's capacity")
     ai.add_argument("--check-duration", type=float, default=10.0, help="seconds of the open-loop check")
     _load_args(ai, search=True)

@@ -116,32 +116,51 @@ def _log_row(row: dict) -> None:
 
 
 class _Search:
-    """Capacity search state of one variant: grow the rate geometrically until a rate fails (halve
-    instead while the first rates fail), then bisect ``refine`` times."""
+    """Capacity search state of one variant.
+
+    Grow the rate geometrically until two rates in a row fail (one failure may be a spell of noise
+    from other work on the machine); if the first rates fail, halve instead until one passes. Then
+    bisect ``refine`` times between the highest passing rate and the lowest failing rate above it.
+    """
 
     def __init__(self, v: Variant, opts: LoadOptions) -> None:
         self.v, self.opts = v, opts
         self.points: list[dict] = []
         self.good: dict | None = None
-        self.bad: float | None = None
+        self.failed: list[float] = []
         self.rate: float | None = opts.start_rate
+        self.phase = "grow"
         self.refined = 0
+        self._last_failed = False
 
     def record(self, row: dict) -> None:
-        """Feed the last try at ``self.rate``; sets the next rate (None: done)."""
+        """Feed the outcome at ``self.rate``; sets the next rate (None: done)."""
         o, rate = self.opts, self.rate
         assert rate is not None
-        if row["meets_slo"]:
+        passed = bool(row["meets_slo"])
+        if passed and (self.good is None or rate > self.good["rate"]):
             self.good = row
-        else:
-            self.bad = rate
-        if self.bad is None:  # growing
-            self.rate = None if rate >= o.max_rate else min(rate * o.growth, o.max_rate)
-        elif self.good is None:  # shrinking
-            self.rate = None if rate < o.start_rate / 16 else rate / o.growth
-        elif self.refined < o.refine:  # bisecting
+        if not passed:
+            self.failed.append(rate)
+        if self.phase == "grow":
+            if passed or not self._last_failed:
+                self._last_failed = not passed
+                if rate < o.max_rate:
+                    self.rate = min(rate * o.growth, o.max_rate)
+                    return
+            self.phase = "shrink" if self.good is None else "bisect"
+            if self.phase == "shrink":
+                self.rate = min(self.failed) / o.growth
+                return
+        elif self.phase == "shrink":
+            if not passed:
+                self.rate = rate / o.growth if rate >= o.start_rate / 16 else None
+                return
+            self.phase = "bisect"
+        above = [f for f in self.failed if self.good is not None and f > self.good["rate"]]
+        if self.refined < o.refine and above:
             self.refined += 1
-            self.rate = (self.good["rate"] + self.bad) / 2
+            self.rate = (self.good["rate"] + min(above)) / 2  # type: ignore[index]
         else:
             self.rate = None
 
@@ -151,7 +170,7 @@ class _Search:
         log(f"{v.name}: capacity {cap:,.0f} answers/s" + (f" (p99 {g['latency_ms']['p99']} ms)" if g else ""))
         return {"variant": asdict(v), "name": v.name, "policy": v.policy, "capacity": cap,
                 "capacity_rate": g["rate"] if g else 0.0, "best": g, "points": self.points,
-                "limited_by_max_rate": self.bad is None and g is not None}
+                "limited_by_max_rate": g is not None and g["rate"] >= self.opts.max_rate}
 
 
 def find_capacities(serving: Serving, variants: list[Variant], opts: LoadOptions, seeds: Seeds) -> list[dict]:

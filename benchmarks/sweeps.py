@@ -199,7 +199,7 @@ class AimdOptions:
     slo_ms: float = 20.0
     fixed_ms: float = 1.0
     per_item_us: float = 20.0
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128, 256, 512])
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 32, 128, 256, 512])
     load_fraction: float = 0.8
     check_duration: float = 10.0
     target_ratio: float = 0.9
@@ -233,7 +233,7 @@ def run_aimd(o: AimdOptions) -> int:
             "aimd_batch_latency_ms": (aimd["best"] or {}).get("batch_latency_ms"),
             "check": check, "check_p99_ms": check["latency_ms"]["p99"] if check else None,
             "check_met": bool(check and check["meets_slo"]),
-            "model_batch_ms": {b: o.fixed_ms + o.per_item_us * b / 1e3 for b in (1, 8, 32, 64, 128, 256, 512)},
+            "model_batch_ms": {b: o.fixed_ms + o.per_item_us * b / 1e3 for b in o.batch_sizes if b > 0},
         }
         results["summary"] = summary
         bs = summary["aimd_batch_size"] or {}

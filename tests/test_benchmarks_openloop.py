@@ -95,20 +95,20 @@ def test_open_loop_against_the_floor_server() -> None:
     assert r.latency_ms["p50"] is not None and r.timeline and r.timeline[0]["answers"] > 0
 
 
-def test_capacity_search_grows_then_bisects() -> None:
+def _search(passes, **kw) -> tuple[list[float], float]:
     from benchmarks.loadtest import LoadOptions, _Search
 
-    s = _Search(Variant(8), LoadOptions(start_rate=1000, max_rate=40000, growth=2, refine=3))
+    s = _Search(Variant(8), LoadOptions(**{"start_rate": 1000, "max_rate": 40000, "growth": 2, "refine": 3, **kw}))
     tried = []
     while s.rate is not None:
         tried.append(s.rate)
-        s.record({"rate": s.rate, "meets_slo": s.rate <= 5000, "throughput": s.rate, "latency_ms": {"p99": 1.0}})
-    assert tried == [1000, 2000, 4000, 8000, 6000, 5000, 5500]
-    assert s.result()["capacity"] == 5000
-    low = _Search(Variant(1), LoadOptions(start_rate=1000, refine=1))
-    tried = []
-    while low.rate is not None:
-        tried.append(low.rate)
-        low.record({"rate": low.rate, "meets_slo": low.rate <= 300, "throughput": low.rate,
-                    "latency_ms": {"p99": 1.0}})
-    assert tried == [1000, 500, 250, 375] and low.result()["capacity"] == 250
+        s.record({"rate": s.rate, "meets_slo": passes(s.rate), "throughput": s.rate, "latency_ms": {"p99": 1.0}})
+    return tried, s.result()["capacity"]
+
+
+def test_capacity_search_grows_then_bisects() -> None:
+    assert _search(lambda r: r <= 5000) == ([1000, 2000, 4000, 8000, 16000, 6000, 5000, 5500], 5000)
+    # one failure is not the end (noise); the bisection works below the lowest failure above the best
+    assert _search(lambda r: r != 2000 and r <= 5000)[1] == 5000
+    assert _search(lambda r: r <= 300, refine=1) == ([1000, 2000, 500, 250, 375], 250)
+    assert _search(lambda r: True, max_rate=4000) == ([1000, 2000, 4000], 4000)
