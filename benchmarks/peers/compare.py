@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -225,6 +226,9 @@ def format_table(results: dict) -> str:
     ]
     if faster:
         rows.append("pipeline req/s vs. each peer: " + ", ".join(faster))
+    loads = ", ".join(f"{label} {load[0]:.1f}" for label, load in results.get("load_average", {}).items())
+    if loads:
+        rows.append(f"1-min load average at each stage's start ({os.cpu_count()} CPUs): {loads}")
     return "\n".join(rows)
 
 
@@ -272,6 +276,7 @@ def run_peers(opts: Options) -> int:
         "stages": {},
         "ratio_to_floor": {},
         "ratio_to_pipeline": {},
+        "load_average": {},  # 1, 5, 15 min, read as each stage starts: other work on the machine skews the ratios
     }
     stages: dict[str, dict | None] = results["stages"]
     seeds = Seeds()
@@ -283,6 +288,7 @@ def run_peers(opts: Options) -> int:
             ("floor", throughput.start_floor),
             ("pipeline", lambda d: throughput.start_clipper(base.app, d)),
         ):
+            results["load_average"][label] = os.getloadavg()
             try:
                 stages[label] = throughput.run_stage(label, start, base, seeds, log_dir)
             except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
@@ -292,6 +298,7 @@ def run_peers(opts: Options) -> int:
             if name in setup_errors:
                 stages[name] = {"error": setup_errors[name]}
                 continue
+            results["load_average"][name] = os.getloadavg()
             try:
                 stages[name] = run_peer(PEERS[name], pythons[name], opts, seeds, log_dir)
             except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
