@@ -37,6 +37,7 @@ class LoadOptions:
     growth: float = 2.0
     refine: int = 3  # bisection steps between the last passing and the first failing rate
     retries: int = 1  # a rate fails only if this many more tries fail too (the machine is shared)
+    starved_retries: int = 2  # extra tries for points where the client itself was starved of CPU
     input_size: int = 4
 
 
@@ -45,6 +46,13 @@ def meets_slo(row: dict, slo_ms: float, max_default_ratio: float) -> bool:
     p99 = row["latency_ms"].get("p99")
     return (p99 is not None and p99 < slo_ms and row["default_ratio"] <= max_default_ratio
             and row["non_2xx"] == 0 and row["errors"] == 0 and row["throughput"] > 0)
+
+
+def client_starved(row: dict, slo_ms: float) -> bool:
+    """The load generator sent late (lag p99 over a quarter of the SLO): the machine, not the server,
+    decided that point. Its latencies are still counted from the scheduled times."""
+    lag = (row.get("lag_ms") or {}).get("p99")
+    return lag is not None and lag > slo_ms / 4
 
 
 def _model_figures(serving: Serving, v: Variant, totals_before: tuple[int, int] | None) -> dict:
@@ -72,6 +80,7 @@ def open_point(serving: Serving, v: Variant, rate: float, opts: LoadOptions, see
            "rss": rss.summary()}
     row.pop("_counts")
     row["meets_slo"] = meets_slo(row, v.slo_ms, opts.max_default_ratio)
+    row["client_starved"] = client_starved(row, v.slo_ms)
     _log_row(row)
     return row
 
@@ -112,7 +121,8 @@ def _log_row(row: dict) -> None:
         f"{lat.get('p99')} ms, defaults {100 * row['default_ratio']:.2f}%, non-2xx {row['non_2xx']}, "
         f"errors {row['errors']}, batch mean {row['mean_batch']} p99 {bs.get('p99')}, "
         f"RSS {row['rss']['max_mb']} MB" + (f", client lag p99 {lag} ms" if lag is not None else "")
-        + (" [meets SLO]" if row["meets_slo"] else " [misses SLO]"))
+        + (" [meets SLO]" if row["meets_slo"] else " [misses SLO]")
+        + (" [client starved]" if row.get("client_starved") else ""))
 
 
 class _Search:
@@ -178,7 +188,8 @@ def find_capacities(serving: Serving, variants: list[Variant], opts: LoadOptions
 
     The searches are interleaved, one point of each variant per round, so that noise from other work
     on the machine (it comes in spells) falls on all variants alike rather than on one. A rate
-    fails only if ``1 + retries`` tries all miss the SLO.
+    fails only if ``1 + retries`` tries all miss the SLO; a try in which the client was starved
+    (:func:`client_starved`) is repeated, up to ``starved_retries`` times per rate.
     """
     searches = [_Search(v, opts) for v in variants]
     round_ = 0
@@ -188,10 +199,17 @@ def find_capacities(serving: Serving, variants: list[Variant], opts: LoadOptions
         log(f"capacity search round {round_}: " + ", ".join(f"{s.v.name} @ {s.rate:,.0f}/s" for s in active))
         for s in active:
             assert s.rate is not None
-            for _ in range(opts.retries + 1):
+            tries, starved = 0, 0
+            while True:
                 row = open_point(serving, s.v, s.rate, opts, seeds)
                 s.points.append(row)
                 if row["meets_slo"]:
+                    break
+                if row["client_starved"] and starved < opts.starved_retries:
+                    starved += 1
+                    continue
+                tries += 1
+                if tries > opts.retries:
                     break
             s.record(row)
     return [s.result() for s in searches]

@@ -233,18 +233,23 @@ def run_aimd(o: AimdOptions) -> int:
             "aimd_batch_latency_ms": (aimd["best"] or {}).get("batch_latency_ms"),
             "check": check, "check_p99_ms": check["latency_ms"]["p99"] if check else None,
             "check_met": bool(check and check["meets_slo"]),
+            "check_client_starved": bool(check and check["client_starved"]),
+            # the batch AIMD aims at: round trip = 0.5 x SLO (rust_core/src/aimd.rs)
+            "aimd_rule_batch": int(max(0.0, (0.5 * o.slo_ms - o.fixed_ms) * 1e3 / o.per_item_us)),
             "model_batch_ms": {b: o.fixed_ms + o.per_item_us * b / 1e3 for b in o.batch_sizes if b > 0},
         }
         results["summary"] = summary
         bs = summary["aimd_batch_size"] or {}
         print(f"best fixed batch size: {best['policy']} at {best['capacity']:,.0f}/s; AIMD {aimd['capacity']:,.0f}/s; "
               f"ratio {'-' if ratio is None else f'{ratio:.3f}'} (target >= {o.target_ratio})")
-        print(f"AIMD batch sizes at its capacity: p50 {bs.get('p50')} p95 {bs.get('p95')} p99 {bs.get('p99')} "
-              f"max {bs.get('max')}; batch round trip {summary['aimd_batch_latency_ms']}")
+        print(f"AIMD batch sizes at its capacity (last 4096 batches): p50 {bs.get('p50')} p95 {bs.get('p95')} "
+              f"p99 {bs.get('p99')} max {bs.get('max')}; batch round trip ms {summary['aimd_batch_latency_ms']}; "
+              f"AIMD's rule aims at batches of {summary['aimd_rule_batch']} (model time = 0.5 x SLO)")
         if check:
             print(f"open loop at {rate:,.0f}/s ({o.load_fraction:.0%}): p50 {check['latency_ms']['p50']} p99 "
                   f"{check['latency_ms']['p99']} ms (SLO {o.slo_ms:g}), defaults {100 * check['default_ratio']:.2f}%,"
-                  f" batch p50 {(check['batch_size'] or {}).get('p50')}, RSS max {check['rss']['max_mb']} MB")
+                  f" batch mean {check['mean_batch']}, client lag p99 {check['lag_ms']['p99']} ms"
+                  f"{' (client starved)' if check['client_starved'] else ''}, RSS max {check['rss']['max_mb']} MB")
         _plot_capacities(caps, results, f"sleep {o.fixed_ms:g} ms + {o.per_item_us:g} us/item, SLO {o.slo_ms:g} ms: "
                                         "fixed batch sizes vs AIMD (open loop)", o.slo_ms)
 
