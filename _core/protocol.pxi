@@ -265,6 +265,8 @@ cdef class QueryServer:
     cdef public object prometheus_handler
     cdef public bytes predict_token
     cdef public bint ready
+    cdef public bint draining
+    cdef set connections
     cdef public Py_ssize_t max_body_bytes
     cdef public Py_ssize_t max_header_bytes
     cdef public Py_ssize_t max_batch_inputs
@@ -280,6 +282,8 @@ cdef class QueryServer:
         self.prometheus_handler = prometheus_handler
         self.predict_token = predict_token.encode() if isinstance(predict_token, str) else predict_token
         self.ready = False
+        self.draining = False
+        self.connections = set()
         self.apps = {}
         self.waiting = {}
         self.next_query_id = 0
@@ -297,6 +301,23 @@ cdef class QueryServer:
 
     def detach(self, loop):
         loop.remove_reader(self.engine.completion_fd())
+
+    def start_draining(self):
+        """Shutdown, step one: idle connections close now; the others answer what they have read, then
+        close; a request read from now on gets 503 with `Connection: close`."""
+        self.draining = True
+        for connection in list(self.connections):
+            (<HttpProtocol>connection).close_after_flush()
+
+    def close_connections(self):
+        """Shutdown, last step: closes every connection (after the responses already written to it)."""
+        for connection in list(self.connections):
+            (<HttpProtocol>connection).closed = True
+            (<HttpProtocol>connection).transport.close()
+
+    @property
+    def connection_count(self):
+        return len(self.connections)
 
     def wake_engine(self):
         self.wake_scheduled = False
@@ -514,8 +535,12 @@ cdef class HttpProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
+        self.server.connections.add(self)
+        if self.server.draining:
+            self.close_after_flush()
 
     def connection_lost(self, exc):
+        self.server.connections.discard(self)
         self.closed = True
         if self.slots:
             self.server.cancel(self)
@@ -610,6 +635,9 @@ cdef class HttpProtocol:
         if self.closed:
             return
         cdef bint keep_alive = self.parser.should_keep_alive()
+        if self.server.draining:
+            self.reply_error(503, "Service unavailable", "the query frontend is shutting down", False)
+            return
         if self.too_large:
             self.reply_error(413, "Payload too large",
                              f"request body exceeds the limit of {self.server.max_body_bytes} bytes", False)
@@ -701,6 +729,10 @@ cdef class HttpProtocol:
                 self.slots.clear()
                 self.transport.close()
                 return
+        if self.server.draining and not self.slots:
+            self.closed = True
+            self.transport.close()
+            return
         if self.reading_paused and len(self.slots) <= MAX_PIPELINE // 2:
             self.reading_paused = False
             self.transport.resume_reading()

@@ -76,6 +76,14 @@ class QueryServer:
         """Reads completions on `loop` and batches engine wake-ups per loop iteration."""
     def detach(self, loop: asyncio.AbstractEventLoop) -> None: ...
     def on_completions(self) -> None: ...
+    draining: bool
+    def start_draining(self) -> None:
+        """Shutdown, step one: idle connections close now, the others after answering what they have read;
+        requests read from now on get 503 with `Connection: close`."""
+    def close_connections(self) -> None:
+        """Shutdown, last step: closes every connection."""
+    @property
+    def connection_count(self) -> int: ...
     @property
     def waiting_count(self) -> int: ...
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 from conftest import REPO, Cluster, Frontend, free_ports
@@ -271,6 +272,29 @@ def test_sigterm_answers_requests_in_flight(cluster: Cluster) -> None:
     assert fe.proc.wait(timeout=10) == 0
     assert not errors, errors
     assert len(answers) == 6 and all(s == 200 and not a["default"] for s, a in answers), answers
+
+
+def test_request_read_while_draining_gets_503_after_the_answer_in_flight(cluster: Cluster) -> None:
+    fe = cluster.frontend(config("m") | {"apps": [
+        {"name": "app", "input_type": "doubles", "latency_slo_micros": 10_000_000, "default_output": "-1.0",
+         "models": ["m"]}]}, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
+    cluster.container(fe, "m", "sleep", env={"CLIPPER_SLEEP_FIXED_MS": "1000"})
+    fe.wait_replicas("m", 1)
+    busy, idle = fe.connect(), fe.connect()
+    with busy, idle:
+        busy.send(busy.request("POST", "/app/predict", b'{"input":[1.0]}'))
+        time.sleep(0.3)  # the 1 s batch is in flight
+        fe.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert idle.at_eof(), "an idle keep-alive connection closes at once"
+        busy.send(busy.request("POST", "/app/predict", b'{"input":[2.0]}'))
+        status, _, body = busy.read_response()
+        assert status == 200 and not orjson.loads(body)["default"], body
+        status, headers, body = busy.read_response()
+        assert status == 503 and headers.get("connection") == "close", (status, headers)
+        assert orjson.loads(body)["cause"] == "the query frontend is shutting down"
+        assert busy.at_eof()
+    assert fe.proc.wait(timeout=10) == 0
 
 
 def test_sigterm_under_keep_alive_load_answers_what_it_read_and_exits(cluster: Cluster,

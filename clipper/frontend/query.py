@@ -56,27 +56,6 @@ class AppSpec:
     selection_policy: str = selection.DEFAULT
 
 
-class _Connection(_core.HttpProtocol):
-    """An HTTP connection whose transport the frontend knows, so that a shutdown can stop reading from it.
-
-    Only connection_made and connection_lost are Python: nothing is added to the request path.
-    """
-
-    def __init__(self, server: _core.QueryServer, transports: set[asyncio.Transport]) -> None:
-        super().__init__(server)
-        self._transports = transports
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._transport = transport
-        self._transports.add(transport)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transports.discard(self._transport)  # type: ignore[arg-type]
-        super().connection_lost(exc)
-
-
 class QueryFrontend:
     """The query frontend: an engine, the apps it serves, and the HTTP server in front."""
 
@@ -116,7 +95,6 @@ class QueryFrontend:
         self.current_version: dict[str, str] = {}
         self.app_specs: dict[str, AppSpec] = {}
         self._http: asyncio.AbstractServer | None = None
-        self._transports: set[asyncio.Transport] = set()
         self.watcher: StateWatcher | None = None
 
     @property
@@ -260,7 +238,7 @@ class QueryFrontend:
         else:
             self.server.ready = True
         self._http = await loop.create_server(
-            lambda: _Connection(self.server, self._transports), self.host, self.port, reuse_address=True,
+            lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True,
             reuse_port=self.reuse_port or None, backlog=2048,
         )
         self.port = self._http.sockets[0].getsockname()[1]
@@ -273,13 +251,12 @@ class QueryFrontend:
         loop.call_later(5.0, self._tick, loop)
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
-        """Stops accepting connections and reading requests from open ones, answers the requests in flight
-        (for at most `drain_seconds`), closes the connections, then stops the engine."""
+        """Stops accepting connections, answers the requests in flight (for at most `drain_seconds`; requests
+        read meanwhile get 503 and `Connection: close`), closes the connections, then stops the engine."""
         loop = asyncio.get_running_loop()
         if self._http is not None:
             self._http.close()
-            for transport in list(self._transports):
-                transport.pause_reading()  # a request that comes now is not read: its client sees the close
+            self.server.start_draining()
         if self.watcher is not None:
             await loop.run_in_executor(None, self.watcher.stop)
         if self._http is not None:
@@ -289,8 +266,7 @@ class QueryFrontend:
             if self.server.waiting_count:
                 log.warning("stopping with requests unanswered", extra={"requests": self.server.waiting_count,
                                                                         "drain_seconds": drain_seconds})
-            for transport in list(self._transports):
-                transport.close()  # after the responses written to it
+            self.server.close_connections()
             self.server.detach(loop)
         self.engine.close()
 
