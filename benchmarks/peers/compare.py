@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -179,7 +180,26 @@ def run_peer(peer: Peer, python: Path, opts: Options, seeds: Seeds, log_dir: Pat
         return {**result.to_dict(), "startup_s": round(startup_s, 1), "probe_answer": answer, "wrk_output": raw}
     finally:
         proc.stop(timeout_s=20.0)
+        _reap_group(proc, timeout_s=20.0)
         log(f"stopped {peer.name}")
+
+
+def _reap_group(proc: Proc, timeout_s: float) -> None:
+    """Wait until no process of ``proc``'s group is left; SIGKILL the group after ``timeout_s``.
+
+    ``Proc.stop`` waits for the group's leader only. A tritonserver whose PyTriton parent has
+    exited was once left waiting for an in-flight request for minutes; this ends such stragglers.
+    """
+    pgid = proc.popen.pid  # the group Proc created with start_new_session
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)
+            time.sleep(0.2)
+        log(f"{proc.name}: processes of its group still running {timeout_s:.0f}s after it stopped; killing them")
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is gone
 
 
 def _version(peer: Peer) -> str | None:
