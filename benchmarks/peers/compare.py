@@ -7,6 +7,7 @@ inputs), one run. Each peer runs from its own venv (``venvs.py``) as a subproces
 
 from __future__ import annotations
 
+import glob
 import http.client
 import json
 import os
@@ -45,6 +46,7 @@ class Peer:
     command: CommandFn  # (venv python, ports, log dir) -> argv
     ports: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    leftovers: str | None = None  # glob of files a killed server leaves behind; {pid}: the server's pid
 
 
 def _triton_cmd(python: Path, ports: list[int], log_dir: Path) -> list[str]:
@@ -79,6 +81,7 @@ PEERS: dict[str, Peer] = {
             probe=b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP64","data":[-1.0,0.0,0.0,0.5]}]}',
             command=_triton_cmd,
             ports=3,
+            leftovers="/dev/shm/pytrtion{pid}-*",  # the Python backend's shared memory, named by PyTriton's pid
         ),
         Peer(
             name="ray",
@@ -181,6 +184,9 @@ def run_peer(peer: Peer, python: Path, opts: Options, seeds: Seeds, log_dir: Pat
     finally:
         proc.stop(timeout_s=20.0)
         _reap_group(proc, timeout_s=20.0)
+        if peer.leftovers:
+            for path in glob.glob(peer.leftovers.format(pid=proc.popen.pid)):
+                Path(path).unlink(missing_ok=True)
         log(f"stopped {peer.name}")
 
 
