@@ -241,7 +241,7 @@ fn a_malformed_response_fails_its_batch_at_once_and_the_replica_keeps_serving() 
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let _c = FakeContainer::start_raw(engine.rpc_endpoint(), "m", Duration::ZERO, move |msg_id, inputs| {
         let mut message = rpc::predict_response(msg_id, &sum(inputs));
-        if count.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if count.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             message.pop();
         }
         message
