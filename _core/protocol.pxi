@@ -153,7 +153,10 @@ cdef class Slot:
 
     cdef void fill(self, Py_ssize_t index, long long query_id, int status, bytes payload):
         """Completes one input with a model output (status 0) or the app's default (other statuses)."""
+        logger = self.protocol.server.request_logger if self.protocol is not None else None
         if status == STATUS_OVERLOADED:
+            if logger is not None:
+                logger("overloaded", app=self.app.name, query_id=query_id, request_id=text(self.request_id))
             self.overloaded = True
             self.put(index, b"", STATUS_OVERLOADED)
             return
@@ -164,6 +167,9 @@ cdef class Slot:
             explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
         else:
             explanation = EXPLANATIONS[status]
+        if logger is not None:
+            logger("default answer", app=self.app.name, query_id=query_id, request_id=text(self.request_id),
+                   reason=explanation)
         self.put(index, b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
             query_id, self.app.default_fragment, orjson.dumps(explanation)), status)
 
@@ -266,6 +272,7 @@ cdef class QueryServer:
     cdef public bytes predict_token
     cdef public bint ready
     cdef public bint draining
+    cdef public object request_logger
     cdef set connections
     cdef public Py_ssize_t max_body_bytes
     cdef public Py_ssize_t max_header_bytes
@@ -283,6 +290,7 @@ cdef class QueryServer:
         self.predict_token = predict_token.encode() if isinstance(predict_token, str) else predict_token
         self.ready = False
         self.draining = False
+        self.request_logger = None
         self.connections = set()
         self.apps = {}
         self.waiting = {}
@@ -470,6 +478,10 @@ cdef class QueryServer:
         else:
             self.gather(slot, 0, query_id, uid, app, data, label)
         return slot
+
+
+cdef str text(bytes value):
+    return None if value is None else value.decode("latin-1")
 
 
 cdef bytes request_id_header(bytes request_id):
@@ -702,6 +714,10 @@ cdef class HttpProtocol:
     # responses
 
     cdef void reply_error(self, int status, str error, str cause, bint keep_alive):
+        logger = self.server.request_logger
+        if logger is not None:
+            logger("error answer", status=status, path=(self.url or b"").decode("latin-1"),
+                   request_id=text(self.request_id), error=error, cause=cause)
         self.reply_bytes(status, error_body(error, cause), keep_alive)
 
     cdef void reply_bytes(self, int status, bytes body, bint keep_alive, bytes content_type=b"application/json",

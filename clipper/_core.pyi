@@ -77,6 +77,9 @@ class QueryServer:
     def detach(self, loop: asyncio.AbstractEventLoop) -> None: ...
     def on_completions(self) -> None: ...
     draining: bool
+    #: Called as `request_logger(event, **fields)` for every answer that is not a prediction (default,
+    #: overload, error), with the client's X-Request-Id; None (the default) logs nothing.
+    request_logger: Callable[..., None] | None
     def start_draining(self) -> None:
         """Shutdown, step one: idle connections close now, the others after answering what they have read;
         requests read from now on get 503 with `Connection: close`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+import orjson
 import pytest
 import requests
 from conftest import Cluster, TimeoutSession, free_ports
@@ -130,3 +131,28 @@ def test_x_request_id_is_echoed(cluster: Cluster) -> None:
     r = fe.post("/lonely/predict", data=b"{nope", headers={"X-Request-Id": "req-44"})
     assert r.status_code == 400 and r.headers["X-Request-Id"] == "req-44"
     assert "X-Request-Id" not in fe.post("/lonely/predict", json={"input": [1.0]}).headers
+
+
+def test_answers_that_are_not_predictions_are_logged_with_request_ids(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG, extra_args=("--log-level", "info"))
+    assert fe.post("/lonely/predict", json={"input": [1.0]}, headers={"X-Request-Id": "r-1"}).json()["default"]
+    assert fe.post("/lonely/predict", data=b"{nope", headers={"X-Request-Id": "r-2"}).status_code == 400
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [orjson.loads(line) for line in fe.log_tail(100_000).splitlines() if line.startswith("{")]
+        by_id = {entry.get("request_id"): entry for entry in lines}
+        if {"r-1", "r-2"} <= set(by_id) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert by_id["r-1"]["message"] == "default answer" and by_id["r-1"]["app"] == "lonely"
+    assert by_id["r-1"]["reason"] == "No connected models found for query"
+    assert by_id["r-2"]["message"] == "error answer" and by_id["r-2"]["status"] == 400
+    assert by_id["r-2"]["logger"] == "clipper.query.requests"
+
+
+def test_request_log_is_off_by_default(cluster: Cluster) -> None:
+    fe = cluster.frontend(CONFIG)
+    fe.post("/lonely/predict", json={"input": [1.0]}, headers={"X-Request-Id": "r-3"})
+    fe.post("/lonely/predict", data=b"{nope")
+    time.sleep(0.2)
+    assert "r-3" not in fe.log_tail() and "error answer" not in fe.log_tail()

@@ -31,6 +31,12 @@ from .watcher import StateWatcher
 from .workers import run_workers
 
 log = logging.getLogger("clipper.query")
+#: One line per answer that is not a prediction (INFO; off at the default level, WARNING).
+request_log = logging.getLogger("clipper.query.requests")
+
+
+def _log_request(event: str, **fields: Any) -> None:
+    request_log.info(event, extra=fields)
 
 
 @dataclass
@@ -91,6 +97,8 @@ class QueryFrontend:
             predict_token=predict_token,
         )
         self.metrics.server = self.server
+        if request_log.isEnabledFor(logging.INFO):
+            self.server.request_logger = _log_request
         self.models: dict[str, dict[str, ModelSpec]] = {}
         self.current_version: dict[str, str] = {}
         self.app_specs: dict[str, AppSpec] = {}
