@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title:
     ax.set_yscale("log")
     ax.set_xlabel("answers per second (2xx, predictions + defaults)")
     ax.set_ylabel("latency from scheduled send (ms)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

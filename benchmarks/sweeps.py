@@ -92,12 +92,16 @@ def run_sweep(o: SweepOptions) -> int:
                   if r["variant"] == v.name] for v in variants}
         png = report.results_path(results, ".png")
         kind = "open loop (Poisson)" if o.rates else "closed loop (wrk)"
-        report.plot_latency_vs_throughput(series, png, f"{o.serve.predict} {o.serve.env or ''}: {kind}",
+        report.plot_latency_vs_throughput(series, png, f"{o.serve.predict} {_env_text(o.serve.env)}: {kind}",
                                           o.slos_ms[0] if len(o.slos_ms) == 1 else None)
         results["plot"] = str(png)
         log(f"plot written to {png}")
 
     return _run("sweep", _opts(o), variants, o.serve, body)
+
+
+def _env_text(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items())
 
 
 def _opts(o: object) -> dict:
@@ -189,7 +193,7 @@ def run_tune(o: TuneOptions) -> int:
         text, rec = recommend(caps, o.slo_ms, o.target_rate)
         results["recommendation"] = rec
         print(text)
-        _plot_capacities(caps, results, f"tune {o.serve.predict} {o.serve.env or ''}, SLO {o.slo_ms:g} ms", o.slo_ms)
+        _plot_capacities(caps, results, f"tune {o.serve.predict} {_env_text(o.serve.env)}, SLO {o.slo_ms:g} ms", o.slo_ms)
 
     return _run("tune", _opts(o), variants, o.serve, body)
 
