@@ -193,7 +193,8 @@ def run_tune(o: TuneOptions) -> int:
         text, rec = recommend(caps, o.slo_ms, o.target_rate)
         results["recommendation"] = rec
         print(text)
-        _plot_capacities(caps, results, f"tune {o.serve.predict} {_env_text(o.serve.env)}, SLO {o.slo_ms:g} ms", o.slo_ms)
+        title = f"tune {o.serve.predict} {_env_text(o.serve.env)}, SLO {o.slo_ms:g} ms"
+        _plot_capacities(caps, results, title, o.slo_ms)
 
     return _run("tune", _opts(o), variants, o.serve, body)
 
