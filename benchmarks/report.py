@@ -64,7 +64,8 @@ def format_rows(rows: list[dict]) -> str:
 
 def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title: str,
                                slo_ms: float | None = None, p50: bool = True,
-                               marks: dict[str, dict | None] | None = None) -> Path:
+                               marks: dict[str, dict | None] | None = None,
+                               ylabel: str = "latency from scheduled send (ms)") -> Path:
     """p99 (solid) and p50 (dashed) latency against answers/s, one colour per series; SLO line.
 
     ``marks``: a point per series to star (e.g. its capacity)."""
@@ -72,6 +73,7 @@ def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for i, (label, rows) in enumerate(series.items()):
@@ -90,8 +92,10 @@ def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title:
     if slo_ms is not None:
         ax.axhline(slo_ms, color="red", linestyle=":", label=f"SLO {slo_ms:g} ms")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("answers per second (2xx, predictions + defaults)")
-    ax.set_ylabel("latency from scheduled send (ms)")
+    ax.set_ylabel(ylabel)
     ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)

@@ -93,7 +93,8 @@ def run_sweep(o: SweepOptions) -> int:
         png = report.results_path(results, ".png")
         kind = "open loop (Poisson)" if o.rates else "closed loop (wrk)"
         report.plot_latency_vs_throughput(series, png, f"{o.serve.predict} {_env_text(o.serve.env)}: {kind}",
-                                          o.slos_ms[0] if len(o.slos_ms) == 1 else None)
+                                          o.slos_ms[0] if len(o.slos_ms) == 1 else None,
+                                          ylabel="latency (ms)" + (" from scheduled send" if o.rates else ", wrk"))
         results["plot"] = str(png)
         log(f"plot written to {png}")
 
