@@ -60,3 +60,36 @@ def test_requests_of_a_closed_connection_are_not_sent_to_the_model(cluster: Clus
     predictions = fe.metrics()["model:slow:1:num_predictions"]
     assert predictions <= 2, f"{predictions} of 10 abandoned requests reached the model"
     assert fe.predict("app", [1.0])["default"] is False
+
+
+def test_past_capacity_the_model_serves_requests_that_can_still_make_their_slo(cluster: Cluster) -> None:
+    """4x the model's capacity for 3 s: requests that would miss their SLO in the next batch get their
+    default at once, so the model keeps answering in time instead of spending every batch on late ones."""
+    config = {
+        "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": 500_000,
+                  "default_output": "-1", "models": ["slow"]}],
+        "models": [{"name": "slow", "version": "1", "input_type": "doubles", "batch_size": 1}],
+    }
+    fe = cluster.frontend(config)
+    cluster.container(fe, "slow", "sleep", env=SLOW)  # 200 ms a batch of one: 5 requests/s
+    fe.wait_replicas("slow", 1)
+    outcomes: list[tuple[bool, float]] = []
+
+    def one(i: int) -> None:
+        t0 = time.monotonic()
+        r = fe.post("/app/predict", json={"input": [float(i)]})
+        outcomes.append((r.json()["default"], time.monotonic() - t0))
+
+    threads = []
+    for i in range(60):  # 20 requests/s
+        threads.append(threading.Thread(target=one, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=15)
+    predictions = sum(1 for default, _ in outcomes if not default)
+    assert len(outcomes) == 60
+    # Oldest-first without this would answer a handful in time, then spend each batch on a request
+    # already too late (about 2-4 predictions); a model that stays useful answers about 5 a second.
+    assert predictions >= 8, f"{predictions} predictions of 60"
+    assert max(latency for _, latency in outcomes) < 2.0, "every answer comes by the SLO, give or take"

@@ -1,7 +1,10 @@
 //! Adaptive batch sizing: additive increase, multiplicative decrease (Clipper, NSDI'17 §4.3).
 //!
 //! While batches finish under `target` × SLO and were full, the size grows by `step`; a batch
-//! that takes longer shrinks it by `backoff` (about 10%).
+//! that takes longer and was nearly full (90%) shrinks it by `backoff` (about 10%). A slow batch
+//! well under the size says little about the size (a scheduling hiccup, a container pause): were it
+//! to shrink the size, a load below capacity, whose batches are rarely full, would keep the size low
+//! until the next burst, which then needs several batches where one would do.
 
 use std::time::Duration;
 
@@ -39,7 +42,9 @@ impl Aimd {
     /// Feeds back one batch: its length, its round-trip latency and the tightest SLO in it.
     pub fn observe(&mut self, batch_len: usize, latency: Duration, slo: Duration) {
         if latency.as_secs_f64() > slo.as_secs_f64() * self.config.target {
-            self.size = (self.size * self.config.backoff).max(1.0);
+            if batch_len * 10 >= self.batch_size() * 9 {
+                self.size = (self.size * self.config.backoff).max(1.0);
+            }
         } else if batch_len >= self.batch_size() {
             self.size = (self.size + self.config.step).min(self.config.max_batch_size as f64);
         }
@@ -90,6 +95,19 @@ mod tests {
         }
         assert_eq!(aimd.batch_size(), 100);
         aimd.observe(100, Duration::from_millis(6), Duration::from_millis(10));
+        assert_eq!(aimd.batch_size(), 90);
+    }
+
+    #[test]
+    fn a_slow_batch_well_under_the_size_does_not_shrink_it() {
+        let mut aimd = Aimd::new(AimdConfig { max_batch_size: 10_000, ..Default::default() });
+        for _ in 0..99 {
+            let n = aimd.batch_size();
+            aimd.observe(n, Duration::ZERO, Duration::from_millis(10));
+        }
+        aimd.observe(10, Duration::from_millis(50), Duration::from_millis(10));
+        assert_eq!(aimd.batch_size(), 100);
+        aimd.observe(90, Duration::from_millis(50), Duration::from_millis(10));
         assert_eq!(aimd.batch_size(), 90);
     }
 

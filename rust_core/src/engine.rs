@@ -325,6 +325,9 @@ struct Replica {
     last_seen: Instant,
     inflight: Option<Batch>,
     aimd: Aimd,
+    /// Moving average of recent batch round trips: a queued request with less time left than this
+    /// cannot be answered in time by this replica.
+    round_trip: Duration,
 }
 
 struct Worker {
@@ -480,6 +483,7 @@ impl Worker {
                 };
                 let replica = &self.replicas[&identity];
                 let size = queue.settings.batch_size.unwrap_or_else(|| replica.aimd.batch_size());
+                let finish_by = now + replica.round_trip;
                 let fill_by = oldest.enqueued + queue.settings.batch_wait;
                 if queue.tasks.len() < size && fill_by > now {
                     wait_until = Some(wait_until.map_or(fill_by, |w| w.min(fill_by)));
@@ -487,13 +491,30 @@ impl Worker {
                     break;
                 }
                 let mut tasks = Vec::with_capacity(size.min(queue.tasks.len()));
+                let mut late = Vec::new();
                 while tasks.len() < size {
                     let Some(task) = self.queues[model].tasks.pop() else { break };
-                    if self.has_waiters(task.key) {
-                        tasks.push(task);
-                    } else {
+                    if !self.has_waiters(task.key) {
                         // Every request for it has timed out: do not spend a model on it.
                         self.waiters.remove(&task.key);
+                    } else if task.deadline < finish_by {
+                        late.push(task);
+                    } else {
+                        tasks.push(task);
+                    }
+                }
+                if tasks.is_empty() {
+                    // Only late requests: send a batch of them all the same (the round trip estimate may
+                    // be stale, and this batch renews it); the others wait in the queue as before.
+                    tasks = late.split_off(late.len().saturating_sub(size));
+                    for task in late {
+                        self.queues[model].tasks.push(task);
+                    }
+                } else {
+                    // They would miss their deadline in this batch anyway: their defaults now, and the
+                    // batch goes to requests that can still make it (goodput under overload).
+                    for task in late {
+                        self.complete_key(task.key, Status::Timeout, &Arc::from([]));
                     }
                 }
                 if tasks.is_empty() {
@@ -599,6 +620,7 @@ impl Worker {
                         last_seen: now,
                         inflight: None,
                         aimd: Aimd::new(self.config.aimd),
+                        round_trip: Duration::ZERO,
                     },
                 );
                 self.shared.replicas.lock().push(ReplicaInfo { model, replica_id, input_type });
@@ -616,6 +638,7 @@ impl Worker {
         let latency = now - batch.sent;
         let slo = batch.tasks.iter().map(|t| t.slo).min().unwrap_or_default();
         replica.aimd.observe(batch.tasks.len(), latency, slo);
+        replica.round_trip = if replica.round_trip.is_zero() { latency } else { (replica.round_trip * 4 + latency) / 5 };
         let model = replica.model;
         self.queues[model as usize].idle.push(identity.to_vec());
         if outputs.len() != batch.tasks.len() {
