@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         "--app", default=d.app, help="application name (default %(default)s)"
     )
     tp.add_argument(
+        "--workers", type=int, default=d.workers,
+        help="query frontend processes (--workers of the frontend; default %(default)s)",
+    )
+    tp.add_argument(
         "--ready-timeout",
         type=float,
         default=d.ready_timeout,
@@ -191,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command != "throughput":
         return _dispatch(args, parser)
-    if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1:
-        parser.error("--duration, --connections, --threads must be >= 1; --warmup >= 0")
+    if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1 or args.workers < 1:
+        parser.error("--duration, --connections, --threads, --workers must be >= 1; --warmup >= 0")
     opts = Options(**{k: v for k, v in vars(args).items() if k != "command"})
     return run_throughput(opts)
 

@@ -46,6 +46,7 @@ class Options:
     cache: bool = False
     pipeline: str = "clipper"  # "clipper", or "floor" to test the harness alone
     app: str = "bench"
+    workers: int = 1
     ready_timeout: float = 60.0
     wrk_timeout: int = 2
 
@@ -100,12 +101,12 @@ def start_floor(log_dir: Path, name: str = "floor") -> tuple[int, list[Proc]]:
     return port, [Proc(name, cmd, log_dir)]
 
 
-def start_clipper(app: str, log_dir: Path) -> tuple[int, list[Proc]]:
-    """Start query frontend + no-op container; return HTTP port and processes."""
+def start_clipper(app: str, log_dir: Path, workers: int = 1) -> tuple[int, list[Proc]]:
+    """Start query frontend (`workers` processes) + no-op container; return HTTP port and processes."""
     http_port = free_port()
     rpc_port = free_port()
-    while rpc_port == http_port:
-        rpc_port = free_port()
+    while rpc_port <= http_port < rpc_port + workers:
+        rpc_port = free_port()  # worker i takes containers on rpc_port + i (free, most likely)
     config = log_dir / "clipper_config.json"
     config.write_text(json.dumps(clipper_config(app), indent=2))
     procs: list[Proc] = []
@@ -124,6 +125,8 @@ def start_clipper(app: str, log_dir: Path) -> tuple[int, list[Proc]]:
                 str(http_port),
                 "--rpc-port",
                 str(rpc_port),
+                "--workers",
+                str(workers),
             ],
             log_dir,
         )
@@ -143,7 +146,7 @@ def start_clipper(app: str, log_dir: Path) -> tuple[int, list[Proc]]:
                 "CLIPPER_MODEL_NAME": "noop",
                 "CLIPPER_MODEL_VERSION": "1",
                 "CLIPPER_IP": HOST,
-                "CLIPPER_PORT": str(rpc_port),
+                "CLIPPER_PORT": ",".join(str(rpc_port + i) for i in range(workers)),
                 "CLIPPER_INPUT_TYPE": "doubles",
             },
         )
@@ -311,7 +314,7 @@ def run_throughput(opts: Options) -> int:
     else:
 
         def start_pipeline(d: Path) -> tuple[int, list[Proc]]:
-            return start_clipper(opts.app, d)
+            return start_clipper(opts.app, d, opts.workers)
 
         pipeline_label = "pipeline"
     try:
