@@ -25,15 +25,20 @@ def new_results(benchmark: str, options: dict) -> dict:
     }
 
 
-def results_path(results: dict, suffix: str = ".json") -> Path:
-    """``benchmarks/results/<timestamp>-<benchmark><suffix>`` (not yet taken)."""
+def results_path(results: dict, suffix: str = ".json", name: str = "{stamp}-{benchmark}") -> Path:
+    """``benchmarks/results/<name><suffix>``; `name` may use ``{stamp}`` (UTC) and ``{benchmark}``."""
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = results["timestamp"].replace("-", "").replace(":", "")
-    return RESULTS_DIR / f"{stamp}-{results['benchmark']}{suffix}"
+    return RESULTS_DIR / (name.format(stamp=stamp, benchmark=results["benchmark"]) + suffix)
 
 
-def write_results(results: dict) -> Path:
-    path = results_path(results)
+def write_results(results: dict, name: str = "{stamp}-{benchmark}") -> Path:
+    """Writes the results as JSON at `results_path`, or ``<name>-2.json``, ``-3`` ... if that is taken."""
+    path = results_path(results, name=name)
+    n = 1
+    while path.exists():
+        n += 1
+        path = results_path(results, f"-{n}.json", name)
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import wrkrun
+from benchmarks import report, wrkrun
 from benchmarks.procs import (
     HOST,
     Proc,
@@ -31,8 +31,6 @@ from benchmarks.procs import (
     read_metrics,
     wait_ready,
 )
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 @dataclass
@@ -276,19 +274,6 @@ def format_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def write_results(results: dict) -> Path:
-    """Write results JSON to ``benchmarks/results/<timestamp>.json``."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = results["timestamp"].replace("-", "").replace(":", "")
-    path = RESULTS_DIR / f"{stamp}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = RESULTS_DIR / f"{stamp}-{n}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
-
-
 def run_throughput(opts: Options) -> int:
     """``throughput``: measure floor, then pipeline; print, save, return exit code."""
     if opts.threads > opts.connections:
@@ -335,7 +320,7 @@ def run_throughput(opts: Options) -> int:
     except KeyboardInterrupt:
         results["error"] = "interrupted"
         log("interrupted")
-    path = write_results(results)
+    path = report.write_results(results, name="{stamp}")
     print(format_table(results))
     log(f"results written to {path}")
     if results["error"] is None:

@@ -87,8 +87,10 @@ def run(
     mode: str,
     seed: int,
     timeout_s: int = 2,
+    script: Path = SCRIPT,
 ) -> tuple[WrkResult, str]:
-    """Run wrk once against ``url``; return the parsed result and the raw report."""
+    """Run wrk once against ``url`` with ``script`` (arguments ``<mode> <seed>``); return the parsed
+    result and the raw report."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk not found on PATH (Debian: apt-get install wrk)")
@@ -99,7 +101,7 @@ def run(
         f"--duration={duration_s}s",
         f"--timeout={timeout_s}s",
         "--latency",
-        f"--script={SCRIPT}",
+        f"--script={script}",
         url,
         "--",
         mode,

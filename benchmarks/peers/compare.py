@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -21,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import throughput, wrkrun
+from benchmarks import report, throughput, wrkrun
 from benchmarks.peers import venvs
 from benchmarks.procs import HOST, Proc, free_port, http_request, log
-from benchmarks.throughput import RESULTS_DIR, Seeds
+from benchmarks.throughput import Seeds
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
@@ -124,17 +123,8 @@ class Options:
 
 def run_wrk(url: str, script: Path, opts: Options, duration_s: int, seed: int) -> tuple[wrkrun.WrkResult, str]:
     """Run wrk with ``script`` (arguments ``unique <seed>``); the parsed result and raw report."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise RuntimeError("wrk not found on PATH (Debian: apt-get install wrk)")
-    cmd = [
-        wrk, f"--threads={opts.threads}", f"--connections={opts.connections}", f"--duration={duration_s}s",
-        f"--timeout={opts.wrk_timeout}s", "--latency", f"--script={script}", url, "--", "unique", str(seed),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration_s + opts.wrk_timeout + 30)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited with {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-    return wrkrun.parse(proc.stdout), proc.stdout
+    return wrkrun.run(url, connections=opts.connections, duration_s=duration_s, threads=opts.threads, mode="unique",
+                      seed=seed, timeout_s=opts.wrk_timeout, script=script)
 
 
 def wait_peer_ready(port: int, peer: Peer, procs: list[Proc], timeout_s: float) -> str:
@@ -258,19 +248,6 @@ def format_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def write_results(results: dict) -> Path:
-    """Write ``benchmarks/results/peers-<timestamp>.json``."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = results["timestamp"].replace("-", "").replace(":", "")
-    path = RESULTS_DIR / f"peers-{stamp}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = RESULTS_DIR / f"peers-{stamp}-{n}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
-
-
 def _baseline_options(opts: Options) -> throughput.Options:
     return throughput.Options(
         connections=opts.connections, duration=opts.duration, threads=opts.threads, warmup=opts.warmup,
@@ -339,7 +316,7 @@ def run_peers(opts: Options) -> int:
         rps = (r or {}).get("requests_per_s")
         results["ratio_to_floor"][label] = _ratio(rps, floor)
         results["ratio_to_pipeline"][label] = _ratio(rps, pipeline)
-    path = write_results(results)
+    path = report.write_results(results, name="peers-{stamp}")
     print(format_table(results))
     log(f"results written to {path}")
     if failed:
