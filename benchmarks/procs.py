@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -127,26 +128,32 @@ def wait_ready(port: int, app: str, procs: list[Proc], timeout_s: float) -> None
     Raises RuntimeError (with the tail of the processes' output) if one of ``procs``
     exits or the timeout passes.
     """
+    wait_until(lambda: probe_prediction(port, app), procs, timeout_s, 0.2,
+               f"app {app!r} on port {port} gave no non-default prediction")
+
+
+def wait_until(probe: Callable[[], tuple[bool, str]], procs: list[Proc], timeout_s: float, interval_s: float,
+               failure: str) -> str:
+    """Call ``probe`` every ``interval_s`` until it returns ``(True, answer)``; return the answer.
+
+    Raises RuntimeError (``failure``, the last answer and the tail of the processes' output) if one
+    of ``procs`` exits or the timeout passes.
+    """
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
         for p in procs:
             if not p.alive():
                 raise RuntimeError(
-                    f"{p.name} exited with code {p.popen.returncode}"
-                    " before the app was ready;"
+                    f"{p.name} exited with code {p.popen.returncode} before it was ready;"
                     f" last output ({p.log_path}):\n{p.tail()}"
                 )
-        ok, last = probe_prediction(port, app)
+        ok, last = probe()
         if ok:
-            return
-        time.sleep(0.2)
+            return last
+        time.sleep(interval_s)
     tails = "\n".join(f"--- {p.name} ({p.log_path}):\n{p.tail()}" for p in procs)
-    raise RuntimeError(
-        f"app {app!r} on port {port} gave no non-default prediction"
-        f" within {timeout_s}s;"
-        f" last answer: {last}\n{tails}"
-    )
+    raise RuntimeError(f"{failure} within {timeout_s}s; last answer: {last}\n{tails}")
 
 
 def read_metrics(port: int) -> dict:

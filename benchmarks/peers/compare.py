@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks import report, throughput, wrkrun
 from benchmarks.peers import venvs
-from benchmarks.procs import HOST, Proc, free_port, http_request, log
+from benchmarks.procs import HOST, Proc, free_port, http_request, log, wait_until
 from benchmarks.throughput import Seeds
 
 HERE = Path(__file__).resolve().parent
@@ -129,25 +129,17 @@ def run_wrk(url: str, script: Path, opts: Options, duration_s: int, seed: int) -
 
 def wait_peer_ready(port: int, peer: Peer, procs: list[Proc], timeout_s: float) -> str:
     """Wait until the probe request answers HTTP 200; return the answer."""
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        for p in procs:
-            if not p.alive():
-                raise RuntimeError(
-                    f"{p.name} exited with code {p.popen.returncode} before it was ready;"
-                    f" last output ({p.log_path}):\n{p.tail()}"
-                )
+
+    def probe() -> tuple[bool, str]:
         try:
             status, data = http_request(port, "POST", peer.path, peer.probe)
-            last = f"HTTP {status}: {data[:300].decode(errors='replace')}"
-            if status == 200:
-                return data.decode(errors="replace")
         except (OSError, http.client.HTTPException) as e:
-            last = f"{type(e).__name__}: {e}"
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name} ({p.log_path}):\n{p.tail()}" for p in procs)
-    raise RuntimeError(f"{peer.name} gave no HTTP 200 within {timeout_s}s; last answer: {last}\n{tails}")
+            return False, f"{type(e).__name__}: {e}"
+        if status != 200:
+            return False, f"HTTP {status}: {data[:300].decode(errors='replace')}"
+        return True, data.decode(errors="replace")
+
+    return wait_until(probe, procs, timeout_s, 0.5, f"{peer.name} gave no HTTP 200")
 
 
 def run_peer(peer: Peer, python: Path, opts: Options, seeds: Seeds, log_dir: Path) -> dict:
