@@ -32,21 +32,23 @@ SLO_S = 0.2
 HEARTBEAT_TIMEOUT_S = 2.0
 #: Slack for a loaded 2-core machine on every window edge.
 MARGIN_S = 1.0
-SLOW = {"CLIPPER_SLEEP_FIXED_MS": "30"}  # a batch is in flight most of the time
+BATCH_MS = 30  # a batch is in flight most of the time
+SLOW = {"CLIPPER_SLEEP_FIXED_MS": str(BATCH_MS)}
 
 
-def config(*models: str) -> dict:
+def config(*models: str, slo_s: float = SLO_S) -> dict:
     return {
-        "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": int(SLO_S * 1e6),
+        "apps": [{"name": "app", "input_type": "doubles", "latency_slo_micros": int(slo_s * 1e6),
                   "default_output": "-1.0", "models": ["m"]}],
         "models": [{"name": m, "version": "1", "input_type": "doubles"} for m in models],
     }
 
 
 def serve_sleep_model(cluster: Cluster, replicas: int = 2, ports: tuple[int, int] | None = None,
-                      ) -> tuple[Frontend, list[subprocess.Popen]]:
-    fe = cluster.frontend(config("m"), heartbeat_timeout=HEARTBEAT_TIMEOUT_S, ports=ports)
-    containers = [cluster.container(fe, "m", "sleep", env=SLOW) for _ in range(replicas)]
+                      batch_ms: int = BATCH_MS, slo_s: float = SLO_S) -> tuple[Frontend, list[subprocess.Popen]]:
+    fe = cluster.frontend(config("m", slo_s=slo_s), heartbeat_timeout=HEARTBEAT_TIMEOUT_S, ports=ports)
+    env = {"CLIPPER_SLEEP_FIXED_MS": str(batch_ms)}
+    containers = [cluster.container(fe, "m", "sleep", env=env) for _ in range(replicas)]
     fe.wait_replicas("m", replicas)
     return fe, containers
 
@@ -242,11 +244,7 @@ def test_query_frontend_killed_and_restarted(cluster: Cluster, load_on: list[Loa
 
 
 def test_sigterm_answers_requests_in_flight(cluster: Cluster) -> None:
-    fe = cluster.frontend(config("m") | {"apps": [
-        {"name": "app", "input_type": "doubles", "latency_slo_micros": 10_000_000, "default_output": "-1.0",
-         "models": ["m"]}]}, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
-    cluster.container(fe, "m", "sleep", env={"CLIPPER_SLEEP_FIXED_MS": "800"})
-    fe.wait_replicas("m", 1)
+    fe, _ = serve_sleep_model(cluster, replicas=1, batch_ms=800, slo_s=10)
     answers: list[tuple[int, dict]] = []
     errors: list[str] = []
 
@@ -275,11 +273,7 @@ def test_sigterm_answers_requests_in_flight(cluster: Cluster) -> None:
 
 
 def test_request_read_while_draining_gets_503_after_the_answer_in_flight(cluster: Cluster) -> None:
-    fe = cluster.frontend(config("m") | {"apps": [
-        {"name": "app", "input_type": "doubles", "latency_slo_micros": 10_000_000, "default_output": "-1.0",
-         "models": ["m"]}]}, heartbeat_timeout=HEARTBEAT_TIMEOUT_S)
-    cluster.container(fe, "m", "sleep", env={"CLIPPER_SLEEP_FIXED_MS": "1000"})
-    fe.wait_replicas("m", 1)
+    fe, _ = serve_sleep_model(cluster, replicas=1, batch_ms=1000, slo_s=10)
     busy, idle = fe.connect(), fe.connect()
     with busy, idle:
         busy.send(busy.request("POST", "/app/predict", b'{"input":[1.0]}'))
