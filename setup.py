@@ -16,7 +16,14 @@ setup(
         )
     ],
     ext_modules=cythonize(
-        [Extension("clipper._core", ["_core/_core.pyx"], extra_compile_args=["-O2"])],
+        [
+            Extension(
+                "clipper._core",
+                ["_core/_core.pyx"],
+                include_dirs=["rust_core/include"],  # clipper_http.h: the HTTP parser's C interface
+                extra_compile_args=["-O2"],
+            )
+        ],
         compiler_directives={"language_level": "3"},
     ),
 )

@@ -1,16 +1,47 @@
-# The query frontend's HTTP/1.1 protocol: one instance per connection, on uvloop + httptools.
+# The query frontend's HTTP/1.1 protocol: one instance per connection, on uvloop, with the HTTP parser
+# compiled in rust_core.
 #
 # Requests are answered in order (pipelining-safe): each request takes a slot in the
 # connection's queue, and a slot is written once it and every slot before it are complete.
 
 from collections import deque
-from libc.stdint cimport int64_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport int64_t, uint8_t, uint16_t
+from libc.string cimport memchr, memcmp, strlen
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import hmac
 
-import httptools
 import orjson
+
+from clipper import rust_core
+
+cdef extern from "clipper_http.h":
+    ctypedef struct clipper_span:
+        const char* ptr
+        size_t len
+    ctypedef struct clipper_request:
+        clipper_span method, target, authorization, accept, request_id, body
+        uint8_t keep_alive, http11, too_large
+    ctypedef struct clipper_http_parser:
+        pass
+    ctypedef struct clipper_http_api:
+        size_t request_size
+        clipper_http_parser* (*parser_new)(size_t, size_t) noexcept nogil
+        void (*parser_free)(clipper_http_parser*) noexcept nogil
+        void (*feed)(clipper_http_parser*, const char*, size_t) noexcept nogil
+        int (*next)(clipper_http_parser*, clipper_request*, uint16_t*) noexcept nogil
+    enum:
+        CLIPPER_HTTP_NEED_MORE
+        CLIPPER_HTTP_CONTINUE
+        CLIPPER_HTTP_REQUEST
+        CLIPPER_HTTP_ERROR
+
+# The HTTP parser compiled in rust_core, called without Python objects (rust_core/include/clipper_http.h).
+cdef const clipper_http_api* HTTP = <const clipper_http_api*>PyCapsule_GetPointer(
+    rust_core.http_api, b"clipper.rust_core.http_api")
+if HTTP.request_size != sizeof(clipper_request):
+    raise ImportError("clipper.rust_core and clipper._core were built from different versions of clipper_http.h")
 
 STATUS_REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -48,6 +79,50 @@ cdef bytes http_response(int status, bytes body, bint keep_alive, bytes content_
 
 
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+cdef inline bytes span_bytes(clipper_span span):
+    return PyBytes_FromStringAndSize(span.ptr, span.len)
+
+
+cdef inline object span_or_none(clipper_span span):
+    return None if span.ptr == NULL else PyBytes_FromStringAndSize(span.ptr, span.len)
+
+
+cdef inline bint span_equals(clipper_span span, const char* text) noexcept:
+    cdef size_t n = strlen(text)
+    return span.len == n and memcmp(span.ptr, text, n) == 0
+
+
+cdef char SLASH = b"/"
+cdef char QUESTION_MARK = b"?"
+
+
+cdef enum Action:
+    ACTION_NONE = 0
+    ACTION_PREDICT = 1
+    ACTION_UPDATE = 2
+
+
+cdef int app_action(const char* path, size_t n, size_t* app_start, size_t* app_len) noexcept:
+    """`/<app>/predict` or `/<app>/update` (slashes around the path ignored): the action, and where the
+    app's name is in `path`; ACTION_NONE for any other path."""
+    cdef size_t start = 0, end = n, i
+    while start < end and path[start] == b"/":
+        start += 1
+    while end > start and path[end - 1] == b"/":
+        end -= 1
+    cdef const char* slash = <const char*>memchr(path + start, SLASH, end - start)
+    if slash == NULL or memchr(slash + 1, SLASH, end - (slash + 1 - path)) != NULL:
+        return ACTION_NONE
+    app_start[0] = start
+    app_len[0] = <size_t>(slash - path) - start
+    cdef size_t action_len = end - (slash + 1 - path)
+    if action_len == 7 and memcmp(slash + 1, b"predict", 7) == 0:
+        return ACTION_PREDICT
+    if action_len == 6 and memcmp(slash + 1, b"update", 6) == 0:
+        return ACTION_UPDATE
+    return ACTION_NONE
 
 
 cdef bint wants_prometheus(bytes accept):
@@ -517,31 +592,31 @@ class QueryError(ValueError):
 
 
 cdef class HttpProtocol:
-    """asyncio protocol for one client connection of the query frontend."""
+    """asyncio protocol for one client connection of the query frontend.
+
+    Bytes go to the Rust parser (`rust_core/src/http.rs`, through `clipper_http.h`), which frames
+    requests; no Python callback runs per header.
+    """
     cdef QueryServer server
     cdef object transport
-    cdef object parser
+    cdef clipper_http_parser* parser
     cdef object slots
     cdef bytes url
-    cdef list body
-    cdef Py_ssize_t body_size
     cdef bint closed
     cdef bint reading_paused
-    cdef bint too_large
-    cdef bint expect_continue
     cdef bint broken
-    cdef bytes authorization
-    cdef bytes accept
     cdef bytes request_id
-    cdef bint in_head
-    cdef Py_ssize_t head_bytes  # bytes received while the head is incomplete, a bound for unfinished heads
-    cdef Py_ssize_t head_size  # request line and headers as parsed
+    cdef public long long requests_read
 
     def __init__(self, QueryServer server):
         self.server = server
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = HTTP.parser_new(server.max_header_bytes, server.max_body_bytes)
         self.slots = deque()
         self.closed = False
+
+    def __dealloc__(self):
+        if self.parser != NULL:
+            HTTP.parser_free(self.parser)
 
     # asyncio callbacks
 
@@ -561,32 +636,26 @@ cdef class HttpProtocol:
     def data_received(self, bytes data):
         if self.broken:
             return  # the connection closes once the responses before its 400 are written
-        if self.in_head:  # the request line and headers so far (the chunk that began them is not counted)
-            self.head_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.fail("protocol upgrades are not supported")
-            return
-        except httptools.HttpParserError as e:
-            if self.head_size > self.server.max_header_bytes:
-                self.fail_head_too_large()
+        HTTP.feed(self.parser, PyBytes_AS_STRING(data), len(data))
+        cdef clipper_request request
+        cdef uint16_t status = 400
+        cdef int event
+        while not self.closed:
+            event = HTTP.next(self.parser, &request, &status)
+            if event == CLIPPER_HTTP_NEED_MORE:
+                return
+            if event == CLIPPER_HTTP_REQUEST:
+                self.requests_read += 1
+                self.on_request(&request)
+            elif event == CLIPPER_HTTP_CONTINUE:
+                # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
+                # Only when no earlier response is pending, so that responses stay in request order.
+                if not self.slots:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
-                self.fail(f"malformed HTTP request: {e}")
-            return
-        if self.in_head and self.head_bytes > self.server.max_header_bytes:
-            self.fail_head_too_large()
-
-    cdef void fail_head_too_large(self):
-        self.fail(f"request line and headers exceed the limit of {self.server.max_header_bytes} bytes", 431,
-                  "Request header fields too large")
-
-    cdef int add_head_size(self, Py_ssize_t n) except -1:
-        """Counts parsed head bytes; past the limit, parsing stops (data_received answers 431)."""
-        self.head_size += n
-        if self.head_size > self.server.max_header_bytes:
-            raise ValueError("request head too large")
-        return 0
+                self.fail(span_bytes(request.body).decode("utf-8", "replace"), status,
+                          "Request header fields too large" if status == 431 else "Bad request")
+                return
 
     cdef void fail(self, str cause, int status=400, str error="Bad request"):
         self.broken = True
@@ -596,84 +665,49 @@ cdef class HttpProtocol:
     def eof_received(self):
         return None
 
-    # httptools callbacks
-
-    def on_message_begin(self):
-        self.url = b""
-        self.body = []
-        self.body_size = 0
-        self.too_large = False
-        self.expect_continue = False
-        self.authorization = None
-        self.accept = None
+    cdef int on_request(self, clipper_request* request) except -1:
+        cdef bint keep_alive = request.keep_alive
+        cdef clipper_span target = request.target
+        self.url = span_bytes(target)
         self.request_id = None
-        self.in_head = True
-        self.head_bytes = 0
-        self.head_size = 0
-
-    def on_url(self, bytes url):
-        self.add_head_size(len(url))
-        self.url += url
-
-    def on_header(self, bytes name, bytes value):
-        cdef Py_ssize_t n = len(name)
-        self.add_head_size(n + len(value) + 4)
-        if n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-            self.expect_continue = True
-        elif n == 13 and name.lower() == b"authorization":
-            self.authorization = value
-        elif n == 6 and name.lower() == b"accept":
-            self.accept = value
-        elif n == 12 and name.lower() == b"x-request-id":
-            self.request_id = value if len(value) <= 200 and value.isascii() else None
-
-    def on_headers_complete(self):
-        self.in_head = False
-        # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
-        # Only when no earlier response is pending, so that responses stay in request order.
-        if self.expect_continue and not self.slots and not self.closed \
-                and self.parser.get_http_version() == "1.1":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, bytes data):
-        self.body_size += len(data)
-        if self.body_size > self.server.max_body_bytes:
-            self.too_large = True
-            self.body = []
-        elif not self.too_large:
-            self.body.append(data)
-
-    def on_message_complete(self):
-        if self.closed:
-            return
-        cdef bint keep_alive = self.parser.should_keep_alive()
+        if request.request_id.ptr != NULL and request.request_id.len <= 200:
+            request_id = span_bytes(request.request_id)
+            if request_id.isascii():
+                self.request_id = request_id
         if self.server.draining:
             self.reply_error(503, "Service unavailable", "the query frontend is shutting down", False)
-            return
-        if self.too_large:
+            return 0
+        if request.too_large:
             self.reply_error(413, "Payload too large",
                              f"request body exceeds the limit of {self.server.max_body_bytes} bytes", False)
             self.close_after_flush()
-            return
-        method = self.parser.get_method()
-        path = self.url.split(b"?", 1)[0]
-        parts = path.strip(b"/").split(b"/")
-        if len(parts) == 2 and parts[1] in (b"predict", b"update"):
-            if method != b"POST":
+            return 0
+        cdef bint is_post = span_equals(request.method, b"POST")
+        cdef const char* query = <const char*>memchr(target.ptr, QUESTION_MARK, target.len)
+        cdef size_t path_len = <size_t>(query - target.ptr) if query != NULL else target.len
+        cdef size_t app_start = 0, app_len = 0
+        cdef int action = app_action(target.ptr, path_len, &app_start, &app_len)
+        if action:
+            path = self.url[:path_len]
+            if not is_post:
                 self.reply_error(405, "Method not allowed", f"use POST for {path.decode('latin-1')}", keep_alive)
-                return
-            if self.server.predict_token is not None and not token_matches(self.authorization,
-                                                                          self.server.predict_token):
+                return 0
+            if self.server.predict_token is not None and not token_matches(
+                    span_or_none(request.authorization), self.server.predict_token):
                 self.reply_bytes(401, error_body("Unauthorized", "a valid 'Authorization: Bearer <token>' header "
                                                  "is required"), keep_alive, b"application/json",
                                  b"WWW-Authenticate: Bearer\r\n")
-                return
-            self.route_app(parts[0], parts[1], keep_alive)
-        elif method != b"GET":
-            self.reply_error(404, "Not found", f"no route for {method.decode('latin-1')} {path.decode('latin-1')}",
-                             keep_alive)
+                return 0
+            app_name = self.url[app_start:app_start + app_len]
+            self.route_app(app_name, action == ACTION_PREDICT, span_bytes(request.body), keep_alive)
+            return 0
+        path = self.url[:path_len]
+        if not span_equals(request.method, b"GET"):
+            self.reply_error(404, "Not found", f"no route for {span_bytes(request.method).decode('latin-1')} "
+                             f"{path.decode('latin-1')}", keep_alive)
         elif path == b"/metrics":
-            if self.accept is not None and wants_prometheus(self.accept):
+            accept = span_or_none(request.accept)
+            if accept is not None and wants_prometheus(accept):
                 self.reply_bytes(200, self.server.prometheus_handler(), keep_alive, PROMETHEUS_TYPE)
             else:
                 self.reply_bytes(200, self.server.metrics_handler(), keep_alive)
@@ -685,19 +719,18 @@ cdef class HttpProtocol:
             else:
                 self.reply_error(503, "Not ready", "the configuration has not been loaded yet", keep_alive)
         else:
-            self.reply_error(404, "Not found", f"no route for {method.decode('latin-1')} {path.decode('latin-1')}",
-                             keep_alive)
+            self.reply_error(404, "Not found", f"no route for GET {path.decode('latin-1')}", keep_alive)
+        return 0
 
-    cdef void route_app(self, bytes app_name, bytes action, bint keep_alive):
+    cdef void route_app(self, bytes app_name, bint predict, bytes body, bint keep_alive):
         app = self.server.apps.get(app_name.decode("utf-8", "replace"))
         if app is None:
             self.reply_error(404, "Not found", f"no application named '{app_name.decode('utf-8', 'replace')}'",
                              keep_alive)
             return
-        body = b"".join(self.body)
         cdef Slot slot
         try:
-            if action == b"predict":
+            if predict:
                 slot = self.server.predict(self, <App>app, body, keep_alive)
             else:
                 slot = self.server.update(self, <App>app, body, keep_alive)

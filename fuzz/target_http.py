@@ -17,7 +17,7 @@ disconnects right after sending (connection_lost while predictions are in flight
 After feeding, the harness runs the event-loop callbacks and pumps the engine and the containers
 until no prediction is in flight (5 s at most: more is a hang). Invariants:
 * no exception escapes `data_received`, `connection_lost` or the completion callback, and none is
-  raised inside an httptools callback (httptools would report it as a "malformed request" 400);
+  raised and ignored inside the compiled protocol (`sys.unraisablehook` sees those);
 * every `transport.write` is exactly one HTTP/1.1 response (status line, headers, a Content-Length
   that matches the body), or a `100 Continue`; nothing is written after the transport was closed;
 * statuses are 200, 400, 404, 405, 413 or 503 (a 500 is a bug); 4xx/503 bodies are JSON objects with
@@ -25,7 +25,7 @@ until no prediction is in flight (5 s at most: more is a hang). Invariants:
   200 predictions have query_id, output, default;
 * a response with `Connection: close` closes the transport; while the connection stays open, every
   request gets exactly one response, and reading is not left paused.
-Atheris sees no coverage inside the compiled code (Cython `_core`, httptools, orjson, the Rust engine):
+Atheris sees no coverage inside the compiled code (Cython `_core`, orjson, the Rust engine and HTTP parser):
 the outcome features (see `fuzz.common.Features`) stand in for it; the Python code reached (selection
 policies, routing, metrics) is instrumented as usual.
 """
@@ -33,6 +33,7 @@ policies, routing, metrics) is instrumented as usual.
 from __future__ import annotations
 
 import re
+import sys
 import time
 import traceback
 
@@ -191,9 +192,33 @@ class Target:
         chunk = len(payload) if k == 0 else 1 << (k - 1)
         disconnect = bool(control & 16)
         errors: list[str] = []
-        counts = {"messages": 0}
-        protocol = _traced_protocol(self.core)(self.server, errors, counts)
+        protocol = self.core.HttpProtocol(self.server)
         transport = _Transport()
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = lambda u: errors.append("".join(traceback.format_exception(u.exc_value)))
+        try:
+            self.run(protocol, transport, payload, chunk, disconnect)
+        finally:
+            sys.unraisablehook = previous_hook
+        if errors:
+            raise Failure("exception raised and ignored inside the compiled protocol:\n" + "\n".join(errors))
+        if transport.errors:
+            raise Failure("; ".join(transport.errors))
+        finals = self.check_writes(transport.writes, transport.closed)
+        requests = protocol.requests_read
+        FEATURES("summary", min(requests, 4), min(finals, 4), transport.closed, disconnect)
+        if not transport.closed:
+            if finals != requests:
+                raise Failure(f"{requests} requests but {finals} responses on an open connection")
+            if transport.paused:
+                raise Failure("reading left paused on an open connection with nothing in flight")
+        elif not disconnect and finals > requests + 1:
+            raise Failure(f"{finals} responses for {requests} requests")
+        if not disconnect:
+            protocol.connection_lost(None)
+
+    def run(self, protocol, transport: _Transport, payload: bytes, chunk: int, disconnect: bool) -> None:
+        """Feeds the payload, then runs callbacks and pumps the engine until nothing is in flight."""
         protocol.connection_made(transport)
         try:
             for i in range(0, max(len(payload), 1), max(chunk, 1)):
@@ -214,21 +239,6 @@ class Target:
             raise
         except Exception:
             raise Failure(f"exception escaped the completion callback:\n{traceback.format_exc()}") from None
-        if errors:
-            raise Failure("exception inside an httptools callback:\n" + "\n".join(errors))
-        if transport.errors:
-            raise Failure("; ".join(transport.errors))
-        finals = self.check_writes(transport.writes, transport.closed)
-        FEATURES("summary", min(counts["messages"], 4), min(finals, 4), transport.closed, disconnect)
-        if not transport.closed:
-            if finals != counts["messages"]:
-                raise Failure(f"{counts['messages']} requests but {finals} responses on an open connection")
-            if transport.paused:
-                raise Failure("reading left paused on an open connection with nothing in flight")
-        elif not disconnect and finals > counts["messages"] + 1:
-            raise Failure(f"{finals} responses for {counts['messages']} requests")
-        if not disconnect:
-            protocol.connection_lost(None)
 
     def check_writes(self, writes: list[bytes], closed: bool) -> int:
         """Checks every write; returns the number of final (non-100) responses."""
@@ -305,44 +315,6 @@ class Target:
             c.sock.close(linger=0)
         self.ctx.term()
         self.engine.close()
-
-
-_TRACED = None
-
-
-def _traced_protocol(core):
-    """HttpProtocol with its httptools callbacks wrapped, to see exceptions httptools would swallow."""
-    global _TRACED
-    if _TRACED is not None:
-        return _TRACED
-
-    def wrap(name):
-        method = getattr(core.HttpProtocol, name)
-
-        def traced(self, *args):
-            try:
-                return method(self, *args)
-            except BaseException:
-                self._errors.append(f"{name}: {traceback.format_exc()}")
-                raise
-
-        return traced
-
-    class Traced(core.HttpProtocol):
-        def __init__(self, server, errors, counts):
-            super().__init__(server)
-            self._errors = errors
-            self._counts = counts
-
-        def on_message_complete(self):
-            self._counts["messages"] += 1
-            return _complete(self)
-
-    _complete = wrap("on_message_complete")
-    for name in ("on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body"):
-        setattr(Traced, name, wrap(name))
-    _TRACED = Traced
-    return Traced
 
 
 def setup() -> Target:

@@ -7,9 +7,12 @@
 pub mod aimd;
 pub mod cache;
 pub mod engine;
+pub mod http;
 mod eventfd;
 pub mod rpc;
 pub mod stats;
 
+#[cfg(feature = "python")]
+mod http_capi;
 #[cfg(feature = "python")]
 mod python;

@@ -154,8 +154,16 @@ impl Engine {
     }
 }
 
+/// The capsule name `_core` asks for.
+const HTTP_API_NAME: &std::ffi::CStr = c"clipper.rust_core.http_api";
+
 #[pymodule]
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    // The HTTP parser's C functions, for the Cython protocol (rust_core/include/clipper_http.h).
+    let api = std::ptr::addr_of!(crate::http_capi::HTTP_API).cast_mut().cast();
+    // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor.
+    let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, HTTP_API_NAME.as_ptr(), None))? };
+    m.add("http_api", capsule)?;
     Ok(())
 }

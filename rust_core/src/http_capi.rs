@@ -1,0 +1,101 @@
+//! The C interface of [`crate::http`] for the Cython protocol: `rust_core/include/clipper_http.h`
+//! declares these layouts, and the Python module exports [`HTTP_API`] in a capsule.
+
+use crate::http::{Event, RequestParser};
+
+#[repr(C)]
+pub struct Span {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Span {
+    fn of(bytes: &[u8]) -> Span {
+        Span { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+
+    fn of_option(bytes: &Option<Vec<u8>>) -> Span {
+        bytes.as_deref().map_or(Span { ptr: std::ptr::null(), len: 0 }, Span::of)
+    }
+}
+
+#[repr(C)]
+pub struct CRequest {
+    method: Span,
+    target: Span,
+    authorization: Span,
+    accept: Span,
+    request_id: Span,
+    body: Span,
+    keep_alive: u8,
+    http11: u8,
+    too_large: u8,
+}
+
+/// A parser and the message of its error, which must outlive the call that reported it.
+pub struct CParser {
+    parser: RequestParser,
+    error: String,
+}
+
+#[repr(C)]
+pub struct HttpApi {
+    request_size: usize,
+    parser_new: extern "C" fn(usize, usize) -> *mut CParser,
+    parser_free: unsafe extern "C" fn(*mut CParser),
+    feed: unsafe extern "C" fn(*mut CParser, *const u8, usize),
+    next: unsafe extern "C" fn(*mut CParser, *mut CRequest, *mut u16) -> i32,
+}
+
+pub static HTTP_API: HttpApi = HttpApi { request_size: std::mem::size_of::<CRequest>(), parser_new, parser_free, feed, next };
+
+extern "C" fn parser_new(max_head: usize, max_body: usize) -> *mut CParser {
+    Box::into_raw(Box::new(CParser { parser: RequestParser::new(max_head, max_body), error: String::new() }))
+}
+
+/// # Safety
+/// `parser` comes from `parser_new` and is not used afterwards.
+unsafe extern "C" fn parser_free(parser: *mut CParser) {
+    if !parser.is_null() {
+        drop(Box::from_raw(parser));
+    }
+}
+
+/// # Safety
+/// `parser` is live and `data` points to `len` readable bytes.
+unsafe extern "C" fn feed(parser: *mut CParser, data: *const u8, len: usize) {
+    if len > 0 {
+        (*parser).parser.feed(std::slice::from_raw_parts(data, len));
+    }
+}
+
+/// # Safety
+/// `parser` is live; `out` and `status` are writable.
+unsafe extern "C" fn next(parser: *mut CParser, out: *mut CRequest, status: *mut u16) -> i32 {
+    let p = &mut *parser;
+    match p.parser.next_event() {
+        Event::NeedMore => 0,
+        Event::Continue => 1,
+        Event::Request => {
+            let r = p.parser.request();
+            *out = CRequest {
+                method: Span::of(&r.method),
+                target: Span::of(&r.target),
+                authorization: Span::of_option(&r.authorization),
+                accept: Span::of_option(&r.accept),
+                request_id: Span::of_option(&r.request_id),
+                body: Span::of(&r.body),
+                keep_alive: r.keep_alive.into(),
+                http11: r.http11.into(),
+                too_large: r.too_large.into(),
+            };
+            2
+        }
+        Event::Error(code, message) => {
+            p.error = message;
+            *status = code;
+            (*out).body = Span::of(p.error.as_bytes());
+            3
+        }
+    }
+}
