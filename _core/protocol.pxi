@@ -6,7 +6,8 @@
 
 from collections import deque
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint8_t, uint16_t
+from cpython.ref cimport PyObject, Py_DECREF
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, strlen
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -16,7 +17,7 @@ import orjson
 
 from clipper import rust_core
 
-cdef extern from "clipper_http.h":
+cdef extern from "clipper_capi.h":
     ctypedef struct clipper_span:
         const char* ptr
         size_t len
@@ -25,23 +26,25 @@ cdef extern from "clipper_http.h":
         uint8_t keep_alive, http11, too_large
     ctypedef struct clipper_http_parser:
         pass
-    ctypedef struct clipper_http_api:
+    ctypedef struct clipper_capi:
         size_t request_size
         clipper_http_parser* (*parser_new)(size_t, size_t) noexcept nogil
         void (*parser_free)(clipper_http_parser*) noexcept nogil
         void (*feed)(clipper_http_parser*, const char*, size_t) noexcept nogil
         int (*next)(clipper_http_parser*, clipper_request*, uint16_t*) noexcept nogil
+        int (*submit_simple)(PyObject*, const char*, size_t, uint32_t, uint32_t, uint64_t, uint64_t,
+                             PyObject**) noexcept
     enum:
         CLIPPER_HTTP_NEED_MORE
         CLIPPER_HTTP_CONTINUE
         CLIPPER_HTTP_REQUEST
         CLIPPER_HTTP_ERROR
 
-# The HTTP parser compiled in rust_core, called without Python objects (rust_core/include/clipper_http.h).
-cdef const clipper_http_api* HTTP = <const clipper_http_api*>PyCapsule_GetPointer(
-    rust_core.http_api, b"clipper.rust_core.http_api")
-if HTTP.request_size != sizeof(clipper_request):
-    raise ImportError("clipper.rust_core and clipper._core were built from different versions of clipper_http.h")
+# The HTTP parser and the simple-input submission compiled in rust_core, called without Python objects
+# (rust_core/include/clipper_capi.h).
+cdef const clipper_capi* RUST = <const clipper_capi*>PyCapsule_GetPointer(rust_core.c_api, b"clipper.rust_core.c_api")
+if RUST.request_size != sizeof(clipper_request):
+    raise ImportError("clipper.rust_core and clipper._core were built from different versions of clipper_capi.h")
 
 STATUS_REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -437,6 +440,24 @@ cdef class QueryServer:
 
     cdef Slot predict(self, HttpProtocol protocol, App app, bytes body, bint keep_alive):
         """Validates a predict body and submits it; errors raise InputError or ValueError."""
+        cdef Slot slot
+        cdef PyObject* cached = NULL
+        cdef long long query_id = self.next_query_id
+        cdef int submitted
+        if app.router is None and app.model_id >= 0:  # most bodies are {"input": [numbers]}: no dict built
+            submitted = RUST.submit_simple(<PyObject*>self.engine, PyBytes_AS_STRING(body), len(body), app.input_code,
+                                           app.model_id, app.slo_micros, query_id, &cached)
+            if submitted >= 0:
+                self.next_query_id += 1
+                slot = new_slot(protocol, app, False, keep_alive, 1)
+                if submitted == 1:
+                    output = <bytes>cached  # a second reference; the one submit_simple made is dropped
+                    Py_DECREF(output)
+                    slot.fill(0, query_id, STATUS_OK, output)
+                else:
+                    self.waiting[query_id] = (slot, 0)
+                    self.schedule_wake()
+                return slot
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -474,12 +495,11 @@ cdef class QueryServer:
             if version is not None:
                 raise QueryError(f"Too many models linked to application {app.name}")
             uid = request_uid(request, required=False)
-        cdef Slot slot = new_slot(protocol, app, is_batch, keep_alive, len(inputs))
+        slot = new_slot(protocol, app, is_batch, keep_alive, len(inputs))
         if slot.remaining == 0:
             slot.response = http_response(200, b'{"batch_predictions":[]}', keep_alive)
             return slot
         cdef Py_ssize_t i
-        cdef long long query_id
         submit = self.engine.submit
         for i in range(len(inputs)):
             query_id = self.next_query_id
@@ -610,13 +630,13 @@ cdef class HttpProtocol:
 
     def __init__(self, QueryServer server):
         self.server = server
-        self.parser = HTTP.parser_new(server.max_header_bytes, server.max_body_bytes)
+        self.parser = RUST.parser_new(server.max_header_bytes, server.max_body_bytes)
         self.slots = deque()
         self.closed = False
 
     def __dealloc__(self):
         if self.parser != NULL:
-            HTTP.parser_free(self.parser)
+            RUST.parser_free(self.parser)
 
     # asyncio callbacks
 
@@ -636,12 +656,12 @@ cdef class HttpProtocol:
     def data_received(self, bytes data):
         if self.broken:
             return  # the connection closes once the responses before its 400 are written
-        HTTP.feed(self.parser, PyBytes_AS_STRING(data), len(data))
+        RUST.feed(self.parser, PyBytes_AS_STRING(data), len(data))
         cdef clipper_request request
         cdef uint16_t status = 400
         cdef int event
         while not self.closed:
-            event = HTTP.next(self.parser, &request, &status)
+            event = RUST.next(self.parser, &request, &status)
             if event == CLIPPER_HTTP_NEED_MORE:
                 return
             if event == CLIPPER_HTTP_REQUEST:

@@ -10,9 +10,10 @@ pub mod engine;
 pub mod http;
 mod eventfd;
 pub mod rpc;
+pub mod simple_input;
 pub mod stats;
 
 #[cfg(feature = "python")]
-mod http_capi;
+mod capi;
 #[cfg(feature = "python")]
 mod python;

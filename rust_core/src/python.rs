@@ -12,8 +12,8 @@ use crate::rpc::InputType;
 use crate::stats::Summary;
 
 #[pyclass(frozen, module = "clipper.rust_core")]
-struct Engine {
-    inner: crate::engine::Engine,
+pub(crate) struct Engine {
+    pub(crate) inner: crate::engine::Engine,
 }
 
 fn input_type(code: u8) -> PyResult<InputType> {
@@ -155,15 +155,24 @@ impl Engine {
 }
 
 /// The capsule name `_core` asks for.
-const HTTP_API_NAME: &std::ffi::CStr = c"clipper.rust_core.http_api";
+const C_API_NAME: &std::ffi::CStr = c"clipper.rust_core.c_api";
+
+/// The element bytes of a predict body that is exactly `{"input": [numbers]}`, else None: the fast
+/// path of input validation, exposed for tests that compare it with the full validator.
+#[pyfunction]
+fn encode_simple_input<'py>(py: Python<'py>, body: &[u8], input_type_code: u8) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let encoded = crate::simple_input::encode_simple_input(body, input_type(input_type_code)?);
+    Ok(encoded.map(|bytes| PyBytes::new(py, &bytes)))
+}
 
 #[pymodule]
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    // The HTTP parser's C functions, for the Cython protocol (rust_core/include/clipper_http.h).
-    let api = std::ptr::addr_of!(crate::http_capi::HTTP_API).cast_mut().cast();
+    // The C functions the Cython protocol calls (rust_core/include/clipper_capi.h).
+    let api = std::ptr::addr_of!(crate::capi::C_API).cast_mut().cast();
     // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor.
-    let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, HTTP_API_NAME.as_ptr(), None))? };
-    m.add("http_api", capsule)?;
+    let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, C_API_NAME.as_ptr(), None))? };
+    m.add("c_api", capsule)?;
+    m.add_function(wrap_pyfunction!(encode_simple_input, m)?)?;
     Ok(())
 }

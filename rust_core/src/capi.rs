@@ -1,7 +1,15 @@
-//! The C interface of [`crate::http`] for the Cython protocol: `rust_core/include/clipper_http.h`
-//! declares these layouts, and the Python module exports [`HTTP_API`] in a capsule.
+//! The C interface the Cython protocol calls with no Python object in between: the HTTP parser
+//! ([`crate::http`]) and the submission of simple predict bodies ([`crate::simple_input`]).
+//! `rust_core/include/clipper_capi.h` declares these layouts; the Python module exports [`C_API`]
+//! in a capsule.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::http::{Event, RequestParser};
+use crate::python::Engine;
+use crate::rpc::InputType;
+use crate::simple_input::encode_simple_input;
 
 #[repr(C)]
 pub struct Span {
@@ -39,15 +47,23 @@ pub struct CParser {
 }
 
 #[repr(C)]
-pub struct HttpApi {
+pub struct CApi {
     request_size: usize,
     parser_new: extern "C" fn(usize, usize) -> *mut CParser,
     parser_free: unsafe extern "C" fn(*mut CParser),
     feed: unsafe extern "C" fn(*mut CParser, *const u8, usize),
     next: unsafe extern "C" fn(*mut CParser, *mut CRequest, *mut u16) -> i32,
+    submit_simple: unsafe extern "C" fn(*mut pyo3::ffi::PyObject, *const u8, usize, u32, u32, u64, u64, *mut *mut pyo3::ffi::PyObject) -> i32,
 }
 
-pub static HTTP_API: HttpApi = HttpApi { request_size: std::mem::size_of::<CRequest>(), parser_new, parser_free, feed, next };
+pub static C_API: CApi = CApi {
+    request_size: std::mem::size_of::<CRequest>(),
+    parser_new,
+    parser_free,
+    feed,
+    next,
+    submit_simple,
+};
 
 extern "C" fn parser_new(max_head: usize, max_body: usize) -> *mut CParser {
     Box::into_raw(Box::new(CParser { parser: RequestParser::new(max_head, max_body), error: String::new() }))
@@ -97,5 +113,38 @@ unsafe extern "C" fn next(parser: *mut CParser, out: *mut CRequest, status: *mut
             (*out).body = Span::of(p.error.as_bytes());
             3
         }
+    }
+}
+
+/// Submits the input of a predict body that is exactly `{"input": [numbers]}`: 1 with a new
+/// reference in `*hit` for a cache hit, 0 when submitted under `token`, -1 (nothing done) for any
+/// other body, input type or engine object: the caller then takes the full path.
+///
+/// # Safety
+/// Called with the GIL held; `engine` is a live object, `body` points to `len` readable bytes and
+/// `hit` is writable.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn submit_simple(
+    engine: *mut pyo3::ffi::PyObject,
+    body: *const u8,
+    len: usize,
+    input_type: u32,
+    model: u32,
+    slo_micros: u64,
+    token: u64,
+    hit: *mut *mut pyo3::ffi::PyObject,
+) -> i32 {
+    let Some(input_type) = InputType::from_code(input_type) else { return -1 };
+    let Some(input) = encode_simple_input(std::slice::from_raw_parts(body, len), input_type) else { return -1 };
+    let py = Python::assume_gil_acquired();
+    let engine = Bound::from_borrowed_ptr(py, engine);
+    let Ok(engine) = engine.downcast::<Engine>() else { return -1 };
+    let slo = std::time::Duration::from_micros(slo_micros);
+    match engine.get().inner.submit(token, model, input_type, &input, slo) {
+        Some(output) => {
+            *hit = PyBytes::new(py, &output).into_ptr();
+            1
+        }
+        None => 0,
     }
 }

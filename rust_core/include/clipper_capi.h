@@ -1,9 +1,12 @@
-/* The C interface of rust_core's HTTP/1.1 request parser (rust_core/src/http.rs), which the Cython
- * protocol (_core/protocol.pxi) calls with no Python object in between. The compiled module
- * clipper.rust_core exports one `clipper_http_api` in the capsule `clipper.rust_core.http_api`.
- * rust_core/src/http_capi.rs must match these layouts; _core checks `request_size` at import. */
-#ifndef CLIPPER_HTTP_H
-#define CLIPPER_HTTP_H
+/* The C interface of rust_core that the Cython protocol (_core/protocol.pxi) calls with no Python
+ * object in between: the HTTP/1.1 request parser (rust_core/src/http.rs) and the submission of
+ * simple predict bodies (rust_core/src/simple_input.rs). The compiled module clipper.rust_core
+ * exports one `clipper_capi` in the capsule `clipper.rust_core.c_api`. rust_core/src/capi.rs must
+ * match these layouts; _core checks `request_size` at import. */
+#ifndef CLIPPER_CAPI_H
+#define CLIPPER_CAPI_H
+
+#include <Python.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +38,11 @@ typedef struct {
     void (*feed)(clipper_http_parser *parser, const char *data, size_t len);
     /* The next event. The spans in `out` stay valid until the next call on this parser. */
     int (*next)(clipper_http_parser *parser, clipper_request *out, uint16_t *status);
-} clipper_http_api;
+    /* For a body that is exactly {"input": [numbers]} of a numeric input type: 1 and a new reference
+     * in *hit for a cache hit, 0 when submitted under `token`; -1, with nothing done, for any other
+     * body (the caller validates it in full). Called with the GIL held. */
+    int (*submit_simple)(PyObject *engine, const char *body, size_t len, uint32_t input_type, uint32_t model,
+                         uint64_t slo_micros, uint64_t token, PyObject **hit);
+} clipper_capi;
 
 #endif
