@@ -8,7 +8,8 @@ from collections import deque
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.ref cimport PyObject, Py_DECREF
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcmp, strlen
+from libc.stdio cimport snprintf
+from libc.string cimport memchr, memcmp, memcpy, strlen
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import hmac
@@ -51,6 +52,7 @@ STATUS_REASONS = {
     413: b"Payload Too Large", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
+STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in STATUS_REASONS.items()}
 EXPLANATIONS = {
     1: "Failed to retrieve a prediction response within the specified latency SLO",
     2: "No connected models found for query",
@@ -73,12 +75,33 @@ cdef inline int64_t now_micros() noexcept nogil:
     return ts.tv_sec * 1000000 + ts.tv_nsec // 1000
 
 
+cdef bytes concat(tuple parts):
+    """The parts joined, in one allocation."""
+    cdef Py_ssize_t total = 0, n
+    cdef bytes part
+    for part in parts:
+        total += len(part)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* at = PyBytes_AS_STRING(out)
+    for part in parts:
+        n = len(part)
+        memcpy(at, PyBytes_AS_STRING(part), n)
+        at += n
+    return out
+
+
+cdef inline bytes decimal(long long value):
+    cdef char text[24]
+    return PyBytes_FromStringAndSize(text, snprintf(text, sizeof(text), "%lld", value))
+
+
 cdef bytes http_response(int status, bytes body, bint keep_alive, bytes content_type=b"application/json",
                          bytes extra_headers=b""):
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-        status, STATUS_REASONS.get(status, b"Unknown"), content_type, len(body), extra_headers,
-        b"" if keep_alive else b"Connection: close\r\n")
-    return head + body
+    status_line = STATUS_LINES.get(status)
+    if status_line is None:
+        status_line = b"HTTP/1.1 %d Unknown\r\n" % status
+    return concat((status_line, b"Content-Type: ", content_type, b"\r\nContent-Length: ", decimal(len(body)),
+                   b"\r\n", extra_headers, b"\r\n" if keep_alive else b"Connection: close\r\n\r\n", body))
 
 
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -239,7 +262,8 @@ cdef class Slot:
             self.put(index, b"", STATUS_OVERLOADED)
             return
         if status == STATUS_OK:
-            self.put(index, b'{"query_id":%d,"output":%s,"default":false}' % (query_id, payload), STATUS_OK)
+            self.put(index, concat((b'{"query_id":', decimal(query_id), b',"output":', payload, b',"default":false}')),
+                     STATUS_OK)
             return
         if status == STATUS_MODEL_ERROR:
             explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")

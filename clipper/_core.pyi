@@ -1,4 +1,5 @@
-"""The query frontend's compiled request path, from `_core/` (Cython on httptools + orjson)."""
+"""The query frontend's compiled request path, from `_core/` (Cython; HTTP parsed by rust_core's C interface;
+orjson for the bodies the fast path leaves)."""
 
 import asyncio
 from collections.abc import Callable
@@ -92,5 +93,8 @@ class QueryServer:
 
 class HttpProtocol(asyncio.Protocol):
     """One client connection: HTTP/1.1 with keep-alive and in-order (pipelined) responses."""
+
+    requests_read: int
+    """Requests parsed on this connection so far (each gets exactly one response)."""
 
     def __init__(self, server: QueryServer) -> None: ...

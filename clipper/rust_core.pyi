@@ -73,3 +73,11 @@ class Engine:
 
     def close(self) -> None:
         """Stops the engine thread; requests still waiting are not completed."""
+
+c_api: object
+"""A capsule (`clipper.rust_core.c_api`) with the C functions `clipper._core` calls: the HTTP/1.1
+request parser and the submission of simple predict bodies (`rust_core/include/clipper_capi.h`)."""
+
+def encode_simple_input(body: bytes, input_type_code: int) -> bytes | None:
+    """The element bytes of a predict body that is exactly `{"input": [numbers]}` of a numeric input
+    type, else None (the full validator, `clipper._core.encode_input`, takes such bodies)."""

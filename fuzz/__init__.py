@@ -23,7 +23,7 @@ PYTHON_TARGETS = {
     "rpc_container": "fuzz.target_rpc_container",
 }
 #: Rust (cargo-fuzz) targets in rust_core/fuzz.
-RUST_TARGETS = ("decode_inbound", "json_fragment")
+RUST_TARGETS = ("decode_inbound", "json_fragment", "http_parser", "simple_input")
 
 
 def corpus_files(name: str, root: Path = CORPUS) -> list[Path]:

@@ -34,7 +34,7 @@ RUST_FUZZ = REPO / "rust_core" / "fuzz"
 RUST_CORPUS = RUST_FUZZ / "corpus"
 WORK = ROOT / ".work"
 DICT_FOR = {"http_request": "http_request.dict", "admin_json": "json.dict", "encode_input": "json.dict",
-            "json_fragment": "json.dict"}
+            "json_fragment": "json.dict", "http_parser": "http_request.dict", "simple_input": "json.dict"}
 #: libFuzzer lines worth echoing while a target runs.
 _ECHO = re.compile(r"INITED|DONE|pulse|ERROR|==\d+==|Traceback|Failure|panicked|deadly signal|Test unit written|"
                    r"SUMMARY|timeout|out-of-memory|^\s*(File|raise|assert)")

@@ -13,7 +13,7 @@ class Failure(AssertionError):
 class Features:
     """Outcome features turned into coverage for atheris.
 
-    Most of the code a query takes is compiled (the Cython `_core`, httptools, orjson, the Rust engine):
+    Most of the code a query takes is compiled (the Cython `_core`, the Rust HTTP parser and engine, orjson):
     atheris sees Python bytecode only, so on its own it would get almost no feedback there. Targets
     therefore report what they observe (status, error kind, a template of the error text, ...) here;
     each distinct feature bumps one of `size` extra libFuzzer counters, so an input that produces a new
