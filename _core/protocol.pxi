@@ -4,11 +4,9 @@
 # Requests are answered in order (pipelining-safe): each request takes a slot in the
 # connection's queue, and a slot is written once it and every slot before it are complete.
 
-from collections import deque
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.ref cimport PyObject, Py_DECREF
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy, strlen
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -52,7 +50,7 @@ STATUS_REASONS = {
     413: b"Payload Too Large", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
-STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in STATUS_REASONS.items()}
+cdef dict STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in STATUS_REASONS.items()}
 EXPLANATIONS = {
     1: "Failed to retrieve a prediction response within the specified latency SLO",
     2: "No connected models found for query",
@@ -90,9 +88,16 @@ cdef bytes concat(tuple parts):
     return out
 
 
-cdef inline bytes decimal(long long value):
+cdef bytes decimal(long long value):
+    """The decimal digits of a non-negative integer (lengths, query ids)."""
     cdef char text[24]
-    return PyBytes_FromStringAndSize(text, snprintf(text, sizeof(text), "%lld", value))
+    cdef int at = 24
+    while True:
+        at -= 1
+        text[at] = <char>(48 + value % 10)
+        value //= 10
+        if value == 0:
+            return PyBytes_FromStringAndSize(text + at, 24 - at)
 
 
 cdef bytes http_response(int status, bytes body, bint keep_alive, bytes content_type=b"application/json",
@@ -462,15 +467,15 @@ cdef class QueryServer:
     def waiting_count(self):
         return len(self.waiting)
 
-    cdef Slot predict(self, HttpProtocol protocol, App app, bytes body, bint keep_alive):
+    cdef Slot predict(self, HttpProtocol protocol, App app, clipper_span body, bint keep_alive):
         """Validates a predict body and submits it; errors raise InputError or ValueError."""
         cdef Slot slot
         cdef PyObject* cached = NULL
         cdef long long query_id = self.next_query_id
         cdef int submitted
         if app.router is None and app.model_id >= 0:  # most bodies are {"input": [numbers]}: no dict built
-            submitted = RUST.submit_simple(<PyObject*>self.engine, PyBytes_AS_STRING(body), len(body), app.input_code,
-                                           app.model_id, app.slo_micros, query_id, &cached)
+            submitted = RUST.submit_simple(<PyObject*>self.engine, body.ptr, body.len, app.input_code, app.model_id,
+                                           app.slo_micros, query_id, &cached)
             if submitted >= 0:
                 self.next_query_id += 1
                 slot = new_slot(protocol, app, False, keep_alive, 1)
@@ -483,7 +488,7 @@ cdef class QueryServer:
                     self.schedule_wake()
                 return slot
         try:
-            request = orjson.loads(body)
+            request = orjson.loads(span_bytes(body))
         except orjson.JSONDecodeError as e:
             raise InputError(f"Error parsing JSON: {e}. Expected JSON schema: {SCHEMA}")
         if type(request) is not dict:
@@ -644,7 +649,8 @@ cdef class HttpProtocol:
     cdef QueryServer server
     cdef object transport
     cdef clipper_http_parser* parser
-    cdef object slots
+    cdef object write
+    cdef list slots  # responses in request order; at most MAX_PIPELINE + 1
     cdef bytes url
     cdef bint closed
     cdef bint reading_paused
@@ -655,7 +661,7 @@ cdef class HttpProtocol:
     def __init__(self, QueryServer server):
         self.server = server
         self.parser = RUST.parser_new(server.max_header_bytes, server.max_body_bytes)
-        self.slots = deque()
+        self.slots = []
         self.closed = False
 
     def __dealloc__(self):
@@ -666,6 +672,7 @@ cdef class HttpProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
+        self.write = transport.write
         self.server.connections.add(self)
         if self.server.draining:
             self.close_after_flush()
@@ -695,7 +702,7 @@ cdef class HttpProtocol:
                 # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.
                 # Only when no earlier response is pending, so that responses stay in request order.
                 if not self.slots:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self.fail(span_bytes(request.body).decode("utf-8", "replace"), status,
                           "Request header fields too large" if status == 431 else "Bad request")
@@ -732,8 +739,8 @@ cdef class HttpProtocol:
         cdef size_t app_start = 0, app_len = 0
         cdef int action = app_action(target.ptr, path_len, &app_start, &app_len)
         if action:
-            path = self.url[:path_len]
             if not is_post:
+                path = self.url[:path_len]
                 self.reply_error(405, "Method not allowed", f"use POST for {path.decode('latin-1')}", keep_alive)
                 return 0
             if self.server.predict_token is not None and not token_matches(
@@ -743,7 +750,7 @@ cdef class HttpProtocol:
                                  b"WWW-Authenticate: Bearer\r\n")
                 return 0
             app_name = self.url[app_start:app_start + app_len]
-            self.route_app(app_name, action == ACTION_PREDICT, span_bytes(request.body), keep_alive)
+            self.route_app(app_name, action == ACTION_PREDICT, request.body, keep_alive)
             return 0
         path = self.url[:path_len]
         if not span_equals(request.method, b"GET"):
@@ -766,7 +773,7 @@ cdef class HttpProtocol:
             self.reply_error(404, "Not found", f"no route for GET {path.decode('latin-1')}", keep_alive)
         return 0
 
-    cdef void route_app(self, bytes app_name, bint predict, bytes body, bint keep_alive):
+    cdef void route_app(self, bytes app_name, bint predict, clipper_span body, bint keep_alive):
         app = self.server.apps.get(app_name.decode("utf-8", "replace"))
         if app is None:
             self.reply_error(404, "Not found", f"no application named '{app_name.decode('utf-8', 'replace')}'",
@@ -777,7 +784,7 @@ cdef class HttpProtocol:
             if predict:
                 slot = self.server.predict(self, <App>app, body, keep_alive)
             else:
-                slot = self.server.update(self, <App>app, body, keep_alive)
+                slot = self.server.update(self, <App>app, span_bytes(body), keep_alive)
             self.slots.append(slot)
             if len(self.slots) > MAX_PIPELINE and not self.reading_paused:
                 self.reading_paused = True
@@ -815,8 +822,8 @@ cdef class HttpProtocol:
             slot = <Slot>self.slots[0]
             if slot.response is None:
                 break
-            self.slots.popleft()
-            self.transport.write(slot.response)
+            del self.slots[0]
+            self.write(slot.response)
             if not slot.keep_alive:
                 self.closed = True
                 self.slots.clear()
