@@ -230,6 +230,58 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def thread_cpu_ticks(pids: list[int]) -> dict[str, int]:
+    """CPU time (user + system, in clock ticks) of every thread of `pids` and their child processes,
+    keyed ``"<process pid>/<thread name>/<tid>"``."""
+    ticks: dict[str, int] = {}
+    seen: set[int] = set()
+    queue = list(pids)
+    while queue:
+        pid = queue.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks[f"{pid}/{name}/{tid}"] = int(fields[11]) + int(fields[12])
+            queue.extend(int(c) for c in children)
+    return ticks
+
+
+class ThreadCpu:
+    """CPU time per thread of some processes (and their children) over a ``with`` block."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> ThreadCpu:
+        self._before = thread_cpu_ticks(self.pids)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        hz = os.sysconf("SC_CLK_TCK")
+        after = thread_cpu_ticks(self.pids)
+        self.seconds = {k: (v - self._before.get(k, 0)) / hz for k, v in after.items() if v > self._before.get(k, 0)}
+
+    def micros_per(self, count: int) -> dict[str, float]:
+        """Each thread's CPU microseconds per `count` events (requests), busiest first."""
+        if count <= 0:
+            return {}
+        per = {k: round(s * 1e6 / count, 2) for k, s in self.seconds.items()}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+
+
 class RssSampler:
     """Samples a process's VmRSS every ``interval_s`` on a background thread."""
 

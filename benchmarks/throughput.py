@@ -25,6 +25,7 @@ from benchmarks.procs import (
     HOST,
     Proc,
     RssSampler,
+    ThreadCpu,
     app_prediction_counts,
     free_port,
     log,
@@ -161,8 +162,10 @@ def _counts(port: int, app: str) -> tuple[int, int] | None:
         return None
 
 
-def measure(label: str, port: int, opts: Options, seeds: Seeds, pid: int) -> dict:
-    """Warm-up and measured wrk runs against a ready server; return the figures."""
+def measure(label: str, port: int, opts: Options, seeds: Seeds, pids: list[int]) -> dict:
+    """Warm-up and measured wrk runs against a ready server (`pids`: its processes, the HTTP server first);
+    return the figures."""
+    pid = pids[0]
     url = f"http://{HOST}:{port}/{opts.app}/predict"
     mode = "cache" if opts.cache else "unique"
     kwargs = {
@@ -179,11 +182,12 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds, pid: int) -> dic
         f"{label}: running wrk {opts.duration}s ({opts.connections} connections, "
         f"{opts.threads} thread(s), {mode} inputs)..."
     )
-    with RssSampler(pid, 1.0) as rss:
+    with RssSampler(pid, 1.0) as rss, ThreadCpu(pids) as cpu:
         result, raw = wrkrun.run(url, duration_s=opts.duration, seed=seeds(), **kwargs)
     after = _counts(port, opts.app)
     figures = result.to_dict()
     figures["server_rss"] = rss.summary()
+    figures["cpu_us_per_request"] = cpu.micros_per(result.requests)
     figures["wrk_output"] = raw
     if before is not None and after is not None:
         figures["predictions"] = after[0] - before[0]
@@ -210,7 +214,7 @@ def run_stage(
         port, procs = start(log_dir)
         wait_ready(port, opts.app, procs, opts.ready_timeout)
         log(f"{label} ready on port {port}")
-        return measure(label, port, opts, seeds, procs[0].popen.pid)
+        return measure(label, port, opts, seeds, [p.popen.pid for p in procs])
     finally:
         for p in reversed(procs):
             p.stop()
@@ -271,6 +275,11 @@ def format_table(results: dict) -> str:
             f"pipeline: {num(p['defaults'], 'd')} default answers out of "
             f"{num(p['predictions'], 'd')} predictions ({p['requests']} wrk requests)"
         )
+    for label in ("floor", "pipeline"):
+        cpu = (results.get(label) or {}).get("cpu_us_per_request")
+        if cpu:
+            threads = ", ".join(f"{name} {us:.2f}" for name, us in cpu.items() if us >= 0.05)
+            rows.append(f"{label} CPU µs per request (process/thread/tid): {threads}; total {sum(cpu.values()):.2f}")
     return "\n".join(rows)
 
 
