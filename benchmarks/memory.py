@@ -22,11 +22,10 @@ class MemoryOptions:
     slo_ms: float = 100.0
 
 
-def _plot(samples: list[tuple[float, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot(samples: list[tuple[float, float]], path: Path, title: str) -> Path | None:
+    plt = report.pyplot()
+    if plt is None:
+        return None
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([t for t, _ in samples], [m for _, m in samples], "o-", ms=3)
@@ -38,6 +37,7 @@ def _plot(samples: list[tuple[float, float]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
 
 
 def run_memory(o: MemoryOptions) -> int:
@@ -66,9 +66,9 @@ def run_memory(o: MemoryOptions) -> int:
               f"slope {s['slope_mb_per_min']} MB/min overall, "
               f"{results['rss_second_half']['slope_mb_per_min']} MB/min over the second half ({s['samples']} samples)")
         png = report.results_path(results, ".png")
-        _plot(rss.samples, png, f"query frontend RSS under wrk -c{o.connections} ({res.requests_per_s:,.0f} req/s)")
-        results["plot"] = str(png)
-        log(f"plot written to {png}")
+        if _plot(rss.samples, png, f"query frontend RSS under wrk -c{o.connections} ({res.requests_per_s:,.0f} req/s)"):
+            results["plot"] = str(png)
+            log(f"plot written to {png}")
     except (RuntimeError, ValueError, OSError) as e:
         results["error"] = str(e)
         log(f"ERROR: {e}; process logs kept in {log_dir}")

@@ -10,6 +10,8 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.procs import log
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -67,17 +69,31 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None (said once on stderr) without matplotlib: the figures
+    and the JSON do not need it."""
+    try:
+        import matplotlib
+    except ImportError:
+        log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_latency_vs_throughput(series: dict[str, list[dict]], path: Path, title: str,
                                slo_ms: float | None = None, p50: bool = True,
                                marks: dict[str, dict | None] | None = None,
-                               ylabel: str = "latency from scheduled send (ms)") -> Path:
+                               ylabel: str = "latency from scheduled send (ms)") -> Path | None:
     """p99 (solid) and p50 (dashed) latency against answers/s, one colour per series; SLO line.
+    None when matplotlib is missing.
 
     ``marks``: a point per series to star (e.g. its capacity)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return None
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(9, 5.5))

@@ -92,11 +92,11 @@ def run_sweep(o: SweepOptions) -> int:
                   if r["variant"] == v.name] for v in variants}
         png = report.results_path(results, ".png")
         kind = "open loop (Poisson)" if o.rates else "closed loop (wrk)"
-        report.plot_latency_vs_throughput(series, png, f"{o.serve.predict} {_env_text(o.serve.env)}: {kind}",
-                                          o.slos_ms[0] if len(o.slos_ms) == 1 else None,
-                                          ylabel="latency (ms)" + (" from scheduled send" if o.rates else ", wrk"))
-        results["plot"] = str(png)
-        log(f"plot written to {png}")
+        if report.plot_latency_vs_throughput(series, png, f"{o.serve.predict} {_env_text(o.serve.env)}: {kind}",
+                                             o.slos_ms[0] if len(o.slos_ms) == 1 else None,
+                                             ylabel="latency (ms)" + (" from scheduled send" if o.rates else ", wrk")):
+            results["plot"] = str(png)
+            log(f"plot written to {png}")
 
     return _run("sweep", _opts(o), variants, o.serve, body)
 
@@ -132,10 +132,10 @@ def _plot_capacities(caps: list[dict], results: dict, title: str, slo_ms: float)
     label = {c["name"]: f"{c['policy']}, {c['variant']['replicas']}r" for c in caps}
     series = {label[c["name"]]: c["points"] for c in caps}
     png = report.results_path(results, ".png")
-    report.plot_latency_vs_throughput(series, png, title + " (p99; star: capacity)", slo_ms, p50=False,
-                                      marks={label[c["name"]]: c["best"] for c in caps})
-    results["plot"] = str(png)
-    log(f"plot written to {png}")
+    if report.plot_latency_vs_throughput(series, png, title + " (p99; star: capacity)", slo_ms, p50=False,
+                                         marks={label[c["name"]]: c["best"] for c in caps}):
+        results["plot"] = str(png)
+        log(f"plot written to {png}")
 
 
 @dataclass

@@ -16,5 +16,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 command -v cargo >/dev/null || { echo "[setup] Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 
-echo "[setup] building the Rust engine and the Cython protocol (pip install -e .[test])..." >&2
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "[setup] building the Rust engine and the Cython protocol (pip install -e .[test,bench])..." >&2
+python3 -m pip install -q --disable-pip-version-check -e ".[test,bench]"
