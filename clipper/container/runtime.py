@@ -51,7 +51,8 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
 #: After answering a batch of at most `_SPIN_MAX_BATCH` inputs, the container polls for the next batch
 #: for up to `_SPIN_S` before it blocks in recv. Small batches mean spare capacity, which buys latency:
 #: a thread that slept must be woken, and on virtual machines an idle vCPU takes tens of microseconds
-#: to wake. Under load (larger batches) the CPU goes to the work instead.
+#: to wake. Under load (larger batches) the CPU goes to the work instead. A container serving several
+#: frontend ports (workers) does not spin.
 _SPIN_MAX_BATCH = 2
 _SPIN_S = 200e-6
 
@@ -114,6 +115,8 @@ class _Container:
         self.stop_event = stop_event
         self.ready_file = os.environ.get("CLIPPER_READY_FILE")
         self.feedback_logged = False
+        # One session thread only: with several, a spinning thread would hold the GIL from the others.
+        self.spin = len(self.addresses) == 1
 
     def stopped(self) -> bool:
         return self.stop_event is not None and self.stop_event.is_set()
@@ -144,7 +147,7 @@ class _Container:
                 reply = self.reply(frames, address)
                 if reply is not None:
                     send_frames(sock, reply)
-                    if len(reply) - 5 <= _SPIN_MAX_BATCH:
+                    if self.spin and len(reply) - 5 <= _SPIN_MAX_BATCH:
                         spin_for_next(sock)
                 heard = time.monotonic()
         finally:
