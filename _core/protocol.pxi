@@ -26,6 +26,7 @@ cdef extern from "clipper_capi.h":
     ctypedef struct clipper_http_parser:
         pass
     ctypedef struct clipper_capi:
+        size_t api_size
         size_t request_size
         clipper_http_parser* (*parser_new)(size_t, size_t) noexcept nogil
         void (*parser_free)(clipper_http_parser*) noexcept nogil
@@ -42,7 +43,7 @@ cdef extern from "clipper_capi.h":
 # The HTTP parser and the simple-input submission compiled in rust_core, called without Python objects
 # (rust_core/include/clipper_capi.h).
 cdef const clipper_capi* RUST = <const clipper_capi*>PyCapsule_GetPointer(rust_core.c_api, b"clipper.rust_core.c_api")
-if RUST.request_size != sizeof(clipper_request):
+if RUST.api_size != sizeof(clipper_capi) or RUST.request_size != sizeof(clipper_request):
     raise ImportError("clipper.rust_core and clipper._core were built from different versions of clipper_capi.h")
 
 STATUS_REASONS = {
@@ -138,7 +139,7 @@ cdef enum Action:
 cdef int app_action(const char* path, size_t n, size_t* app_start, size_t* app_len) noexcept:
     """`/<app>/predict` or `/<app>/update` (slashes around the path ignored): the action, and where the
     app's name is in `path`; ACTION_NONE for any other path."""
-    cdef size_t start = 0, end = n, i
+    cdef size_t start = 0, end = n
     while start < end and path[start] == b"/":
         start += 1
     while end > start and path[end - 1] == b"/":
@@ -643,7 +644,7 @@ class QueryError(ValueError):
 cdef class HttpProtocol:
     """asyncio protocol for one client connection of the query frontend.
 
-    Bytes go to the Rust parser (`rust_core/src/http.rs`, through `clipper_http.h`), which frames
+    Bytes go to the Rust parser (`rust_core/src/http.rs`, through `clipper_capi.h`), which frames
     requests; no Python callback runs per header.
     """
     cdef QueryServer server

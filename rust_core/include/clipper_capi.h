@@ -2,7 +2,7 @@
  * object in between: the HTTP/1.1 request parser (rust_core/src/http.rs) and the submission of
  * simple predict bodies (rust_core/src/simple_input.rs). The compiled module clipper.rust_core
  * exports one `clipper_capi` in the capsule `clipper.rust_core.c_api`. rust_core/src/capi.rs must
- * match these layouts; _core checks `request_size` at import. */
+ * match these layouts; _core checks both sizes at import. */
 #ifndef CLIPPER_CAPI_H
 #define CLIPPER_CAPI_H
 
@@ -32,6 +32,7 @@ enum {
 };
 
 typedef struct {
+    size_t api_size;     /* sizeof(clipper_capi) */
     size_t request_size; /* sizeof(clipper_request) */
     clipper_http_parser *(*parser_new)(size_t max_head_bytes, size_t max_body_bytes);
     void (*parser_free)(clipper_http_parser *parser);

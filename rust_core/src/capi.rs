@@ -48,6 +48,7 @@ pub struct CParser {
 
 #[repr(C)]
 pub struct CApi {
+    api_size: usize,
     request_size: usize,
     parser_new: extern "C" fn(usize, usize) -> *mut CParser,
     parser_free: unsafe extern "C" fn(*mut CParser),
@@ -57,6 +58,7 @@ pub struct CApi {
 }
 
 pub static C_API: CApi = CApi {
+    api_size: std::mem::size_of::<CApi>(),
     request_size: std::mem::size_of::<CRequest>(),
     parser_new,
     parser_free,

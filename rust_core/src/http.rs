@@ -12,6 +12,8 @@
 use std::mem::MaybeUninit;
 
 const MAX_HEADERS: usize = 100;
+/// Buffers larger than this are freed once their request is done, not kept for the next one.
+const KEPT_CAPACITY: usize = 64 << 10;
 /// Longest chunk-size line (with extensions) accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -97,6 +99,9 @@ impl RequestParser {
         }
         if self.start == self.buf.len() {
             self.buf.clear();
+            if self.buf.capacity() > KEPT_CAPACITY {
+                self.buf = Vec::new(); // one large request must not pin its buffer for the connection's life
+            }
             self.scanned = 0;
             self.start = 0;
         } else if self.start > 0 {
@@ -200,6 +205,9 @@ impl RequestParser {
         r.accept = None;
         r.request_id = None;
         r.body.clear();
+        if r.body.capacity() > KEPT_CAPACITY {
+            r.body = Vec::new();
+        }
         r.expect_continue = false;
         r.too_large = false;
         let framing = read_headers(parsed.headers, r)?;
