@@ -135,10 +135,11 @@ impl RequestParser {
                 State::ChunkSize => self.parse_chunk_size(),
                 State::ChunkData { remaining } => {
                     let remaining = self.take_body(remaining);
-                    self.state = if remaining > 0 { State::ChunkData { remaining } } else { State::ChunkEnd };
                     if remaining > 0 {
+                        self.state = State::ChunkData { remaining };
                         return Event::NeedMore;
                     }
+                    self.state = State::ChunkEnd;
                     Ok(None)
                 }
                 State::ChunkEnd => self.parse_chunk_end(),
