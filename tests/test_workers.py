@@ -64,10 +64,12 @@ def test_both_workers_serve_predictions(two_workers) -> None:
                           headers={"Connection": "close"})
         assert r.status_code == 200, r.text
         assert r.json()["output"] == i + 1.0 and r.json()["default"] is False, r.text
-    # Each worker counts its own predictions: over many connections two different counts appear, summing to n.
+    # Each worker counts its own predictions: over many connections two different counts appear, summing to n,
+    # or one count of n / 2 when the kernel happened to split the connections evenly (a worker that served
+    # them all would report n, the other 0).
     counts = {flat_metrics(_fresh_connection_get(f"{fe.url}/metrics"))["app:app:num_predictions"]
               for _ in range(60)}
-    assert len(counts) == 2 and sum(counts) == n, counts
+    assert (len(counts) == 2 and sum(counts) == n) or counts == {n // 2}, counts
 
 
 def test_sigterm_stops_every_worker(two_workers) -> None:
