@@ -269,6 +269,9 @@ impl RequestParser {
 
     fn parse_chunk_size(&mut self) -> Result<Option<Event>, (u16, String)> {
         match httparse::parse_chunk_size(self.pending()) {
+            Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                Err((400, "malformed HTTP request: chunk size line too long".into()))
+            }
             Ok(httparse::Status::Complete((used, size))) => {
                 self.start += used;
                 self.state = if size == 0 { State::Trailers } else { State::ChunkData { remaining: size } };
@@ -297,6 +300,7 @@ impl RequestParser {
     fn parse_trailers(&mut self) -> Result<Option<Event>, (u16, String)> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match httparse::parse_headers(self.pending(), &mut headers) {
+            Ok(httparse::Status::Complete((used, _))) if used > self.max_head => Err(head_too_large(self.max_head)),
             Ok(httparse::Status::Complete((used, _))) => {
                 self.start += used;
                 self.state = State::Head;

@@ -190,3 +190,11 @@ fn what_is_not_http_is_rejected_before_a_head_ends() {
     assert_eq!(status(tls_hello), 400);
     assert_eq!(parse(b"POST /p HTTP/1.1\r\nContent-Le"), vec![], "a valid partial head waits");
 }
+
+#[test]
+fn chunk_lines_and_trailers_have_the_same_limits_whole_or_in_pieces() {
+    let long_extension = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x={}\r\na\r\n0\r\n\r\n", "e".repeat(2000));
+    assert_eq!(status(long_extension.as_bytes()), 400);
+    let long_trailers = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: {}\r\n\r\n", "t".repeat(LIMIT));
+    assert_eq!(status(long_trailers.as_bytes()), 431);
+}
