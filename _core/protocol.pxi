@@ -22,7 +22,7 @@ cdef extern from "clipper_capi.h":
         size_t len
     ctypedef struct clipper_request:
         clipper_span method, target, authorization, accept, request_id, body
-        uint8_t keep_alive, http11, too_large
+        uint8_t keep_alive, too_large
     ctypedef struct clipper_http_parser:
         pass
     ctypedef struct clipper_capi:

@@ -19,7 +19,7 @@ typedef struct {
 
 typedef struct {
     clipper_span method, target, authorization, accept, request_id, body;
-    uint8_t keep_alive, http11, too_large;
+    uint8_t keep_alive, too_large;
 } clipper_request;
 
 typedef struct clipper_http_parser clipper_http_parser;

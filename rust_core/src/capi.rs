@@ -36,7 +36,6 @@ pub struct CRequest {
     request_id: Span,
     body: Span,
     keep_alive: u8,
-    http11: u8,
     too_large: u8,
 }
 
@@ -104,7 +103,6 @@ unsafe extern "C" fn next(parser: *mut CParser, out: *mut CRequest, status: *mut
                 request_id: Span::of_option(&r.request_id),
                 body: Span::of(&r.body),
                 keep_alive: r.keep_alive.into(),
-                http11: r.http11.into(),
                 too_large: r.too_large.into(),
             };
             2

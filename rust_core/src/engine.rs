@@ -751,9 +751,7 @@ impl Worker {
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.shared.wake_fd.clear();
     }
-}
 
-impl Worker {
     /// While only small batches are in flight (spare capacity), polls without sleeping, yielding the
     /// core to whoever needs it, for up to about one round trip; true if something arrived. A thread
     /// that slept must be woken when the answer comes, and on virtual machines an idle vCPU takes tens
