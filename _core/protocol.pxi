@@ -184,7 +184,7 @@ cdef class App:
     cdef public int model_id
     cdef public object versions
     cdef public object linked_model
-    cdef public object router
+    cdef public object selector
     cdef public long long predictions
     cdef public long long defaults
     cdef int64_t latencies[LATENCY_WINDOW]
@@ -206,7 +206,7 @@ cdef class App:
         self.model_id = model_id
         self.linked_model = linked_model
         self.versions = versions if versions is not None else {}
-        self.router = None
+        self.selector = None
         self.latency_count = 0
 
     cdef inline void record(self, int64_t latency, int status) noexcept:
@@ -317,7 +317,7 @@ cdef class Gather:
     cdef Py_ssize_t index
     cdef long long query_id
     cdef int uid
-    cdef object router
+    cdef object selector
     cdef object label
     cdef list asked
     cdef dict outputs
@@ -341,7 +341,7 @@ cdef class Gather:
         # request (500) and goes no further, so other completions are never lost.
         if self.label is None:
             try:
-                combined = self.router.combine(self.uid, self.outputs)
+                combined = self.selector.combine(self.uid, self.outputs)
             except Exception as e:  # this input gets the default, naming the failure
                 self.slot.fill(self.index, self.query_id, STATUS_MODEL_ERROR,
                                f"selection policy failed: {e!r}".encode("utf-8", "backslashreplace"))
@@ -349,7 +349,7 @@ cdef class Gather:
             self.answer(combined)
             return
         try:  # feedback: learn, then acknowledge
-            self.router.observe(self.uid, self.outputs, self.label, self.asked)
+            self.selector.observe(self.uid, self.outputs, self.label, self.asked)
             self.slot.response = http_response(200, b"Feedback received? 1", self.slot.keep_alive, b"text/plain")
         except Exception as e:
             self.slot.response = http_response(500, error_body("Internal error", f"selection policy failed: {e!r}"),
@@ -474,7 +474,7 @@ cdef class QueryServer:
         cdef PyObject* cached = NULL
         cdef long long query_id = self.next_query_id
         cdef int submitted
-        if app.router is None and app.model_id >= 0:  # most bodies are {"input": [numbers]}: no dict built
+        if app.selector is None and app.model_id >= 0:  # most bodies are {"input": [numbers]}: no dict built
             submitted = RUST.submit_simple(<PyObject*>self.engine, body.ptr, body.len, app.input_code, app.model_id,
                                            app.slo_micros, query_id, &cached)
             if submitted >= 0:
@@ -519,9 +519,9 @@ cdef class QueryServer:
         else:
             raise InputError(f"JSON object does not have required keys input or input_batch. Expected JSON schema: {SCHEMA}")
 
-        router = app.router
+        selector = app.selector
         cdef int uid = 0
-        if router is not None:
+        if selector is not None:
             if version is not None:
                 raise QueryError(f"Too many models linked to application {app.name}")
             uid = request_uid(request, required=False)
@@ -534,7 +534,7 @@ cdef class QueryServer:
         for i in range(len(inputs)):
             query_id = self.next_query_id
             self.next_query_id += 1
-            if router is not None:
+            if selector is not None:
                 self.gather(slot, i, query_id, uid, app, inputs[i], None)
             elif model_id < 0:
                 slot.fill(i, query_id, 2, b"")
@@ -556,10 +556,10 @@ cdef class QueryServer:
     cdef void gather(self, Slot slot, Py_ssize_t index, long long query_id, int uid, App app, bytes data,
                      object label):
         """Asks the models the app's policy chooses; the answers meet in a Gather."""
-        router = app.router
-        models = router.choose(uid) if label is None else router.feedback_models(uid)
+        selector = app.selector
+        models = selector.choose(uid) if label is None else selector.feedback_models(uid)
         cdef Gather g = Gather.__new__(Gather)
-        g.slot, g.index, g.query_id, g.uid, g.router, g.label = slot, index, query_id, uid, router, label
+        g.slot, g.index, g.query_id, g.uid, g.selector, g.label = slot, index, query_id, uid, selector, label
         g.asked = [name for name, _ in models]
         g.outputs = {}
         g.remaining = len(models)
@@ -598,7 +598,7 @@ cdef class QueryServer:
         cdef Slot slot = new_slot(protocol, app, False, keep_alive, 1)
         query_id = self.next_query_id
         self.next_query_id += 1
-        if app.router is None:
+        if app.selector is None:
             slot.response = http_response(200, b"Feedback received? 1", keep_alive, b"text/plain")
         else:
             self.gather(slot, 0, query_id, uid, app, data, label)

@@ -107,7 +107,7 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--duration", type=int, default=60, help="seconds (e.g. 600)")
     me.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
     me.add_argument("--connections", type=int, default=64)
-    me.add_argument("--predict", default="clipper.container.models:noop")
+    me.add_argument("--predict", default="clipper.model_runtime.models:noop")
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -18,7 +18,7 @@ class MemoryOptions:
     duration: int = 60
     interval: float = 5.0
     connections: int = 64
-    predict: str = "clipper.container.models:noop"
+    predict: str = "clipper.model_runtime.models:noop"
     slo_ms: float = 100.0
 
 

@@ -7,7 +7,6 @@ import itertools
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,6 @@ def log(msg: str) -> None:
     """Progress line on stderr."""
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind to port 0 and ask)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Proc:

@@ -103,7 +103,7 @@ def start(variants: list[Variant], predict: str, log_dir: Path, *, env: dict[str
         for v in variants:
             for r in range(v.replicas):
                 procs.append(Proc(
-                    f"{v.name}_{r}", [sys.executable, "-m", "clipper.container", "--predict", predict], log_dir,
+                    f"{v.name}_{r}", [sys.executable, "-m", "clipper.model_runtime", "--predict", predict], log_dir,
                     env={**(env or {}), "CLIPPER_MODEL_NAME": v.name, "CLIPPER_MODEL_VERSION": "1",
                          "CLIPPER_IP": HOST, "CLIPPER_PORT": str(rpc_port), "CLIPPER_INPUT_TYPE": input_type},
                 ))

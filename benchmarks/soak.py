@@ -129,7 +129,7 @@ class Stack:
                "CLIPPER_IP": "127.0.0.1", "CLIPPER_INPUT_TYPE": "doubles",
                "CLIPPER_SLEEP_FIXED_MS": str(self.opts.sleep_ms)}
         proc = Proc(f"container-{self.started}", [
-            sys.executable, "-m", "clipper.container", "--predict", "clipper.container.models:sleep"],
+            sys.executable, "-m", "clipper.model_runtime", "--predict", "clipper.model_runtime.models:sleep"],
             self.log_dir, env)
         self.containers.append(proc)
         return proc

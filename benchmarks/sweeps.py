@@ -16,7 +16,7 @@ from benchmarks.procs import log
 from benchmarks.serving import Serving, Variant
 from benchmarks.throughput import Seeds
 
-SLEEP = "clipper.container.models:sleep"
+SLEEP = "clipper.model_runtime.models:sleep"
 
 
 @dataclass

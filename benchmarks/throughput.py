@@ -136,9 +136,9 @@ def start_clipper(app: str, log_dir: Path, workers: int = 1) -> tuple[int, list[
             [
                 sys.executable,
                 "-m",
-                "clipper.container",
+                "clipper.model_runtime",
                 "--predict",
-                "clipper.container.models:noop",
+                "clipper.model_runtime.models:noop",
             ],
             log_dir,
             env={

@@ -33,7 +33,7 @@ class App:
     model_id: int
     linked_model: str | None
     versions: dict[str, int]
-    router: object | None
+    selector: object | None
     predictions: int
     defaults: int
     def __init__(

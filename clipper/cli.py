@@ -130,7 +130,7 @@ def load_predict_function(spec: str) -> Any:
     """Imports ``module:function``; a module under the current directory is marked pickle-by-value."""
     import cloudpickle
 
-    from .container.loader import ModelLoadError, load_function
+    from .model_runtime.loader import ModelLoadError, load_function
 
     if ":" not in spec:
         raise ClipperException(f"--predict must look like module:function, got {spec!r}")

@@ -1,23 +1,19 @@
-"""Input types: canonical names, Clipper's aliases and RPC wire codes (REFERENCE §1.2, §3.1)."""
+"""Input types: canonical names, Clipper's aliases and RPC wire codes (`docs/protocol.md`)."""
 
 from __future__ import annotations
 
-INPUT_BYTES = 0
-INPUT_INTS = 1
-INPUT_FLOATS = 2
-INPUT_DOUBLES = 3
-INPUT_STRINGS = 4
+from . import rust_core
 
-#: Canonical input type name -> wire code.
-INPUT_TYPE_CODES: dict[str, int] = {
-    "bytes": INPUT_BYTES,
-    "integers": INPUT_INTS,
-    "floats": INPUT_FLOATS,
-    "doubles": INPUT_DOUBLES,
-    "strings": INPUT_STRINGS,
-}
+#: Canonical input type name -> wire code, as the engine defines them.
+INPUT_TYPE_CODES: dict[str, int] = dict(rust_core.INPUT_TYPES)
 #: Wire code -> canonical input type name.
 INPUT_TYPE_NAMES: dict[int, str] = {code: name for name, code in INPUT_TYPE_CODES.items()}
+
+INPUT_BYTES = INPUT_TYPE_CODES["bytes"]
+INPUT_INTS = INPUT_TYPE_CODES["integers"]
+INPUT_FLOATS = INPUT_TYPE_CODES["floats"]
+INPUT_DOUBLES = INPUT_TYPE_CODES["doubles"]
+INPUT_STRINGS = INPUT_TYPE_CODES["strings"]
 
 _ALIASES: dict[str, str] = {
     alias: canonical

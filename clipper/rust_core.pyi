@@ -5,17 +5,34 @@ per-model-version queues (earliest deadline first), adaptive batching (AIMD per 
 prediction cache and the deadlines. The GIL is never taken on that thread.
 """
 
+#: The engine's defaults, which every layer above reads from here (`clipper.frontend.config`).
+DEFAULT_RPC_ADDRESS: str
+DEFAULT_CACHE_BYTES: int
+DEFAULT_HEARTBEAT_TIMEOUT_S: float
+DEFAULT_MAX_QUEUE: int
+#: How many recent samples a latency or batch-size window keeps.
+SAMPLE_WINDOW: int
+#: Canonical input type name -> RPC wire code.
+INPUT_TYPES: dict[str, int]
+#: How a request ended (the `status` of `Engine.drain`), and the names of the codes in order.
+STATUS_OK: int
+STATUS_TIMEOUT: int
+STATUS_NO_MODEL: int
+STATUS_MODEL_ERROR: int
+STATUS_OVERLOADED: int
+STATUS_NAMES: list[str]
+
 class Engine:
     """A running engine. Requests go in with `submit`; completions come out in bulk with `drain`."""
 
     def __init__(
         self,
-        rpc_address: str = "tcp://127.0.0.1:7000",
-        cache_bytes: int = 33554432,
-        heartbeat_timeout: float = 30.0,
-        aimd_target: float = 0.5,
-        max_batch_size: int = 1024,
-        max_queue: int = 10000,
+        rpc_address: str = ...,
+        cache_bytes: int = ...,
+        heartbeat_timeout: float = ...,
+        aimd_target: float = ...,
+        max_batch_size: int = ...,
+        max_queue: int = ...,
     ) -> None:
         """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
 
@@ -56,9 +73,10 @@ class Engine:
     def drain(self) -> list[tuple[int, int, bytes]]:
         """Every waiting completion as (token, status, payload).
 
-        status 0: payload is the model output as a JSON fragment; 1: the SLO passed; 2: the model
-        has no connected replica; 3: the model failed the batch, payload is its error message;
-        4: the model's queue was full (refused at once).
+        STATUS_OK: payload is the model output as a JSON fragment; STATUS_TIMEOUT: the SLO passed;
+        STATUS_NO_MODEL: the model has no connected replica; STATUS_MODEL_ERROR: the model failed the
+        batch, payload is its error message; STATUS_OVERLOADED: the model's queue was full (refused at
+        once).
         """
 
     def replicas(self) -> list[tuple[int, int, int]]:

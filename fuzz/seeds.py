@@ -96,7 +96,7 @@ def rpc_container_seeds() -> dict[str, bytes]:
     seeds = {
         "heartbeat": (3, [b"", v3, u32(2), u32(0)]),
         "heartbeat_register": (3, [b"", v3, u32(2), u32(1)]),
-        "predict_doubles": (3, [*content, u64s(32), u64s(3, 2, 16, 16), *doubles]),  # REFERENCE §3.2
+        "predict_doubles": (3, [*content, u64s(32), u64s(3, 2, 16, 16), *doubles]),  # the example of `docs/protocol.md`
         "predict_strings": (4, [*content, u64s(32), u64s(4, 2, 2, 3), b"ab", b"cde"]),
         "predict_bytes_ragged": (0, [*content, u64s(32), u64s(0, 2, 1, 3), b"\x00", b"\x01\x02\xff"]),
         "predict_ints": (1, [*content, u64s(24), u64s(1, 1, 8), struct.pack("<2i", 1, -1)]),
@@ -147,7 +147,7 @@ def decode_inbound_seeds() -> dict[str, bytes]:
         "heartbeat": [b"", u32(2)],
         "registration": [b"", u32(0), b"m", b"v1", b"3", u32(3)],  # as Clipper's rpc.py sends it
         "registration_no_version": [b"", u32(0), b"m", b"1", b"3"],
-        "response": [b"", u32(1), u32(7), u64s(24), u64s(2, 3, 3), b"0.3", b"0.7"],  # REFERENCE §3.2
+        "response": [b"", u32(1), u32(7), u64s(24), u64s(2, 3, 3), b"0.3", b"0.7"],  # the example of `docs/protocol.md`
         "response_error": [b"", u32(1), u32(1), u64s(16), u64s(1, 11), b"\x00error:boom"],
         "response_long_frame": [b"", u32(1), u32(2), u64s(16), u64s(1, 2), b"abc"],
         "response_empty": [b"", u32(1), u32(3), u64s(8), u64s(0)],

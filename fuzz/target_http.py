@@ -109,7 +109,7 @@ class _FakeContainer:
     """A model replica on a DEALER socket, answering each input with `answer(input)`."""
 
     def __init__(self, ctx, endpoint: str, name: str, code: int, answer) -> None:
-        from clipper.container import protocol
+        from clipper.model_runtime import protocol
 
         self.p = protocol
         self.name, self.code, self.answer = name, code, answer
@@ -132,7 +132,7 @@ class Target:
     def __init__(self) -> None:
         from clipper import _core, rust_core
         from clipper.frontend.metrics import Metrics
-        from clipper.frontend.routing import PolicyRouter
+        from clipper.selection.selector import ModelSelector
 
         self.core = _core
         self.engine = rust_core.Engine("tcp://127.0.0.1:0", cache_bytes=1 << 20, heartbeat_timeout=3600.0)
@@ -156,7 +156,7 @@ class Target:
         linked = {"echo_s": models["echo_s"], "one_s": models["one_s"]}
         for name, policy in (("vote", "exp4"), ("greedy", "epsilon_greedy")):
             app = _core.App(name, 4, SLO_MICROS, default)
-            app.router = PolicyRouter(name, policy, linked, seed=1)
+            app.selector = ModelSelector(name, policy, linked, seed=1)
             apps[name] = app
         self.ctx = zmq.Context()
         endpoint = self.engine.rpc_endpoint

@@ -4,7 +4,7 @@ Input format (shared with rust_core/fuzz): frames, each a one-byte length L and 
 first picks the container's input type (`b % 5`) and the rest are the frames.
 
 Two layers are checked:
-* `clipper.container.protocol.parse_request(frames)` returns a Heartbeat, PredictRequest or
+* `clipper.model_runtime.protocol.parse_request(frames)` returns a Heartbeat, PredictRequest or
   FeedbackRequest, or raises ProtocolError (a ValueError); a PredictRequest is consistent with its
   header (one input per announced size, sizes as announced);
 * `_Container.reply(frames)`, the session loop's step (parse, decode the inputs, run the
@@ -29,7 +29,7 @@ def _model(batch):
 
 class Target:
     def __init__(self) -> None:
-        from clipper.container import protocol, runtime
+        from clipper.model_runtime import protocol, runtime
 
         self.p = protocol
         self.runtime = runtime
@@ -40,7 +40,7 @@ class Target:
             c.feedback_logged = True  # log once is fine, but keep the fuzz output quiet
         import logging
 
-        logging.getLogger("clipper.container").setLevel(logging.CRITICAL)
+        logging.getLogger("clipper.model_runtime").setLevel(logging.CRITICAL)
 
     def check(self, data: bytes) -> None:
         if not data:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 
+from clipper.ports import free_ports
 from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer, redis_server_binary
 
@@ -35,19 +36,6 @@ HTTP_TIMEOUT_S = 10.0
 #: How long a frontend may take to answer its first request, or containers to register.
 START_TIMEOUT_S = 20.0
 
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class TimeoutSession(requests.Session):
@@ -234,7 +222,7 @@ class Cluster:
 
     def container(self, fe: Frontend, model: str, predict: str, *, version: str = "1",
                   input_type: str = "doubles", env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Starts `clipper.container.models:<predict>` serving `model:version` to `fe`."""
+        """Starts `clipper.model_runtime.models:<predict>` serving `model:version` to `fe`."""
         container_env = {
             "CLIPPER_MODEL_NAME": model,
             "CLIPPER_MODEL_VERSION": version,
@@ -243,7 +231,7 @@ class Cluster:
             "CLIPPER_INPUT_TYPE": input_type,
             **(env or {}),
         }
-        argv = [sys.executable, "-m", "clipper.container", "--predict", f"clipper.container.models:{predict}"]
+        argv = [sys.executable, "-m", "clipper.model_runtime", "--predict", f"clipper.model_runtime.models:{predict}"]
         return self._spawn(argv, self._log_file(f"container-{model}"), container_env)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import time
 
 import zmq
 
-from clipper.container import protocol as p
+from clipper.model_runtime import protocol as p
 
 
 def garbage(mode: str, request: p.PredictRequest) -> list[bytes]:

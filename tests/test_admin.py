@@ -111,7 +111,7 @@ def test_unconnected_connection_refuses_and_connect_needs_a_cluster(tmp_path: Pa
     assert not c.connected
     for call in (lambda: c.register_application("a", "doubles", "0", 1000), lambda: c.get_all_apps(),
                  lambda: c.get_all_models(), lambda: c.link_model_to_app("a", "m"),
-                 lambda: c.deploy_model("m", 1, "doubles", "python:clipper.container.models:sum"),
+                 lambda: c.deploy_model("m", 1, "doubles", "python:clipper.model_runtime.models:sum"),
                  lambda: c.get_query_addr(), lambda: c.inspect_instance(), lambda: c.stop_models(["m"])):
         with pytest.raises(UnconnectedException, match="No connection to Clipper cluster"):
             call()
@@ -186,7 +186,7 @@ def test_errors_carry_the_server_message(conn: ClipperConnection) -> None:
     with pytest.raises(ClipperException, match="Invalid model name supplied: a:b"):
         conn.register_model("a:b", "1", "doubles")  # not validated client-side, as in clipper_admin
     with pytest.raises(ClipperException, match="Invalid value: Bad_Name"):
-        conn.deploy_model("Bad_Name", 1, "doubles", "python:clipper.container.models:sum")
+        conn.deploy_model("Bad_Name", 1, "doubles", "python:clipper.model_runtime.models:sum")
     with pytest.raises(ClipperException, match="No versions of model ghost registered"):
         conn.get_current_model_version("ghost")
 

@@ -1,4 +1,4 @@
-"""The published `clipper_admin==0.4.1` drives our cluster, unchanged (REFERENCE §7.7).
+"""The published `clipper_admin==0.4.1` drives our cluster, unchanged.
 
 `clipper_admin` is pip-installed with ``--no-deps`` into a cache directory (reused between runs;
 ``$CLIPPER_ADMIN_TARGET`` overrides where) unless it is already importable. Its package imports
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 CLIPPER_ADMIN_VERSION = "0.4.1"
 PROPAGATION_S = 10.0
-SUM_IMAGE = "python:clipper.container.models:sum"
+SUM_IMAGE = "python:clipper.model_runtime.models:sum"
 
 
 # ---------------------------------------------------------------------- getting clipper_admin
@@ -300,14 +300,14 @@ def test_models_versions_links_and_replicas(ca: types.SimpleNamespace, conn: Any
     assert conn.get_linked_models("ca-sum") == ["ca-sum-model"]
     wait_output(conn, "ca-sum", [1.0, 2.0, 3.5], 6.5)
 
-    conn.deploy_model("ca-sum-model", "2", "doubles", "python:clipper.container.models:batch_size", labels=["b"],
+    conn.deploy_model("ca-sum-model", "2", "doubles", "python:clipper.model_runtime.models:batch_size", labels=["b"],
                       batch_size=1)
     assert conn.get_current_model_version("ca-sum-model") == "2"
     wait_output(conn, "ca-sum", [1.0, 2.0, 3.5], 1)
     assert {"ca-sum-model:1", "ca-sum-model:2", "ca-nc:1"} <= set(conn.get_all_models())
     info = conn.get_model_info("ca-sum-model", 2)
     assert info["labels"] == ["b"] and info["is_current_version"] is True
-    assert info["container_name"] == "python:clipper.container.models:batch_size"
+    assert info["container_name"] == "python:clipper.model_runtime.models:batch_size"
 
     conn.set_model_version("ca-sum-model", 1)  # roll back
     assert conn.get_current_model_version("ca-sum-model") == "1"

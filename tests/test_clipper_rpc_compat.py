@@ -36,7 +36,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from clipper.ports import free_port
 
 RPC_PY = os.environ.get("CLIPPER_RPC_PY")
 if not RPC_PY:
@@ -116,11 +117,6 @@ if __name__ == "__main__":
     rpc.RPCService(collect_metrics=False).start(CompatModel())
 '''
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tail(path: Path, n: int = 3000) -> str:

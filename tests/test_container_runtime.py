@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import zmq
 
-from clipper.container import ERROR_PREFIX, protocol, serve
+from clipper.model_runtime import ERROR_PREFIX, protocol, serve
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 10.0
@@ -136,7 +136,7 @@ def frontend(ctx: zmq.Context) -> Iterator[Frontend]:
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start ``python -m clipper.container`` with Clipper's env variables; killed afterwards."""
+    """Start ``python -m clipper.model_runtime`` with Clipper's env variables; killed afterwards."""
     procs: list[subprocess.Popen] = []
 
     def start(*args: str, env: dict[str, str] | None = None, base_env: bool = True) -> subprocess.Popen:
@@ -145,7 +145,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
         if base_env:
             full |= {"CLIPPER_MODEL_NAME": "m", "CLIPPER_MODEL_VERSION": "v1"}
         full |= env or {}
-        proc = subprocess.Popen([sys.executable, "-m", "clipper.container", *args], env=full,
+        proc = subprocess.Popen([sys.executable, "-m", "clipper.model_runtime", *args], env=full,
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc
@@ -177,7 +177,7 @@ def in_process(frontend: Frontend) -> Iterator[Callable[..., None]]:
 
 
 def model(name: str) -> str:
-    return f"clipper.container.models:{name}"
+    return f"clipper.model_runtime.models:{name}"
 
 
 # --- wire protocol, end to end through a subprocess ------------------------------------------
@@ -358,7 +358,7 @@ def test_sigterm_exits_cleanly(frontend: Frontend, spawn) -> None:
 
 
 NAMED = {"CLIPPER_MODEL_NAME": "m", "CLIPPER_MODEL_VERSION": "1"}
-NOOP = ("--predict", "clipper.container.models:noop")
+NOOP = ("--predict", "clipper.model_runtime.models:noop")
 
 
 @pytest.mark.parametrize(
@@ -370,8 +370,8 @@ NOOP = ("--predict", "clipper.container.models:noop")
         (NOOP, {**NAMED, "CLIPPER_PORT": "x"}, "invalid port 'x'"),
         ((), NAMED, "no model"),
         ((), {**NAMED, "CLIPPER_MODEL_PATH": "/nonexistent"}, "func.pkl does not exist"),
-        (("--predict", "clipper.container.models"), NAMED, "module:function"),
-        (("--predict", "clipper.container.models:nope"), NAMED, "no attribute 'nope'"),
+        (("--predict", "clipper.model_runtime.models"), NAMED, "module:function"),
+        (("--predict", "clipper.model_runtime.models:nope"), NAMED, "no attribute 'nope'"),
     ],
 )
 def test_bad_configuration_exits_2(spawn, args, env, message) -> None:

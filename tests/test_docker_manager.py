@@ -36,6 +36,7 @@ from clipper import ClipperConnection, ClipperException, DockerContainerManager
 from clipper.deployers import python as python_deployer
 from clipper.managers.base import CLIPPER_DOCKER_LABEL, CLIPPER_MODEL_CONTAINER_LABEL
 from clipper.managers.docker import CLIPPER_NETWORK_LABEL
+from clipper.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 HTTP_TIMEOUT_S = 30.0
@@ -72,16 +73,6 @@ pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=f"needs a Docker en
 
 # ---------------------------------------------------------------------- helpers
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def listening(port: int) -> bool:

@@ -86,7 +86,7 @@ def engine():
 
 
 def _heartbeat_answered(sock, timeout_ms: int = 5000) -> bool:
-    from clipper.container import protocol
+    from clipper.model_runtime import protocol
 
     sock.send_multipart(protocol.heartbeat())
     deadline = time.monotonic() + timeout_ms / 1000

@@ -1,4 +1,4 @@
-"""The management frontend as a process over a real redis-server, driven with `requests` (REFERENCE §2)."""
+"""The management frontend as a process over a real redis-server, driven with `requests`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from clipper.ports import free_port
 from clipper.state import RedisServer, StateStore, parse_event, redis_server_binary
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed "
@@ -33,11 +34,6 @@ VERBOSE_SCHEMA = '\n  {\n    "verbose" := bool\n  }\n'
 LINKS_SCHEMA = '\n  {\n    "app_name" := string,\n    "model_names" := [string]\n  }\n'
 CONTAINER_SCHEMA = '\n  {\n    "model_name" := string,\n    "model_version" := string,\n    "replica_id" := int\n  }\n'
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Admin:
@@ -449,7 +445,7 @@ def test_mutations_publish_events(admin: Admin, store: StateStore) -> None:
 
 
 def test_clipper_admin_session(admin: Admin) -> None:
-    """The calls `ClipperConnection` makes in a typical deploy / roll back / stop session (REFERENCE §7.2)."""
+    """The calls `ClipperConnection` makes in a typical deploy / roll back / stop session."""
     assert admin.add_app("hello-world", "doubles", "-1.0", 100000).status_code == 200
     assert admin.add_model("sum-model", "1", "doubles", container="sum-model:1").status_code == 200
     admin.ok("add_model_links", {"app_name": "hello-world", "model_names": ["sum-model"]})

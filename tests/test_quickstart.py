@@ -20,6 +20,7 @@ import requests
 
 from clipper import ClipperConnection, ClipperException, LocalContainerManager
 from clipper.deployers import python as python_deployer
+from clipper.ports import free_ports
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (apt-get install redis-server)")
@@ -42,16 +43,6 @@ def port_free(port: int) -> bool:
             return False
     return True
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def predict_until_sum(query_addr: str) -> dict[str, Any]:
@@ -107,7 +98,7 @@ def check_serving_and_stop(clipper_conn: ClipperConnection, ports: tuple[int, ..
     clipper_conn.stop_all()
     for pid in pids:  # stopped and reaped: no process, no zombie
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} survived stop_all()"
-    ours = ("redis-server", "clipper.frontend", "clipper.container")
+    ours = ("redis-server", "clipper.frontend", "clipper.model_runtime")
     children = [_cmdline(p) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == os.getpid()]
     leftovers = [c for c in children if any(word in c for word in ours)]
     assert not leftovers, f"child processes left behind: {leftovers}"

@@ -1,4 +1,4 @@
-"""`ClipperConnection`: the admin client of a cluster (REFERENCE §7.2).
+"""`ClipperConnection`: the admin client of a cluster (Clipper's `clipper_admin` API, `docs/compatibility.md`).
 
 Same methods, arguments, return values and HTTP requests as `clipper_admin.ClipperConnection`
 0.4.1: every REST call is a ``POST http://<admin addr>/admin/<route>`` with header

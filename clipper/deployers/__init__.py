@@ -1,4 +1,4 @@
-"""Deployers: package a Python function or a framework model and deploy it (REFERENCE §7.6).
+"""Deployers: package a Python function or a framework model and deploy it (as Clipper's deployers).
 
 * `clipper.deployers.python`: `deploy_python_closure`, `create_endpoint` (any Python function);
 * `clipper.deployers.sklearn`: `deploy_sklearn_model`, `create_endpoint` (a fitted estimator).

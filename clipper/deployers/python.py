@@ -4,7 +4,7 @@ The function is serialised with cloudpickle (protocol 2, as Clipper does) to ``f
 fresh temporary directory, which is handed to `ClipperConnection.build_and_deploy_model` as the
 model data path. The container manager builds its model "image" from it (`LocalContainerManager`
 copies the directory, so the temporary one is removed afterwards), and each replica runs
-``python -m clipper.container``, which loads ``<model path>/func.pkl``, calls the function with a
+``python -m clipper.model_runtime``, which loads ``<model path>/func.pkl``, calls the function with a
 batch of inputs (a 2-D numpy array for equal-length numeric inputs, a list otherwise; a list of
 ``str`` for strings) and returns ``str()`` of each output.
 

@@ -1,7 +1,7 @@
 """The management frontend: Clipper's admin REST API on :1338, writing `clipper.state`.
 
 Same routes, request JSON, success texts and error texts as Clipper's management frontend
-(REFERENCE §2), so the published `clipper_admin` client works unchanged. Where Clipper wrote no
+(`docs/compatibility.md`), so the published `clipper_admin` client works unchanged. Where Clipper wrote no
 response at all, this one answers: unknown route 404 and wrong method 405 (JSON `{"error",
 "cause"}`), unknown input type 400 (text), body over the limit 413, Redis unreachable 503 (JSON;
 the server keeps running and the next request reconnects), unexpected failure 500.

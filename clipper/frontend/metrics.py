@@ -1,4 +1,4 @@
-"""`GET /metrics` in Clipper's JSON shape (REFERENCE §8): every leaf value is a string."""
+"""`GET /metrics` in Clipper's JSON shape: every leaf value is a string."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ import uvloop
 from .. import _core, rust_core, selection
 from ..input_types import parse_input_type
 from ..logs import configure_logging
+from ..selection.selector import ModelSelector
 from .metrics import Metrics, render_prometheus
-from .routing import PolicyRouter
 from .watcher import StateWatcher
 from .workers import run_workers
 
@@ -169,18 +169,18 @@ class QueryFrontend:
             app.slo_micros = spec.latency_slo_micros
             app.default_fragment = _core.json_fragment(spec.default_output)
             app.model_id, app.linked_model, app.versions = model_id, model, versions
-            app.router = self._router(spec, app.router)
+            app.selector = self._selector(spec, app.selector)
 
-    def _router(self, spec: AppSpec, router: PolicyRouter | None) -> PolicyRouter | None:
-        """The app's policy router (None for the default policy), keeping what it learned."""
+    def _selector(self, spec: AppSpec, selector: ModelSelector | None) -> ModelSelector | None:
+        """The app's policy selector (None for the default policy), keeping what it learned."""
         if spec.selection_policy == selection.DEFAULT:
             return None
         linked = {m: self.engine.model(m, self.current_version[m])
                   for m in spec.models if m in self.current_version}
-        if router is None or router.policy.name != spec.selection_policy:
-            return PolicyRouter(spec.name, spec.selection_policy, linked, persist=self._persist_selection)
-        router.set_models(linked)
-        return router
+        if selector is None or selector.policy.name != spec.selection_policy:
+            return ModelSelector(spec.name, spec.selection_policy, linked, persist=self._persist_selection)
+        selector.set_models(linked)
+        return selector
 
     def _persist_selection(self, app: str, uid: int, state: str) -> None:
         if self.watcher is not None:
@@ -189,13 +189,13 @@ class QueryFrontend:
     def load_selection_states(self, app: str, states: dict[int, str | None], *, replace: bool = False) -> None:
         """Policy states read from Redis (`replace`: they are all the app has; None: forgotten)."""
         served = self.server.apps.get(app)
-        router = served.router if served is not None else None
-        if router is None:
+        selector = served.selector if served is not None else None
+        if selector is None:
             return
         if replace:
-            router.states.clear()
+            selector.states.clear()
         for uid, text in states.items():
-            router.load(uid, text, newer_only=not replace)
+            selector.load(uid, text, newer_only=not replace)
 
     def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
         """Serves exactly the apps and models of a `StateStore.snapshot()`, replacing what was before.

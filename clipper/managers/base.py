@@ -1,4 +1,4 @@
-"""The `ContainerManager` interface (REFERENCE §7.3) and the helpers Clipper's managers share.
+"""The `ContainerManager` interface and the helpers Clipper's managers share.
 
 A container manager owns the processes (or Docker containers, or Kubernetes deployments) of a
 cluster: Redis, the management and query frontends and the model replicas. `ClipperConnection`
@@ -27,7 +27,7 @@ CLIPPER_INTERNAL_METRIC_PORT = 1390
 CLIPPER_INTERNAL_REDIS_PORT = 6379
 CLIPPER_INTERNAL_FLUENTD_PORT = 24224
 
-CLIPPER_DOCKER_LABEL = "ai.clipper.container.label"
+CLIPPER_DOCKER_LABEL = "ai.clipper.model_runtime.label"
 CLIPPER_NAME_LABEL = "ai.clipper.name"
 CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
 CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"

@@ -1,4 +1,4 @@
-"""`DockerContainerManager`: a cluster as Docker containers on one machine (REFERENCE §7.4).
+"""`DockerContainerManager`: a cluster as Docker containers on one machine.
 
 Same constructor, labels, container names and start order as `clipper_admin`'s manager, with the
 images of this project (built locally by `clipper.images`: no registry is needed):
@@ -19,14 +19,14 @@ of its log (Clipper waited forever). Missing images are built first with `clippe
 
 Every container is detached, joins the user-named network `docker_network` (created when missing,
 with the label ``ai.clipper.network.created_by``), carries the label
-``ai.clipper.container.label=<cluster_name>`` plus Clipper's role and port labels
+``ai.clipper.model_runtime.label=<cluster_name>`` plus Clipper's role and port labels
 (``ai.clipper.query_frontend.label``, ``ai.clipper.query_frontend.query.port``...), and publishes its
 ports on 127.0.0.1 only (`host_ip`). A requested host port that is taken is replaced by a free one,
 as Clipper's ``find_unbound_port`` does; `connect()` (from any Python process) reads the ports back
 from the labels of the running containers.
 
 Model replicas (`deploy_model` = `set_num_replicas`) are containers named ``<name>_<version>-<rand>``
-with the labels ``ai.clipper.container.label`` and ``ai.clipper.model_container.label=<name>_<version>``
+with the labels ``ai.clipper.model_runtime.label`` and ``ai.clipper.model_container.label=<name>_<version>``
 and Clipper's environment (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``,
 ``CLIPPER_IP=<query frontend container>``, ``CLIPPER_PORT=7000``, ``CLIPPER_INPUT_TYPE``). New replicas
 are waited for until they have registered with the query frontend (the image's ready file or health
@@ -169,7 +169,7 @@ class DockerContainerManager(ContainerManager):
     ``clipper/base``, or ``$CLIPPER_BASE_IMAGE``); `image_progress` gets one line per build step (None:
     silent); `redis_image` replaces ``clipper/redis``; `query_frontend_args` / `management_frontend_args`
     are appended to the frontends' command lines; `log_level` is the ``--log-level`` of the frontends and
-    of model replicas run by this project's runtime (``python -m clipper.container``; None: their default).
+    of model replicas run by this project's runtime (``python -m clipper.model_runtime``; None: their default).
     """
 
     def __init__(
@@ -806,7 +806,7 @@ class DockerContainerManager(ContainerManager):
         }
         command = None
         config = self.docker_client.images.get(image).attrs.get("Config") or {}
-        if self.log_level and list(config.get("Entrypoint") or [])[-2:] == ["-m", "clipper.container"] \
+        if self.log_level and list(config.get("Entrypoint") or [])[-2:] == ["-m", "clipper.model_runtime"] \
                 and not config.get("Cmd"):
             command = ["--log-level", self.log_level]
         started: list[Any] = []

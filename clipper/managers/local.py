@@ -8,7 +8,7 @@
 3. the query frontend ``python -m clipper.frontend.query`` on `clipper_query_port` (HTTP) and
    `clipper_rpc_port` (model replicas).
 
-Model replicas are ``python -m clipper.container`` processes configured by Clipper's environment
+Model replicas are ``python -m clipper.model_runtime`` processes configured by Clipper's environment
 variables (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``, ``CLIPPER_IP``, ``CLIPPER_PORT``,
 ``CLIPPER_INPUT_TYPE``, ``CLIPPER_MODEL_PATH``). `deploy_model` and `set_num_replicas` return once
 every new replica has registered with the query frontend, and fail with a `ClipperException`
@@ -61,7 +61,7 @@ import requests
 
 from ..admin.exceptions import ClipperException
 from ..input_types import parse_input_type
-from ..state.redis_server import free_port
+from ..ports import free_port
 from ..state.redis_server import ping as redis_ping
 from .base import ClusterAdapter, ContainerManager, wait_frontend_replicas
 
@@ -666,7 +666,7 @@ class LocalContainerManager(ContainerManager):
             "CLIPPER_PREDICT": run.get("predict", ""),
         }
         log_path = Path(state["log_dir"]) / f"model-{name}-{version}-{seq}.log"
-        rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.container"],
+        rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.model_runtime"],
                           log_path, env=env)
         rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
                     "ready_file": str(ready_file)})

@@ -1,7 +1,7 @@
 """Model outputs as values: parsing, per-model loss against a feedback label, and weighted combining.
 
 Model outputs are the raw strings the containers return. The query frontend renders one in the
-response by parsing it as JSON and, when that fails, embedding it as a JSON string (REFERENCE §1.3),
+response by parsing it as JSON and, when that fails, embedding it as a JSON string,
 so two outputs *mean the same thing* when they render to the same value: ``"1"`` and ``"1.0"`` (the
 same number), ``"cat"`` and ``"\\"cat\\""`` (the same string), ``"[1, 2]"`` and ``"[1,2]"``.
 

@@ -16,17 +16,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..ports import free_port
+
 
 def redis_server_binary() -> str | None:
     """The path of `redis-server`, or None when it is not installed."""
     return shutil.which("redis-server")
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def ping(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -1,6 +1,6 @@
 """The control plane's state in Redis: the only module that knows Redis keys and change events.
 
-Meaning follows Clipper's schema (REFERENCE §6): applications, versioned models, the current
+Meaning follows Clipper's schema (`docs/compatibility.md`): applications, versioned models, the current
 version of each model name, app -> model links, container replicas and selection state. Unlike
 Clipper (seven databases, `KEYS *` scans, keyspace notifications) everything lives in ONE Redis
 database under the `clipper:` prefix, with index sets instead of scans, and every mutation is one

@@ -21,6 +21,13 @@ use crate::eventfd::EventFd;
 use crate::rpc::{self, Inbound, InputType};
 use crate::stats::Window;
 
+/// The defaults of [`EngineConfig`]; the Python module exports them, and every layer above reads them
+/// from there.
+pub const DEFAULT_RPC_ADDRESS: &str = "tcp://127.0.0.1:7000";
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_QUEUE: usize = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// ZeroMQ endpoint the ROUTER binds, e.g. `tcp://127.0.0.1:7000`.
@@ -36,11 +43,11 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            rpc_address: "tcp://127.0.0.1:7000".into(),
-            cache_bytes: 32 << 20,
-            heartbeat_timeout: Duration::from_secs(30),
+            rpc_address: DEFAULT_RPC_ADDRESS.into(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             aimd: AimdConfig::default(),
-            max_queue: 10_000,
+            max_queue: DEFAULT_MAX_QUEUE,
         }
     }
 }
@@ -59,6 +66,22 @@ pub enum Status {
     ModelError = 3,
     /// The model's queue is full: the request was refused at once, without waiting.
     Overloaded = 4,
+}
+
+impl Status {
+    /// Every status, in code order.
+    pub const ALL: [Status; 5] = [Status::Ok, Status::Timeout, Status::NoModel, Status::ModelError, Status::Overloaded];
+
+    /// The status's name as Python sees it (`clipper.rust_core.STATUS_<NAME>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Timeout => "timeout",
+            Status::NoModel => "no_model",
+            Status::ModelError => "model_error",
+            Status::Overloaded => "overloaded",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::aimd::AimdConfig;
-use crate::engine::{Completion, EngineConfig, ModelSettings};
+use crate::engine::{self, Completion, EngineConfig, ModelSettings, Status};
 use crate::rpc::InputType;
 use crate::stats::Summary;
 
@@ -36,7 +36,14 @@ fn summary<'py>(py: Python<'py>, s: Summary) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (rpc_address="tcp://127.0.0.1:7000", cache_bytes=32 << 20, heartbeat_timeout=30.0, aimd_target=0.5, max_batch_size=1024, max_queue=10_000))]
+    #[pyo3(signature = (
+        rpc_address=engine::DEFAULT_RPC_ADDRESS,
+        cache_bytes=engine::DEFAULT_CACHE_BYTES,
+        heartbeat_timeout=engine::DEFAULT_HEARTBEAT_TIMEOUT.as_secs_f64(),
+        aimd_target=AimdConfig::default().target,
+        max_batch_size=AimdConfig::default().max_batch_size,
+        max_queue=engine::DEFAULT_MAX_QUEUE,
+    ))]
     fn new(
         rpc_address: &str,
         cache_bytes: usize,
@@ -174,5 +181,20 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, C_API_NAME.as_ptr(), None))? };
     m.add("c_api", capsule)?;
     m.add_function(wrap_pyfunction!(encode_simple_input, m)?)?;
+    // The facts the layers above share, defined once here.
+    m.add("DEFAULT_RPC_ADDRESS", engine::DEFAULT_RPC_ADDRESS)?;
+    m.add("DEFAULT_CACHE_BYTES", engine::DEFAULT_CACHE_BYTES)?;
+    m.add("DEFAULT_HEARTBEAT_TIMEOUT_S", engine::DEFAULT_HEARTBEAT_TIMEOUT.as_secs_f64())?;
+    m.add("DEFAULT_MAX_QUEUE", engine::DEFAULT_MAX_QUEUE)?;
+    m.add("SAMPLE_WINDOW", crate::stats::SAMPLE_WINDOW)?;
+    let input_types = PyDict::new(m.py());
+    for t in InputType::ALL {
+        input_types.set_item(t.name(), t as u8)?;
+    }
+    m.add("INPUT_TYPES", input_types)?;
+    for status in Status::ALL {
+        m.add(format!("STATUS_{}", status.name().to_uppercase()), status as u8)?;
+    }
+    m.add("STATUS_NAMES", Status::ALL.map(Status::name).to_vec())?;
     Ok(())
 }

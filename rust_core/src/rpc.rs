@@ -34,6 +34,20 @@ pub enum InputType {
 }
 
 impl InputType {
+    /// Every input type, in code order.
+    pub const ALL: [InputType; 5] = [InputType::Bytes, InputType::Ints, InputType::Floats, InputType::Doubles, InputType::Strings];
+
+    /// The canonical name of the input type, as apps and models declare it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputType::Bytes => "bytes",
+            InputType::Ints => "integers",
+            InputType::Floats => "floats",
+            InputType::Doubles => "doubles",
+            InputType::Strings => "strings",
+        }
+    }
+
     pub fn from_code(code: u32) -> Option<InputType> {
         Some(match code {
             0 => InputType::Bytes,
@@ -242,7 +256,7 @@ mod tests {
 
     #[test]
     fn predict_request_matches_reference_example() {
-        // REFERENCE §3.2: doubles batch [1.0,2.0], [3.0,4.0].
+        // The example of docs/protocol.md: doubles batch [1.0,2.0], [3.0,4.0].
         let inputs: Vec<Vec<u8>> = [[1.0f64, 2.0], [3.0, 4.0]]
             .iter()
             .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())

@@ -2,7 +2,8 @@
 
 use std::collections::VecDeque;
 
-const WINDOW: usize = 4096;
+/// How many recent samples a window keeps (latencies, batch sizes).
+pub const SAMPLE_WINDOW: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
 pub struct Window {
@@ -25,7 +26,7 @@ pub struct Summary {
 
 impl Window {
     pub fn record(&mut self, value: u64) {
-        if self.samples.len() == WINDOW {
+        if self.samples.len() == SAMPLE_WINDOW {
             self.samples.pop_front();
         }
         self.samples.push_back(value);
@@ -81,11 +82,11 @@ mod tests {
     #[test]
     fn keeps_only_the_recent_window() {
         let mut w = Window::default();
-        for v in 0..(WINDOW as u64 + 10) {
+        for v in 0..(SAMPLE_WINDOW as u64 + 10) {
             w.record(v);
         }
         let s = w.summary();
         assert_eq!(s.min, 10);
-        assert_eq!(s.count, WINDOW as u64 + 10);
+        assert_eq!(s.count, SAMPLE_WINDOW as u64 + 10);
     }
 }

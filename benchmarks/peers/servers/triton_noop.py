@@ -24,7 +24,7 @@ from pytriton.triton import Triton, TritonConfig
 
 @batch
 def noop(input: np.ndarray) -> dict[str, np.ndarray]:  # noqa: A002 (the tensor's name)
-    """A constant per input row, like clipper.container.models:noop."""
+    """A constant per input row, like clipper.model_runtime.models:noop."""
     return {"output": np.ones((input.shape[0], 1), dtype=np.float64)}
 
 

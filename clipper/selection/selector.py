@@ -1,7 +1,7 @@
 """Model selection on the query path for apps with a bandit policy (`clipper.selection`).
 
 Apps with Clipper's default policy never come here: the compiled path sends their queries straight
-to their one model. For the others a `PolicyRouter` picks the models to ask per query, combines the
+to their one model. For the others a `ModelSelector` picks the models to ask per query, combines the
 answers that arrived by the SLO, and learns from feedback. Its state is kept per user id; every
 change is handed to `persist` (Redis, through the state watcher) so that all query frontends share
 it, and states written by other frontends arrive through `load`.
@@ -13,8 +13,8 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import selection
-from ..selection import State
+from .base import State
+from .registry import get_policy
 
 Persist = Callable[[str, int, str], None]
 
@@ -23,13 +23,13 @@ def _no_persist(app: str, uid: int, state: str) -> None:
     """Static configurations keep policy state in memory only."""
 
 
-class PolicyRouter:
+class ModelSelector:
     """Selection for one app: which models to ask, how to combine them, what feedback teaches."""
 
     def __init__(self, app: str, policy: str, models: Mapping[str, int], *, persist: Persist = _no_persist,
                  seed: int | None = None) -> None:
         self.app = app
-        self.policy = selection.get_policy(policy)
+        self.policy = get_policy(policy)
         self.persist = persist
         self.seed = seed
         self.rng = random.Random(seed)

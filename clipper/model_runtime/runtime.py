@@ -15,7 +15,7 @@ import zmq
 
 from . import protocol as p
 
-log = logging.getLogger("clipper.container")
+log = logging.getLogger("clipper.model_runtime")
 
 #: A model: takes one decoded batch, returns one output per input.
 PredictFn = Callable[[Any], Sequence[Any]]

@@ -1,4 +1,4 @@
-"""Tiny built-in models for tests and benchmarks (``--predict clipper.container.models:noop``)."""
+"""Tiny built-in models for tests and benchmarks (``--predict clipper.model_runtime.models:noop``)."""
 
 from __future__ import annotations
 

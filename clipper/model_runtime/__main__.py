@@ -1,4 +1,4 @@
-"""``python -m clipper.container``: serve a model, configured like Clipper's containers.
+"""``python -m clipper.model_runtime``: serve a model, configured like Clipper's containers.
 
 Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required),
 CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000; a comma-separated list for a query frontend run with
@@ -22,7 +22,7 @@ from .runtime import serve
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    ap = argparse.ArgumentParser(prog="python -m clipper.container", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m clipper.model_runtime", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predict", default=env("CLIPPER_PREDICT"), metavar="MODULE:FUNCTION",
                     help="model function (default: $CLIPPER_PREDICT, else $CLIPPER_MODEL_PATH/func.pkl)")

@@ -1,9 +1,9 @@
 """Clipper model-container runtime: serve a Python function to a Clipper RPC v3 frontend.
 
-    from clipper.container import serve
+    from clipper.model_runtime import serve
     serve(lambda xs: [str(x.sum()) for x in xs], name="m", version="1", input_type="doubles")
 
-or ``python -m clipper.container --predict package.module:function`` (see ``__main__``).
+or ``python -m clipper.model_runtime --predict package.module:function`` (see ``__main__``).
 """
 
 from .loader import ModelLoadError, load_closure, load_function, load_model
