@@ -20,7 +20,7 @@ setup(
             Extension(
                 "clipper._core",
                 ["_core/_core.pyx"],
-                include_dirs=["rust_core/include"],  # clipper_http.h: the HTTP parser's C interface
+                include_dirs=["rust_core/include"],  # clipper_capi.h: the C interface of rust_core
                 extra_compile_args=["-O2"],
             )
         ],
