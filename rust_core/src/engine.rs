@@ -1,10 +1,9 @@
-//! The engine: one native thread that owns the ZeroMQ ROUTER, the per-model queues, the replica
-//! table and the deadlines. Callers submit requests through a channel and collect completions in
-//! bulk; an eventfd tells them when completions are waiting.
+//! The engine loop: one native thread that owns the ZeroMQ ROUTER and wires the request queues
+//! ([`crate::queue`]) to the replica registry ([`crate::replicas`]): it takes commands, sends batches,
+//! reads answers and heartbeats, and publishes completions and stats. Callers submit requests
+//! through a channel and collect completions in bulk; an eventfd tells them when completions are
+//! waiting.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -15,11 +14,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::aimd::{Aimd, AimdConfig};
+use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
 use crate::eventfd::EventFd;
+use crate::queue::{Queues, Take, Task};
+use crate::replicas::{Answer, Batch, Registry};
 use crate::rpc::{self, Inbound, InputType};
 use crate::stats::Window;
+
+pub use crate::queue::{Completion, ModelSettings, Status};
+pub use crate::replicas::ReplicaInfo;
 
 /// The defaults of [`EngineConfig`]; the Python module exports them, and every layer above reads them
 /// from there.
@@ -50,61 +54,6 @@ impl Default for EngineConfig {
             max_queue: DEFAULT_MAX_QUEUE,
         }
     }
-}
-
-/// How a request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// The payload is the model's output as a JSON fragment.
-    Ok = 0,
-    /// The SLO passed before any answer.
-    Timeout = 1,
-    /// The model has no connected replica.
-    NoModel = 2,
-    /// The model failed the batch; the payload is its error message.
-    ModelError = 3,
-    /// The model's queue is full: the request was refused at once, without waiting.
-    Overloaded = 4,
-}
-
-impl Status {
-    /// Every status, in code order.
-    pub const ALL: [Status; 5] = [Status::Ok, Status::Timeout, Status::NoModel, Status::ModelError, Status::Overloaded];
-
-    /// The status's name as Python sees it (`clipper.rust_core.STATUS_<NAME>`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Timeout => "timeout",
-            Status::NoModel => "no_model",
-            Status::ModelError => "model_error",
-            Status::Overloaded => "overloaded",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Completion {
-    pub token: u64,
-    pub status: Status,
-    pub payload: Arc<[u8]>,
-}
-
-/// Per-model batching settings.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ModelSettings {
-    /// A fixed batch size; `None` lets AIMD choose per replica.
-    pub batch_size: Option<usize>,
-    /// How long a replica waits for a batch to fill (delayed batching).
-    pub batch_wait: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaInfo {
-    pub model: u32,
-    pub replica_id: u32,
-    pub input_type: InputType,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -213,16 +162,7 @@ impl Engine {
         if let Some(hit) = self.shared.cache.lock().get(key) {
             return Some(hit);
         }
-        let now = Instant::now();
-        let task = Task {
-            deadline: now + slo,
-            enqueued: now,
-            slo,
-            key,
-            model,
-            input_type,
-            input: input.to_vec(),
-        };
+        let task = Task::new(model, input_type, key, input.to_vec(), slo, Instant::now());
         // The engine thread lives as long as this handle; a send cannot fail before shutdown.
         let _ = self.commands.send(Command::Predict(task, token));
         None
@@ -297,95 +237,26 @@ fn intern_model(shared: &Shared, name: &str, version: &str) -> u32 {
     (models.len() - 1) as u32
 }
 
-/// One queued prediction: the work a replica is sent. Requests for the same key share it.
-struct Task {
-    deadline: Instant,
-    enqueued: Instant,
-    slo: Duration,
-    key: u64,
-    model: u32,
-    input_type: InputType,
-    input: Vec<u8>,
-}
-
-impl PartialEq for Task {
-    fn eq(&self, other: &Self) -> bool {
-        self.deadline == other.deadline
-    }
-}
-impl Eq for Task {}
-impl PartialOrd for Task {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Task {
-    /// Reversed, so that the max-heap pops the earliest deadline first.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other.deadline.cmp(&self.deadline)
-    }
-}
-
-#[derive(Default)]
-struct ModelQueue {
-    tasks: BinaryHeap<Task>,
-    settings: ModelSettings,
-    idle: Vec<Vec<u8>>,
-    replicas: usize,
-    next_replica_id: u32,
-}
-
-struct Batch {
-    msg_id: u32,
-    tasks: Vec<Task>,
-    sent: Instant,
-}
-
-struct Replica {
-    model: u32,
-    replica_id: u32,
-    input_type: InputType,
-    last_seen: Instant,
-    inflight: Option<Batch>,
-    aimd: Aimd,
-    /// Moving average of recent batch round trips: a queued request with less time left than this
-    /// cannot be answered in time by this replica.
-    round_trip: Duration,
-}
-
+/// The engine thread's state: the socket and what it wires together.
 struct Worker {
-    config: EngineConfig,
     shared: Arc<Shared>,
     commands: Receiver<Command>,
     socket: zmq::Socket,
-    queues: Vec<ModelQueue>,
-    replicas: HashMap<Vec<u8>, Replica>,
-    /// Live requests: token -> cache key of the task they wait on.
-    live: HashMap<u64, u64>,
-    /// Tokens waiting on each queued or in-flight key.
-    waiters: HashMap<u64, Vec<u64>>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    completed: Vec<Completion>,
+    queues: Queues,
+    replicas: Registry,
     next_msg_id: u32,
-    next_liveness_check: Instant,
     running: bool,
 }
 
 impl Worker {
     fn new(config: EngineConfig, shared: Arc<Shared>, commands: Receiver<Command>, socket: zmq::Socket) -> Worker {
         Worker {
-            config,
             shared,
             commands,
             socket,
-            queues: Vec::new(),
-            replicas: HashMap::new(),
-            live: HashMap::new(),
-            waiters: HashMap::new(),
-            deadlines: BinaryHeap::new(),
-            completed: Vec::new(),
+            queues: Queues::new(config.max_queue),
+            replicas: Registry::new(config.aimd, config.heartbeat_timeout, Instant::now()),
             next_msg_id: 0,
-            next_liveness_check: Instant::now(),
             running: true,
         }
     }
@@ -397,9 +268,10 @@ impl Worker {
             }
             self.receive_all();
             let now = Instant::now();
-            self.expire(now);
-            if now >= self.next_liveness_check {
-                self.drop_silent_replicas(now);
+            self.queues.expire(now);
+            for identity in self.replicas.silent(now) {
+                let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());
+                self.drop_replica(&identity, &reason);
             }
             let wait_until = self.dispatch(now);
             self.publish_completions();
@@ -410,19 +282,11 @@ impl Worker {
         }
     }
 
-    fn queue(&mut self, model: u32) -> &mut ModelQueue {
-        let i = model as usize;
-        if self.queues.len() <= i {
-            self.queues.resize_with(i + 1, ModelQueue::default);
-        }
-        &mut self.queues[i]
-    }
-
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Predict(task, token) => self.enqueue(task, token),
-            Command::Configure(model, settings) => self.queue(model).settings = settings,
-            Command::Cancel(tokens) => self.cancel(&tokens),
+            Command::Configure(model, settings) => self.queues.configure(model, settings),
+            Command::Cancel(tokens) => self.queues.cancel(&tokens),
             Command::Shutdown => self.running = false,
         }
     }
@@ -430,121 +294,34 @@ impl Worker {
     fn enqueue(&mut self, task: Task, token: u64) {
         let hit = self.shared.cache.lock().peek(task.key);
         if let Some(hit) = hit {
-            return self.complete(token, Status::Ok, hit);
+            return self.queues.complete(token, Status::Ok, hit);
         }
-        let max_queue = self.config.max_queue;
-        let queue = self.queue(task.model);
-        if queue.replicas == 0 {
-            return self.complete(token, Status::NoModel, Arc::from([]));
+        if self.replicas.count(task.model) == 0 {
+            return self.queues.complete(token, Status::NoModel, Arc::from([]));
         }
-        if queue.tasks.len() >= max_queue && !self.waiters.contains_key(&task.key) {
-            return self.complete(token, Status::Overloaded, Arc::from([]));
-        }
-        self.live.insert(token, task.key);
-        self.deadlines.push(Reverse((task.deadline, token)));
-        match self.waiters.entry(task.key) {
-            Entry::Occupied(mut e) => e.get_mut().push(token),
-            Entry::Vacant(e) => {
-                e.insert(vec![token]);
-                self.queue(task.model).tasks.push(task);
-            }
-        }
-    }
-
-    /// Forgets requests whose client has gone: tasks nobody waits for any more are not sent.
-    fn cancel(&mut self, tokens: &[u64]) {
-        for token in tokens {
-            if let Some(key) = self.live.remove(token) {
-                if let Some(waiting) = self.waiters.get_mut(&key) {
-                    waiting.retain(|t| t != token);
-                }
-            }
-        }
-    }
-
-    fn complete(&mut self, token: u64, status: Status, payload: Arc<[u8]>) {
-        self.completed.push(Completion { token, status, payload });
-    }
-
-    /// Completes every live request waiting on `key`.
-    fn complete_key(&mut self, key: u64, status: Status, payload: &Arc<[u8]>) {
-        for token in self.waiters.remove(&key).unwrap_or_default() {
-            if self.live.remove(&token).is_some() {
-                self.completed.push(Completion { token, status, payload: payload.clone() });
-            }
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((deadline, token))) = self.deadlines.peek() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(key) = self.live.remove(&token) {
-                if let Some(tokens) = self.waiters.get_mut(&key) {
-                    tokens.retain(|&t| t != token);
-                }
-                self.complete(token, Status::Timeout, Arc::from([]));
-            }
-        }
-    }
-
-    fn has_waiters(&self, key: u64) -> bool {
-        self.waiters.get(&key).is_some_and(|t| !t.is_empty())
+        self.queues.enqueue(task, token);
     }
 
     /// Sends a batch to every idle replica that has work; returns when a batch wait ends.
     fn dispatch(&mut self, now: Instant) -> Option<Instant> {
         let mut wait_until: Option<Instant> = None;
-        for model in 0..self.queues.len() {
-            while let Some(identity) = self.queues[model].idle.pop() {
-                let queue = &self.queues[model];
-                let Some(oldest) = queue.tasks.peek() else {
-                    self.queues[model].idle.push(identity);
-                    break;
-                };
-                let replica = &self.replicas[&identity];
-                let size = queue.settings.batch_size.unwrap_or_else(|| replica.aimd.batch_size());
+        for model in 0..self.queues.model_count().min(self.replicas.model_count()) as u32 {
+            while let Some(identity) = self.replicas.pop_idle(model) {
+                let replica = self.replicas.get_mut(&identity).expect("idle replica is registered");
+                let size = self.queues.settings(model).batch_size.unwrap_or_else(|| replica.aimd.batch_size());
                 let finish_by = now + replica.round_trip;
-                let fill_by = oldest.enqueued + queue.settings.batch_wait;
-                if queue.tasks.len() < size && fill_by > now {
-                    wait_until = Some(wait_until.map_or(fill_by, |w| w.min(fill_by)));
-                    self.queues[model].idle.push(identity);
-                    break;
-                }
-                let mut tasks = Vec::with_capacity(size.min(queue.tasks.len()));
-                let mut late = Vec::new();
-                while tasks.len() < size {
-                    let Some(task) = self.queues[model].tasks.pop() else { break };
-                    if !self.has_waiters(task.key) {
-                        // Every request for it has timed out: do not spend a model on it.
-                        self.waiters.remove(&task.key);
-                    } else if task.deadline < finish_by {
-                        late.push(task);
-                    } else {
-                        tasks.push(task);
+                match self.queues.take_batch(model, size, finish_by, now) {
+                    Take::Batch(tasks) => self.send_batch(identity, tasks, now),
+                    Take::Wait(fill_by) => {
+                        wait_until = Some(wait_until.map_or(fill_by, |w| w.min(fill_by)));
+                        self.replicas.push_idle(model, identity);
+                        break;
+                    }
+                    Take::Empty => {
+                        self.replicas.push_idle(model, identity);
+                        break;
                     }
                 }
-                if tasks.is_empty() {
-                    // Only late requests: send a batch of them all the same (the round trip estimate may
-                    // be stale, and this batch renews it); the others wait in the queue as before.
-                    tasks = late.split_off(late.len().saturating_sub(size));
-                    for task in late {
-                        self.queues[model].tasks.push(task);
-                    }
-                } else {
-                    // They would miss their deadline in this batch anyway: their defaults now, and the
-                    // batch goes to requests that can still make it (goodput under overload).
-                    for task in late {
-                        self.complete_key(task.key, Status::Timeout, &Arc::from([]));
-                    }
-                }
-                if tasks.is_empty() {
-                    self.queues[model].idle.push(identity);
-                    continue;
-                }
-                self.send_batch(identity, tasks, now);
             }
         }
         self.publish_queue_lengths();
@@ -561,9 +338,10 @@ impl Worker {
             )
             .into_bytes()
             .into();
-            self.queues[replica.model as usize].idle.push(identity);
+            let model = replica.model;
+            self.replicas.push_idle(model, identity);
             for task in tasks {
-                self.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_key(task.key, Status::ModelError, &message);
             }
             return;
         }
@@ -600,25 +378,16 @@ impl Worker {
     /// may never come (and the replica would take no work again): it fails now, with the reason.
     fn reject_malformed(&mut self, identity: &[u8], error: rpc::DecodeError) {
         log_warn(&format!("dropped a malformed RPC message: {error}"));
-        let Some(replica) = self.replicas.get_mut(identity) else { return };
-        let Some(batch) = replica.inflight.take() else { return };
-        let message: Arc<[u8]> =
-            format!("replica {} sent a malformed response: {error}", replica.replica_id).into_bytes().into();
-        self.queues[replica.model as usize].idle.push(identity.to_vec());
+        let Some((replica_id, batch)) = self.replicas.take_inflight(identity) else { return };
+        let message: Arc<[u8]> = format!("replica {replica_id} sent a malformed response: {error}").into_bytes().into();
         for task in &batch.tasks {
-            self.complete_key(task.key, Status::ModelError, &message);
+            self.queues.complete_key(task.key, Status::ModelError, &message);
         }
     }
 
     fn handle_inbound(&mut self, identity: &[u8], message: Inbound<'_>) {
         let now = Instant::now();
-        let known = match self.replicas.get_mut(identity) {
-            Some(replica) => {
-                replica.last_seen = now;
-                true
-            }
-            None => false,
-        };
+        let known = self.replicas.touch(identity, now);
         match message {
             Inbound::Heartbeat => {
                 let kind = if known { rpc::HEARTBEAT_KEEPALIVE } else { rpc::HEARTBEAT_REQUEST_METADATA };
@@ -629,24 +398,8 @@ impl Worker {
             }
             Inbound::NewContainer { name, version, input_type } if !known => {
                 let model = intern_model(&self.shared, name, version);
-                let queue = self.queue(model);
-                let replica_id = queue.next_replica_id;
-                queue.next_replica_id += 1;
-                queue.replicas += 1;
-                queue.idle.push(identity.to_vec());
-                self.replicas.insert(
-                    identity.to_vec(),
-                    Replica {
-                        model,
-                        replica_id,
-                        input_type,
-                        last_seen: now,
-                        inflight: None,
-                        aimd: Aimd::new(self.config.aimd),
-                        round_trip: Duration::ZERO,
-                    },
-                );
-                self.shared.replicas.lock().push(ReplicaInfo { model, replica_id, input_type });
+                let info = self.replicas.register(identity, model, input_type, now);
+                self.shared.replicas.lock().push(info);
             }
             Inbound::NewContainer { .. } => {}
             Inbound::Response { msg_id, outputs } => self.handle_response(identity, msg_id, &outputs, now),
@@ -654,32 +407,27 @@ impl Worker {
     }
 
     fn handle_response(&mut self, identity: &[u8], msg_id: u32, outputs: &[&[u8]], now: Instant) {
-        let Some(replica) = self.replicas.get_mut(identity) else { return };
-        let Some(batch) = replica.inflight.take_if(|b| b.msg_id == msg_id) else {
-            return log_warn("dropped a response that matches no batch in flight");
+        let (model, batch, latency) = match self.replicas.answered(identity, msg_id, now) {
+            Answer::Batch { model, batch, latency } => (model, batch, latency),
+            Answer::Unknown => return,
+            Answer::Unmatched => return log_warn("dropped a response that matches no batch in flight"),
         };
-        let latency = now - batch.sent;
-        let slo = batch.tasks.iter().map(|t| t.slo).min().unwrap_or_default();
-        replica.aimd.observe(batch.tasks.len(), latency, slo);
-        replica.round_trip = if replica.round_trip.is_zero() { latency } else { (replica.round_trip * 4 + latency) / 5 };
-        let model = replica.model;
-        self.queues[model as usize].idle.push(identity.to_vec());
         if outputs.len() != batch.tasks.len() {
             let message: Arc<[u8]> =
                 format!("model returned {} outputs for a batch of {}", outputs.len(), batch.tasks.len())
                     .into_bytes()
                     .into();
             for task in &batch.tasks {
-                self.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_key(task.key, Status::ModelError, &message);
             }
         } else {
             for (task, output) in batch.tasks.iter().zip(outputs) {
                 if let Some(message) = output.strip_prefix(rpc::ERROR_MARKER) {
-                    self.complete_key(task.key, Status::ModelError, &Arc::from(message));
+                    self.queues.complete_key(task.key, Status::ModelError, &Arc::from(message));
                 } else {
                     let fragment = json_fragment(output);
                     self.shared.cache.lock().put(task.key, fragment.clone());
-                    self.complete_key(task.key, Status::Ok, &fragment);
+                    self.queues.complete_key(task.key, Status::Ok, &fragment);
                 }
             }
         }
@@ -694,30 +442,11 @@ impl Worker {
         entry.latencies_us.record(latency.as_micros() as u64);
     }
 
-    fn drop_silent_replicas(&mut self, now: Instant) {
-        let timeout = self.config.heartbeat_timeout;
-        self.next_liveness_check = now + (timeout / 4).min(Duration::from_secs(1));
-        let silent: Vec<Vec<u8>> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| now.duration_since(r.last_seen) > timeout)
-            .map(|(identity, _)| identity.clone())
-            .collect();
-        for identity in silent {
-            self.drop_replica(&identity, &format!("silent for {timeout:?}"));
-        }
-    }
-
     /// Forgets a replica; the batch it had in flight goes back to its model's queue.
     fn drop_replica(&mut self, identity: &[u8], reason: &str) {
         let Some(replica) = self.replicas.remove(identity) else { return };
         log_warn(&format!("dropped replica {} of model {}: {reason}", replica.replica_id, replica.model));
-        let queue = &mut self.queues[replica.model as usize];
-        queue.replicas -= 1;
-        queue.idle.retain(|i| i != identity);
-        for task in replica.inflight.into_iter().flat_map(|b| b.tasks) {
-            queue.tasks.push(task);
-        }
+        self.queues.requeue(replica.model, replica.inflight.into_iter().flat_map(|b| b.tasks));
         self.shared
             .replicas
             .lock()
@@ -725,23 +454,25 @@ impl Worker {
     }
 
     fn publish_queue_lengths(&self) {
+        let models = self.queues.model_count().max(self.replicas.model_count());
         let mut stats = self.shared.stats.lock();
-        if stats.len() < self.queues.len() {
-            stats.resize_with(self.queues.len(), ModelStats::default);
+        if stats.len() < models {
+            stats.resize_with(models, ModelStats::default);
         }
-        for (entry, queue) in stats.iter_mut().zip(&self.queues) {
-            entry.queued = queue.tasks.len();
-            entry.replicas = queue.replicas;
+        for (model, entry) in stats.iter_mut().enumerate().take(models) {
+            entry.queued = self.queues.queued(model as u32);
+            entry.replicas = self.replicas.count(model as u32);
         }
     }
 
     fn publish_completions(&mut self) {
-        if self.completed.is_empty() {
+        let completed = self.queues.completed();
+        if completed.is_empty() {
             return;
         }
         let mut shared = self.shared.completions.lock();
         let was_empty = shared.is_empty();
-        shared.append(&mut self.completed);
+        shared.append(completed);
         drop(shared);
         if was_empty {
             self.shared.completion_fd.notify();
@@ -750,8 +481,8 @@ impl Worker {
 
     fn sleep(&mut self, batch_wait_until: Option<Instant>) {
         let now = Instant::now();
-        let mut until = self.next_liveness_check;
-        if let Some(&Reverse((deadline, _))) = self.deadlines.peek() {
+        let mut until = self.replicas.next_liveness_check();
+        if let Some(deadline) = self.queues.next_deadline() {
             until = until.min(deadline);
         }
         if let Some(t) = batch_wait_until {
@@ -780,11 +511,7 @@ impl Worker {
     /// that slept must be woken when the answer comes, and on virtual machines an idle vCPU takes tens
     /// of microseconds to wake. Under load (larger batches) the engine sleeps as usual.
     fn spin_until_ready(&self, items: &mut [zmq::PollItem<'_>], until: Instant) -> bool {
-        let inflight = || self.replicas.values().filter_map(|r| r.inflight.as_ref().map(|b| (b, r.round_trip)));
-        if inflight().any(|(batch, _)| batch.tasks.len() > SPIN_MAX_BATCH) {
-            return false;
-        }
-        let Some(round_trip) = inflight().map(|(_, round_trip)| round_trip).max() else { return false };
+        let Some(round_trip) = self.replicas.small_batches_round_trip(SPIN_MAX_BATCH) else { return false };
         let spin_until = Instant::now() + round_trip.clamp(MIN_SPIN, MAX_SPIN);
         while Instant::now() < spin_until.min(until) {
             if zmq::poll(items, 0).unwrap_or(0) > 0 || !self.commands.is_empty() {

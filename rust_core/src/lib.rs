@@ -9,6 +9,8 @@ pub mod cache;
 pub mod engine;
 pub mod http;
 mod eventfd;
+mod queue;
+mod replicas;
 pub mod rpc;
 pub mod simple_input;
 pub mod stats;
