@@ -2,20 +2,32 @@
 //!
 //! [`engine::Engine`] owns the ZeroMQ ROUTER that model containers connect to, the per-model
 //! queues, adaptive batching and the prediction cache; the `python` feature adds a thin PyO3
-//! module over it.
+//! module over it. The modules in layers, each using only modules of the layers before it:
+//!
+//! - codecs of untrusted input: [`rpc`] (Clipper RPC v3 frames, input types), [`simple_input`]
+//!   (`{"input": [numbers]}` bodies), [`http`] (the HTTP/1.1 request parser);
+//! - parts of the engine: [`cache`] (prediction cache), [`aimd`] (adaptive batch size), [`stats`]
+//!   (sample windows), `queue` (tasks, per-model deadline queues, waiting requests, how they end),
+//!   `replicas` (connected containers, batches in flight, liveness), `eventfd`;
+//! - [`engine`]: the loop on its own thread that wires queues and replicas to the socket, and the
+//!   [`engine::Engine`] handle;
+//! - [`capi`]: the C interface of `rust_core/include/clipper_capi.h` (HTTP parser, simple-body
+//!   submission), free of Python;
+//! - `python` (feature `python`): the PyO3 module `clipper.rust_core`, which completes the C
+//!   interface with the one function that needs the engine object.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod aimd;
 pub mod cache;
+pub mod capi;
 pub mod engine;
-pub mod http;
 mod eventfd;
+pub mod http;
 mod queue;
 mod replicas;
 pub mod rpc;
 pub mod simple_input;
 pub mod stats;
 
-#[cfg(feature = "python")]
-mod capi;
 #[cfg(feature = "python")]
 mod python;

@@ -1,4 +1,6 @@
-//! The thin PyO3 layer over [`crate::engine::Engine`]; `clipper/rust_core.pyi` documents it.
+//! The thin PyO3 layer over [`crate::engine::Engine`]; `clipper/rust_core.pyi` documents it. It also
+//! completes the C interface ([`crate::capi`]) with `submit_simple`, the one C function that needs the
+//! engine object, and exports the table in a capsule.
 
 use std::time::Duration;
 
@@ -7,13 +9,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::aimd::AimdConfig;
+use crate::capi::{self, CApi};
 use crate::engine::{self, Completion, EngineConfig, ModelSettings, Status};
 use crate::rpc::InputType;
 use crate::stats::Summary;
 
 #[pyclass(frozen, module = "clipper.rust_core")]
-pub(crate) struct Engine {
-    pub(crate) inner: crate::engine::Engine,
+struct Engine {
+    inner: crate::engine::Engine,
 }
 
 fn input_type(code: u8) -> PyResult<InputType> {
@@ -164,6 +167,52 @@ impl Engine {
 /// The capsule name `_core` asks for.
 const C_API_NAME: &std::ffi::CStr = c"clipper.rust_core.c_api";
 
+/// The C functions the Cython protocol calls (rust_core/include/clipper_capi.h), exported in the
+/// capsule `c_api`.
+static C_API: CApi = CApi::new(submit_simple);
+
+/// `submit_simple` of the C API: submits the input of a predict body that is exactly
+/// `{"input": [numbers]}`: 1 with a new reference in `*hit` for a cache hit, 0 when submitted under
+/// `token`, -1 (nothing done) for any other body, input type or engine object, or a NULL pointer:
+/// the caller then takes the full path.
+///
+/// # Safety
+/// Called with the GIL held; `engine` is NULL or a live object, `body` is NULL or points to `len`
+/// readable bytes, and `hit` is NULL or writable.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn submit_simple(
+    engine: *mut capi::PyObject,
+    body: *const u8,
+    len: usize,
+    input_type: u32,
+    model: u32,
+    slo_micros: u64,
+    token: u64,
+    hit: *mut *mut capi::PyObject,
+) -> i32 {
+    if engine.is_null() || hit.is_null() {
+        return -1;
+    }
+    // SAFETY: `body` is NULL (refused there) or points to `len` readable bytes (the caller's contract).
+    let Some((input_type, input)) = (unsafe { capi::simple_input(body, len, input_type) }) else { return -1 };
+    // SAFETY: the caller holds the GIL (the C API's contract).
+    let py = unsafe { Python::assume_gil_acquired() };
+    // SAFETY: `engine` is a live object (non-NULL checked above); the caller's reference outlives the
+    // call, and the Bound takes its own.
+    let engine = unsafe { Bound::from_borrowed_ptr(py, engine.cast::<pyo3::ffi::PyObject>()) };
+    let Ok(engine) = engine.downcast::<Engine>() else { return -1 };
+    let slo = Duration::from_micros(slo_micros);
+    match engine.get().inner.submit(token, model, input_type, &input, slo) {
+        Some(output) => {
+            let output = PyBytes::new(py, &output).into_ptr().cast::<capi::PyObject>();
+            // SAFETY: `hit` is writable (the caller's contract, non-NULL checked above).
+            unsafe { *hit = output };
+            1
+        }
+        None => 0,
+    }
+}
+
 /// The element bytes of a predict body that is exactly `{"input": [numbers]}`, else None: the fast
 /// path of input validation, exposed for tests that compare it with the full validator.
 #[pyfunction]
@@ -175,8 +224,7 @@ fn encode_simple_input<'py>(py: Python<'py>, body: &[u8], input_type_code: u8) -
 #[pymodule]
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    // The C functions the Cython protocol calls (rust_core/include/clipper_capi.h).
-    let api = std::ptr::addr_of!(crate::capi::C_API).cast_mut().cast();
+    let api = std::ptr::addr_of!(C_API).cast_mut().cast();
     // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor.
     let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, C_API_NAME.as_ptr(), None))? };
     m.add("c_api", capsule)?;

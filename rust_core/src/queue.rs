@@ -318,6 +318,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn statuses_are_listed_once_in_code_order_with_distinct_names() {
+        for (code, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(status as usize, code);
+        }
+        let mut names = Status::ALL.map(Status::name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Status::ALL.len());
+    }
+
+    #[test]
     fn batches_come_out_earliest_deadline_first() {
         let now = Instant::now();
         let mut queues = Queues::new(100);

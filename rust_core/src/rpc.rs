@@ -48,15 +48,9 @@ impl InputType {
         }
     }
 
+    /// The input type of a wire code, if any.
     pub fn from_code(code: u32) -> Option<InputType> {
-        Some(match code {
-            0 => InputType::Bytes,
-            1 => InputType::Ints,
-            2 => InputType::Floats,
-            3 => InputType::Doubles,
-            4 => InputType::Strings,
-            _ => return None,
-        })
+        InputType::ALL.into_iter().find(|t| t.code() == code)
     }
 
     pub fn code(self) -> u32 {
@@ -220,6 +214,20 @@ mod tests {
 
     fn refs(frames: &[Vec<u8>]) -> Vec<&[u8]> {
         frames.iter().map(Vec::as_slice).collect()
+    }
+
+    #[test]
+    fn input_types_are_listed_once_in_code_order_and_round_trip() {
+        for (code, t) in InputType::ALL.into_iter().enumerate() {
+            assert_eq!(t.code(), code as u32);
+            assert_eq!(InputType::from_code(t.code()), Some(t));
+        }
+        assert_eq!(InputType::from_code(InputType::ALL.len() as u32), None);
+        assert_eq!(InputType::from_code(u32::MAX), None);
+        let mut names = InputType::ALL.map(InputType::name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), InputType::ALL.len(), "names are distinct");
     }
 
     #[test]
