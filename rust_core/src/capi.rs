@@ -268,7 +268,7 @@ mod tests {
         let parser = (API.parser_new)(1024, 1024);
         let mut out = MaybeUninit::<CRequest>::zeroed();
         let mut status = 0u16;
-        // SAFETY: as above.
+        // SAFETY: `parser` is live, the bytes readable, `out` and `status` writable.
         let event = unsafe {
             (API.feed)(parser, b"\x01\x02\r\n\r\n".as_ptr(), 6);
             (API.next)(parser, out.as_mut_ptr(), &mut status)

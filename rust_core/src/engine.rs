@@ -1,5 +1,5 @@
 //! The engine loop: one native thread that owns the ZeroMQ ROUTER and wires the request queues
-//! ([`crate::queue`]) to the replica registry ([`crate::replicas`]): it takes commands, sends batches,
+//! (`queue`) to the replica registry (`replicas`): it takes commands, sends batches,
 //! reads answers and heartbeats, and publishes completions and stats. Callers submit requests
 //! through a channel and collect completions in bulk; an eventfd tells them when completions are
 //! waiting.

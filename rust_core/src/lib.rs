@@ -2,7 +2,7 @@
 //!
 //! [`engine::Engine`] owns the ZeroMQ ROUTER that model containers connect to, the per-model
 //! queues, adaptive batching and the prediction cache; the `python` feature adds a thin PyO3
-//! module over it. The modules in layers, each using only modules of the layers before it:
+//! module over it. The modules in layers; each uses only modules listed before it:
 //!
 //! - codecs of untrusted input: [`rpc`] (Clipper RPC v3 frames, input types), [`simple_input`]
 //!   (`{"input": [numbers]}` bodies), [`http`] (the HTTP/1.1 request parser);

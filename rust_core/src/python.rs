@@ -225,7 +225,9 @@ fn encode_simple_input<'py>(py: Python<'py>, body: &[u8], input_type_code: u8) -
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     let api = std::ptr::addr_of!(C_API).cast_mut().cast();
-    // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor.
+    // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor
+    // (the C side only reads it); PyCapsule_New returns a new reference, or NULL with an exception set,
+    // which is what from_owned_ptr_or_err takes.
     let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, C_API_NAME.as_ptr(), None))? };
     m.add("c_api", capsule)?;
     m.add_function(wrap_pyfunction!(encode_simple_input, m)?)?;

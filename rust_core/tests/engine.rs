@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rust_core::engine::{Completion, Engine, EngineConfig, ModelSettings, Status};
+use rust_core::engine::{Completion, Engine, EngineConfig, ModelSettings, Status, DEFAULT_HEARTBEAT_TIMEOUT};
 use rust_core::rpc::{self, InputType};
 
 fn engine(heartbeat_timeout: Duration) -> Engine {
@@ -44,13 +44,13 @@ impl FakeContainer {
             let socket = ctx.socket(zmq::DEALER).unwrap();
             socket.set_linger(0).unwrap();
             socket.connect(&endpoint).unwrap();
-            socket.send_multipart([vec![], 2u32.to_le_bytes().to_vec()], 0).unwrap();
+            socket.send_multipart([vec![], rpc::MSG_HEARTBEAT.to_le_bytes().to_vec()], 0).unwrap();
             let mut last_heartbeat = Instant::now();
             while !stopped.load(Ordering::SeqCst) {
                 if socket.poll(zmq::POLLIN, 20).unwrap() == 0 {
                     // Idle containers heartbeat, as the real runtime does.
                     if last_heartbeat.elapsed() > Duration::from_millis(100) {
-                        socket.send_multipart([vec![], 2u32.to_le_bytes().to_vec()], 0).unwrap();
+                        socket.send_multipart([vec![], rpc::MSG_HEARTBEAT.to_le_bytes().to_vec()], 0).unwrap();
                         last_heartbeat = Instant::now();
                     }
                     continue;
@@ -58,7 +58,7 @@ impl FakeContainer {
                 let frames = socket.recv_multipart(0).unwrap();
                 let kind = u32::from_le_bytes(frames[2][..4].try_into().unwrap());
                 if kind == rpc::MSG_HEARTBEAT {
-                    if frames[3] == 1u32.to_le_bytes() {
+                    if frames[3] == rpc::HEARTBEAT_REQUEST_METADATA.to_le_bytes() {
                         socket.send_multipart(rpc::new_container(&model, "1", InputType::Doubles), 0).unwrap();
                     }
                     continue;
@@ -101,7 +101,7 @@ fn batch_len(inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 fn fail(inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    vec![b"\x00error:ValueError: boom".to_vec(); inputs.len()]
+    vec![[rpc::ERROR_MARKER, b"ValueError: boom"].concat(); inputs.len()]
 }
 
 fn doubles(values: &[f64]) -> Vec<u8> {
@@ -137,7 +137,7 @@ const SLO: Duration = Duration::from_secs(2);
 
 #[test]
 fn predicts_then_serves_from_cache() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("sum", "1");
     let _c = FakeContainer::start(engine.rpc_endpoint(), "sum", Duration::ZERO, sum);
     wait_for_replicas(&engine, 1);
@@ -153,7 +153,7 @@ fn predicts_then_serves_from_cache() {
 
 #[test]
 fn concurrent_requests_for_one_input_share_one_computation() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("len", "1");
     let _c = FakeContainer::start(engine.rpc_endpoint(), "len", Duration::from_millis(50), batch_len);
     wait_for_replicas(&engine, 1);
@@ -168,7 +168,7 @@ fn concurrent_requests_for_one_input_share_one_computation() {
 
 #[test]
 fn no_replica_answers_at_once() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("absent", "1");
     submit(&engine, 1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
     let done = wait_for(&engine, 1, Duration::from_millis(500));
@@ -177,7 +177,7 @@ fn no_replica_answers_at_once() {
 
 #[test]
 fn slow_model_times_out_at_the_slo() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("slow", "1");
     let _c = FakeContainer::start(engine.rpc_endpoint(), "slow", Duration::from_millis(300), sum);
     wait_for_replicas(&engine, 1);
@@ -190,7 +190,7 @@ fn slow_model_times_out_at_the_slo() {
 
 #[test]
 fn fixed_batch_size_is_used_when_saturated() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("fixed", "1");
     engine.configure_model(model, ModelSettings { batch_size: Some(9), batch_wait: Duration::ZERO });
     let _c = FakeContainer::start(engine.rpc_endpoint(), "fixed", Duration::from_millis(2), batch_len);
@@ -207,7 +207,7 @@ fn fixed_batch_size_is_used_when_saturated() {
 
 #[test]
 fn batch_wait_fills_batches() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("wait", "1");
     engine.configure_model(model, ModelSettings { batch_size: Some(4), batch_wait: Duration::from_millis(100) });
     let _c = FakeContainer::start(engine.rpc_endpoint(), "wait", Duration::ZERO, batch_len);
@@ -222,7 +222,7 @@ fn batch_wait_fills_batches() {
 
 #[test]
 fn model_errors_complete_with_the_message_and_are_not_cached() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("bad", "1");
     let _c = FakeContainer::start(engine.rpc_endpoint(), "bad", Duration::ZERO, fail);
     wait_for_replicas(&engine, 1);
@@ -235,7 +235,7 @@ fn model_errors_complete_with_the_message_and_are_not_cached() {
 
 #[test]
 fn a_malformed_response_fails_its_batch_at_once_and_the_replica_keeps_serving() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("m", "1");
     // Every other response announces more outputs than it has frames; the others are fine.
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -294,7 +294,7 @@ fn outputs_that_are_not_json_become_strings() {
 
 #[test]
 fn disconnected_replica_is_dropped_at_the_next_send_not_at_the_heartbeat_timeout() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("m", "1");
     let leaving = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
     // Busy enough that the departed replica is offered work too.
@@ -339,7 +339,7 @@ fn a_full_queue_refuses_at_once() {
 
 #[test]
 fn cancelled_requests_are_not_sent_to_the_model() {
-    let engine = engine(Duration::from_secs(30));
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("m", "1");
     engine.configure_model(model, ModelSettings { batch_size: Some(1), batch_wait: Duration::ZERO });
     let _c = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_millis(100), batch_len);
