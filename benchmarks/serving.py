@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.procs import HOST, Proc, free_port, log, model_replicas, read_metrics, wait_ready
+from benchmarks.procs import HOST, Proc, log, model_replicas, read_metrics, wait_ready
+from clipper.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.chaos_load import LoadDriver
-from benchmarks.procs import Proc, free_port, log, read_metrics, wait_ready
+from benchmarks.procs import Proc, log, read_metrics, wait_ready
+from clipper.ports import free_port
 from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer
 

@@ -27,11 +27,11 @@ from benchmarks.procs import (
     RssSampler,
     ThreadCpu,
     app_prediction_counts,
-    free_port,
     log,
     read_metrics,
     wait_ready,
 )
+from clipper.ports import free_port
 
 
 @dataclass

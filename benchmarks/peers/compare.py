@@ -22,8 +22,9 @@ from pathlib import Path
 
 from benchmarks import report, throughput, wrkrun
 from benchmarks.peers import venvs
-from benchmarks.procs import HOST, Proc, free_port, http_request, log, wait_until
+from benchmarks.procs import HOST, Proc, http_request, log, wait_until
 from benchmarks.throughput import Seeds
+from clipper.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
