@@ -12,15 +12,26 @@ from pathlib import Path
 from benchmarks.procs import ThreadCpu
 
 BUSY = "import time\nend = time.time() + 3\nwhile time.time() < end: pass\n"
+IDLE = "import time\nprint('sleeping', flush=True)\ntime.sleep(5)\n"
 # A parent that sleeps while its child process burns CPU: the child is found through /proc children.
 PARENT = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BUSY!r}])\n"
 
 
+def children_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
 def test_busy_threads_and_child_processes_are_counted_idle_ones_are_not() -> None:
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    idle = subprocess.Popen([sys.executable, "-c", IDLE], stdout=subprocess.PIPE)
     parent = subprocess.Popen([sys.executable, "-c", PARENT])
     try:
-        time.sleep(0.3)  # both interpreters have started
+        # Both interpreters have started: the idle one says so before it sleeps, the parent has its busy child.
+        assert idle.stdout is not None and idle.stdout.readline() == b"sleeping\n"
+        deadline = time.monotonic() + 10
+        while not children_of(parent.pid):
+            assert time.monotonic() < deadline, "the parent started no child"
+            time.sleep(0.01)
         with ThreadCpu([idle.pid, parent.pid]) as cpu:
             time.sleep(0.4)
         busiest, seconds = max(cpu.seconds.items(), key=lambda kv: kv[1])
@@ -32,10 +43,11 @@ def test_busy_threads_and_child_processes_are_counted_idle_ones_are_not() -> Non
         assert list(per) == sorted(per, key=lambda k: -per[k])
         assert cpu.micros_per(0) == {}
     finally:
-        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
-        for child in children.read_text().split() if children.exists() else []:
-            os.kill(int(child), signal.SIGKILL)
+        for child in children_of(parent.pid):
+            os.kill(child, signal.SIGKILL)
         idle.kill()
         parent.kill()
         parent.wait(10)
         idle.wait(10)
+        if idle.stdout is not None:
+            idle.stdout.close()

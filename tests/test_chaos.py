@@ -16,17 +16,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+import redis as redis_lib
 import requests
 from conftest import REPO, Cluster, Frontend, free_ports
 
 sys.path.insert(0, str(REPO))  # benchmarks/ is a package of the repository, not of the installed project
 from benchmarks.chaos_load import PREDICTION, Counts, LoadDriver, Outcome  # noqa: E402
+from clipper.state import CHANNEL  # noqa: E402
 from clipper.state.redis_server import RedisServer, redis_server_binary  # noqa: E402
+
+pytestmark = pytest.mark.chaos
 
 SLO_S = 0.2
 HEARTBEAT_TIMEOUT_S = 2.0
@@ -34,6 +38,15 @@ HEARTBEAT_TIMEOUT_S = 2.0
 MARGIN_S = 1.0
 BATCH_MS = 30  # a batch is in flight most of the time
 SLOW = {"CLIPPER_SLEEP_FIXED_MS": str(BATCH_MS)}
+
+
+def wait_for(condition: Callable[[], object], what: str, within: float = 10.0) -> object:
+    """Polls `condition` until it returns something truthy, which it returns; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.02)
+    return value
 
 
 def config(*models: str, slo_s: float = SLO_S) -> dict:
@@ -65,8 +78,7 @@ def load_on() -> Iterator[list[LoadDriver]]:
 def start_load(drivers: list[LoadDriver], fe: Frontend, app: str = "app") -> LoadDriver:
     load = LoadDriver(fe.port, app, connections=4, interval_s=0.01, timeout_s=25 * SLO_S).start()
     drivers.append(load)
-    load.wait_predictions(20)
-    time.sleep(0.5)  # some steady state before the fault
+    load.wait_predictions(40)  # a steady state before the fault: 40 predictions in a row
     return load
 
 
@@ -124,7 +136,7 @@ def test_hung_container_is_dropped_and_rejoins(cluster: Cluster, load_on: list[L
     victim.send_signal(signal.SIGSTOP)
     try:
         dropped = wait_replicas_gone(fe, 1, within=HEARTBEAT_TIMEOUT_S + 3)
-        time.sleep(0.5)
+        wait_for(lambda: len(load.outcomes(since=dropped)) >= 20, "20 requests answered after the drop")
         served = load.counts(since=t0 + SLO_S + MARGIN_S)
         assert served.prediction > 0 and served.default == 0, f"the other replica serves alone: {served}"
     finally:
@@ -143,7 +155,12 @@ def test_container_answering_garbage(cluster: Cluster, load_on: list[LoadDriver]
     garbage = cluster._spawn(argv, cluster._log_file("garbage"), {
         "CLIPPER_PORT": str(fe.rpc_port), "CLIPPER_MODEL_NAME": "m", "GARBAGE_MODES": "count,frame,junk,utf8"})
     fe.wait_replicas("m", 2)
-    time.sleep(2.0)
+
+    def garbage_seen() -> bool:  # both kinds of bad answer have come back, and the good replica served
+        seen = collections.Counter(_garbage_kind(o) for o in load.outcomes(since=t0) if o.kind != PREDICTION)
+        return bool(seen["wrong count"] and seen["malformed"] and load.counts(since=t0).prediction > 20)
+
+    wait_for(garbage_seen, "wrong-count and malformed answers from the garbage container", within=15)
     during = load.outcomes(since=t0)
     garbage.send_signal(signal.SIGKILL)
     garbage.wait(timeout=5)
@@ -193,15 +210,23 @@ def test_redis_restart(cluster: Cluster, load_on: list[LoadDriver]) -> None:
         eventually(lambda: len(admin("get_all_containers", verbose=False)) == 2, within=5)
         load = start_load(load_on, fe)
 
+        def unreachable() -> int:  # the query frontend's warnings: one per failed attempt to reach Redis
+            return fe.log_tail(1_000_000).count("redis unreachable")
+
+        before = unreachable()
         t0 = time.monotonic()
         redis.stop()
         assert _status(admin, "get_all_models") == 503, "the management API says Redis is down"
-        time.sleep(1.5)  # the query frontend notices, and retries
+        # Down until the query frontend has noticed, tried again (1 s later) and failed again, serving all along.
+        wait_for(lambda: unreachable() >= before + 2, "the query frontend notices Redis is gone, and retries")
         assert _status(admin, "get_all_models") == 503
         redis.start()
         back = time.monotonic()
         eventually(lambda: _status(admin, "get_all_models") == 200, within=5)
-        time.sleep(2.0)  # the watcher reconnects and subscribes again
+        # The watcher reconnects and subscribes again: the change below arrives as an event, not in the
+        # snapshot of a reconnection.
+        watcher = redis_client(redis.port)
+        wait_for(lambda: watcher.pubsub_numsub(CHANNEL)[0][1] >= 1, "the query frontend subscribed again")
         add_model(admin, "n", "1")
         cluster.container(fe, "n", "sum")
         fe.wait_replicas("n", 1)
@@ -215,6 +240,18 @@ def test_redis_restart(cluster: Cluster, load_on: list[LoadDriver]) -> None:
         account(load, "Redis restart", (t0, back), allowed=())
     finally:
         redis.stop()
+
+
+def _refused(url: str) -> bool:
+    try:
+        requests.get(f"{url}/healthz", timeout=2)
+    except requests.ConnectionError:
+        return True
+    return False
+
+
+def redis_client(port: int) -> redis_lib.Redis:
+    return redis_lib.Redis(port=port, socket_timeout=2)
 
 
 def _status(admin: object, route: str) -> int:
@@ -231,7 +268,8 @@ def test_query_frontend_killed_and_restarted(cluster: Cluster, load_on: list[Loa
     t0 = time.monotonic()
     fe.proc.send_signal(signal.SIGKILL)
     fe.proc.wait(timeout=5)
-    time.sleep(1.0)
+    # Down until every load connection has been refused at least once (about 4 x the 50 ms backoff).
+    wait_for(lambda: load.counts(since=t0).failed >= 8, "clients see the frontend down")
     restarted = cluster.frontend(config("m"), heartbeat_timeout=HEARTBEAT_TIMEOUT_S, ports=ports)
     up = time.monotonic()
     restarted.wait_replicas("m", 2, timeout=10)  # the containers reconnect and register again
@@ -258,13 +296,10 @@ def test_sigterm_answers_requests_in_flight(cluster: Cluster) -> None:
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 5
-    while fe.metrics().get("model:m:1:num_predictions", 0) == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)  # the first batch is in flight, the others wait for it
+    # The first 800 ms batch is answered: the other requests wait in the next batch or the queue.
+    wait_for(lambda: fe.metrics().get("model:m:1:num_predictions", 0) > 0, "the first batch answered", within=5)
     fe.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{fe.url}/healthz", timeout=2)  # it accepts no new connection
+    wait_for(lambda: _refused(fe.url), "no new connection accepted after SIGTERM", within=5)
     for t in threads:
         t.join(timeout=15)
     assert fe.proc.wait(timeout=10) == 0
@@ -277,10 +312,10 @@ def test_request_read_while_draining_gets_503_after_the_answer_in_flight(cluster
     busy, idle = fe.connect(), fe.connect()
     with busy, idle:
         busy.send(busy.request("POST", "/app/predict", b'{"input":[1.0]}'))
-        time.sleep(0.3)  # the 1 s batch is in flight
+        # The request reached the engine (its cache lookup is counted): the 1 s batch is in flight.
+        wait_for(lambda: fe.metrics().get("internal:prediction_cache_lookups", 0) >= 1, "the request submitted")
         fe.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert idle.at_eof(), "an idle keep-alive connection closes at once"
+        assert idle.at_eof(), "an idle keep-alive connection closes at once"  # and so the frontend is draining
         busy.send(busy.request("POST", "/app/predict", b'{"input":[2.0]}'))
         status, _, body = busy.read_response()
         assert status == 200 and not orjson.loads(body)["default"], body
@@ -299,7 +334,7 @@ def test_sigterm_under_keep_alive_load_answers_what_it_read_and_exits(cluster: C
     fe.proc.send_signal(signal.SIGTERM)
     assert fe.proc.wait(timeout=10) == 0
     exited = time.monotonic()
-    time.sleep(0.3)
+    wait_for(lambda: load.counts(since=exited).failed >= 4, "requests sent after the exit are refused")
     load.stop()
     outcomes = load.outcomes()
     counts = Counts.of(outcomes)
@@ -316,7 +351,7 @@ def test_sigterm_under_keep_alive_load_answers_what_it_read_and_exits(cluster: C
 def test_load_driver_accounts_for_refusals() -> None:
     (port,) = free_ports(1)  # nothing listens there
     load = LoadDriver(port, "app", connections=2, interval_s=0.01, timeout_s=1.0).start()
-    time.sleep(0.3)
+    wait_for(lambda: load.counts().sent >= 10, "10 requests sent")
     load.stop()
     counts = load.counts()
     assert counts.sent > 0 and counts.failed == counts.sent and counts.balanced, counts

@@ -27,7 +27,7 @@ Reproduce (the clipper checkout is any clone of https://github.com/ucbrise/clipp
     # or: curl -fsSL https://raw.githubusercontent.com/ucbrise/clipper/develop/containers/python/rpc.py \\
     #        -o /tmp/clipper_rpc/rpc.py
     pip install prometheus_client pyyaml
-    cd /work/main && CLIPPER_RPC_PY=/tmp/clipper_rpc/rpc.py python -m pytest -v tests/test_clipper_rpc_compat.py
+    CLIPPER_RPC_PY=/tmp/clipper_rpc/rpc.py python -m pytest -v tests/test_clipper_rpc_compat.py   # in this checkout
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -104,6 +105,21 @@ class Frontend:
         who, *frames = self.recv_content()
         assert who == ident
         return frames
+
+
+def wait_for_stderr(proc: subprocess.Popen, text: str, timeout: float = TIMEOUT_S) -> None:
+    """Reads the process's stderr (unbuffered, from its file descriptor) until `text` appears."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], \
+            f"no {text!r} on stderr within {timeout} s: {seen[-2000:].decode(errors='replace')}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the process exited without writing {text!r}: {seen[-2000:].decode(errors='replace')}"
+        seen += chunk
 
 
 def outputs_of(response: list[bytes], msg_id: int) -> list[bytes]:
@@ -313,14 +329,16 @@ def test_feedback_and_malformed_messages_are_ignored(frontend: Frontend, spawn) 
 def test_reconnects_after_frontend_restart(ctx: zmq.Context, spawn) -> None:
     fe = Frontend(ctx)
     port = fe.port
-    spawn("--predict", model("sum"), "--port", str(port),
-          "--heartbeat-interval", "0.1", "--session-timeout", "0.5")
+    proc = spawn("--predict", model("sum"), "--port", str(port),
+                 "--heartbeat-interval", "0.1", "--session-timeout", "0.5")
     try:
         ident, _ = fe.register()
         assert outputs_of(fe.predict(ident, 0, 3, [f64(1.0, 1.0)]), 0) == [b"2.0"]
     finally:
         fe.close()
-    time.sleep(1.0)  # longer than the session timeout: the container starts a new session
+    # The frontend is gone: after the session timeout the container gives up its socket and starts a new
+    # session, which the restarted frontend must accept.
+    wait_for_stderr(proc, "reconnecting")
     fe = Frontend(ctx, port)
     try:
         ident, registration = fe.register()
@@ -478,7 +496,12 @@ def test_stop_event_stops_serve_while_nobody_answers(frontend: Frontend) -> None
               "session_timeout": 0.2}
     t = threading.Thread(target=serve, args=(len,), kwargs=kwargs)
     t.start()
-    time.sleep(0.5)  # a few session restarts
+    # A few session restarts: each new session's socket says hello with a new routing identity.
+    sessions: set[bytes] = set()
+    while len(sessions) < 3:
+        ident, *frames = frontend.recv(timeout=TIMEOUT_S)
+        assert frames == HEARTBEAT
+        sessions.add(ident)
     stop.set()
     t.join(2.0)
     assert not t.is_alive()

@@ -68,7 +68,8 @@ def _docker_problem() -> str | None:
 
 
 _PROBLEM = _docker_problem()
-pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=f"needs a Docker engine: {_PROBLEM}")
+pytestmark = [pytest.mark.docker,
+              pytest.mark.skipif(_PROBLEM is not None, reason=f"needs a Docker engine: {_PROBLEM}")]
 
 
 # ---------------------------------------------------------------------- helpers

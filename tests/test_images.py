@@ -168,6 +168,7 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tupl
         return status, raw.decode(errors="replace")
 
 
+@pytest.mark.docker
 @needs_docker
 def test_images_are_tagged(built: dict[str, Any]) -> None:
     for name in images.IMAGE_NAMES:
@@ -183,6 +184,7 @@ def test_images_are_tagged(built: dict[str, Any]) -> None:
         "query_frontend")
 
 
+@pytest.mark.docker
 @needs_docker
 def test_second_build_is_cached(built: dict[str, Any]) -> None:
     # sources edited meanwhile make a call rebuild; with nothing changed a call must build nothing
@@ -199,6 +201,7 @@ def test_second_build_is_cached(built: dict[str, Any]) -> None:
     assert all(r["status"] == "up to date" for r in rows.values()), rows
 
 
+@pytest.mark.docker
 @needs_docker
 def test_redis_and_management_frontend(built: dict[str, Any], cleanup: list[Any]) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -258,6 +261,7 @@ def _predict_until(port: int, app: str, body: Any, timeout: float, *containers: 
     raise AssertionError(f"{app}: {answer}\n{_logs(*containers)}")
 
 
+@pytest.mark.docker
 @needs_docker
 def test_query_frontend_serves_model_containers(built: dict[str, Any], cleanup: list[Any], tmp_path: Path) -> None:
     """clipper/query_frontend with a --config file, clipper/noop-container and a closure in

@@ -467,6 +467,7 @@ def test_clipper_admin_session(admin: Admin) -> None:
 
 # ---------------------------------------------------------------------- Redis outage
 
+@pytest.mark.chaos
 def test_redis_outage_answers_503_then_recovers(tmp_path: Path) -> None:
     server = RedisServer(log_path=tmp_path / "redis.log").start()
     admin = Admin(server.port, tmp_path / "management.log")

@@ -596,6 +596,7 @@ def test_aimd_grows_batches_and_settles_under_the_slo(cluster):
 # 6. a replica killed mid-batch
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("slo_s", [5.0, 1.0], ids=["re-served", "default-at-deadline"])
 def test_replica_killed_mid_batch(cluster, slo_s):
     heartbeat_timeout = 2.0

@@ -80,6 +80,7 @@ def test_sigterm_stops_every_worker(two_workers) -> None:
         requests.get(f"{fe.url}/healthz", timeout=2)
 
 
+@pytest.mark.chaos
 def test_supervisor_exits_when_a_worker_dies(cluster: Cluster) -> None:
     (http_port,) = free_ports(1)
     rpc_port, _ = _free_port_pair()
