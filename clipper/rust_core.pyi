@@ -5,6 +5,26 @@ per-model-version queues (earliest deadline first), adaptive batching (AIMD per 
 prediction cache and the deadlines. The GIL is never taken on that thread.
 """
 
+from typing import final
+
+__all__ = [
+    "Engine",
+    "c_api",
+    "encode_simple_input",
+    "DEFAULT_RPC_ADDRESS",
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_HEARTBEAT_TIMEOUT_S",
+    "DEFAULT_MAX_QUEUE",
+    "SAMPLE_WINDOW",
+    "INPUT_TYPES",
+    "STATUS_OK",
+    "STATUS_TIMEOUT",
+    "STATUS_NO_MODEL",
+    "STATUS_MODEL_ERROR",
+    "STATUS_OVERLOADED",
+    "STATUS_NAMES",
+]
+
 #: The engine's defaults, which every layer above reads from here (`clipper.frontend.config`).
 DEFAULT_RPC_ADDRESS: str
 DEFAULT_CACHE_BYTES: int
@@ -22,18 +42,19 @@ STATUS_MODEL_ERROR: int
 STATUS_OVERLOADED: int
 STATUS_NAMES: list[str]
 
+@final
 class Engine:
     """A running engine. Requests go in with `submit`; completions come out in bulk with `drain`."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         rpc_address: str = ...,
         cache_bytes: int = ...,
         heartbeat_timeout: float = ...,
         aimd_target: float = ...,
         max_batch_size: int = ...,
         max_queue: int = ...,
-    ) -> None:
+    ) -> Engine:
         """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
 
         heartbeat_timeout: seconds of silence after which a replica is dropped and its batch requeued.
