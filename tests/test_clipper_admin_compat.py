@@ -4,7 +4,7 @@
 ``$CLIPPER_ADMIN_TARGET`` overrides where) unless it is already importable. Its package imports
 `docker`, `yaml`, `jinja2` and `kubernetes` at import time; those that are not installed are
 replaced by stub modules for the duration of the module (only `build_model` would use Docker,
-and it is replaced by our `LocalContainerManager.build_model`, as §7.7 suggests).
+and it is replaced by our `LocalContainerManager.build_model`).
 
 A small subclass of `clipper_admin`'s own `ContainerManager` hands its calls to our
 `LocalContainerManager`: `start_clipper` starts our processes, and every REST call goes to our
