@@ -27,6 +27,7 @@ from ..logs import configure_logging
 from ..selection.selector import ModelSelector
 from .config import QueryFrontendConfig
 from .metrics import Metrics, render_prometheus
+from .selection_writer import SelectionStateWriter
 from .watcher import StateWatcher
 from .workers import run_workers
 
@@ -90,6 +91,7 @@ class QueryFrontend:
         self.app_specs: dict[str, AppSpec] = {}
         self._http: asyncio.AbstractServer | None = None
         self.watcher: StateWatcher | None = None
+        self.selection_writer: SelectionStateWriter | None = None
 
     @property
     def rpc_port(self) -> int:
@@ -169,8 +171,8 @@ class QueryFrontend:
         return selector
 
     def _persist_selection(self, app: str, uid: int, state: str) -> None:
-        if self.watcher is not None:
-            self.watcher.save_selection_state(app, uid, state)
+        if self.selection_writer is not None:
+            self.selection_writer.save(app, uid, state)
 
     def load_selection_states(self, app: str, states: dict[int, str | None], *, replace: bool = False) -> None:
         """Policy states read from Redis (`replace`: they are all the app has; None: forgotten)."""
@@ -222,7 +224,9 @@ class QueryFrontend:
 
     def follow_redis(self, host: str, port: int) -> None:
         """Takes apps and models from Redis, following every change (call before `start`)."""
-        self.watcher = StateWatcher(self, host, port)
+        self.watcher = StateWatcher(self.engine, host, port, apply_snapshot=self.apply_snapshot,
+                                    load_selection_states=self.load_selection_states)
+        self.selection_writer = SelectionStateWriter(host, port)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -251,8 +255,7 @@ class QueryFrontend:
         if self._http is not None:
             self._http.close()
             self.server.start_draining()
-        if self.watcher is not None:
-            await loop.run_in_executor(None, self.watcher.stop)
+        await loop.run_in_executor(None, self._stop_following)
         if self._http is not None:
             deadline = loop.time() + drain_seconds
             while self.server.waiting_count and loop.time() < deadline:
@@ -263,6 +266,13 @@ class QueryFrontend:
             self.server.close_connections()
             self.server.detach(loop)
         self.engine.close()
+
+    def _stop_following(self) -> None:
+        """Finishes the queued selection-state writes, then stops the watcher (which withdraws the replicas)."""
+        if self.selection_writer is not None:
+            self.selection_writer.close()
+        if self.watcher is not None:
+            self.watcher.stop()
 
     async def serve_forever(self) -> None:
         await self.start()
