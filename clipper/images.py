@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import image_names
 from ._version import __version__
 from .image_names import DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY, STAGE_LABEL, closure_image_name, short_image_name
 
@@ -106,8 +107,9 @@ _SKIP_SUFFIXES = (".so", ".pyc", ".pyo", ".pyd", ".o", ".html")
 
 
 def image_ref(name: str, tag: str = VERSION) -> str:
-    """``"clipper/<name>:<tag>"`` for a short image name such as ``"query_frontend"``."""
-    return f"{REPOSITORY}/{name}:{tag}"
+    """``"clipper/<name>:<tag>"`` for a short image name such as ``"query_frontend"`` (tag: this package's
+    version; `clipper.image_names.image_ref` defaults to Clipper's)."""
+    return image_names.image_ref(name, tag)
 
 
 # ----------------------------------------------------------------------------- locating things

@@ -55,7 +55,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from ..frontend.config import (
 )
 from ..image_names import STAGE_LABEL, default_base_image, image_ref, short_image_name
 from ..input_types import parse_input_type
+from ..ports import port_free
 from ..state.redis_server import ping as redis_ping
 from .base import (
     CLIPPER_DOCKER_LABEL,
@@ -113,12 +113,9 @@ def find_unbound_port(start: int | None = None, host: str = "127.0.0.1", taken: 
         if not port or port in taken:
             port = random.randint(*port_range)
             continue
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                port = random.randint(*port_range)
-                continue
+        if not port_free(port, host):
+            port = random.randint(*port_range)
+            continue
         return port
     raise ClipperException(f"Cannot find a free port on {host}")
 

@@ -48,7 +48,6 @@ import operator
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,7 @@ from ..frontend.config import (
     DEFAULT_RPC_PORT,
 )
 from ..input_types import parse_input_type
-from ..ports import free_port
+from ..ports import free_port, port_free
 from ..state.redis_server import ping as redis_ping
 from .base import ClusterAdapter, ContainerManager, http_ok, wait_frontend_replicas
 
@@ -120,17 +119,6 @@ def _pid_alive(pid: int, start_time: int | None) -> bool:
     if st is None or st[0] in ("Z", "X"):
         return False
     return start_time is None or st[1] == start_time
-
-
-def _port_free(port: int) -> bool:
-    """True when nothing listens on (or is bound to) 127.0.0.1:port."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
@@ -449,7 +437,7 @@ class LocalContainerManager(ContainerManager):
             if not port:
                 while (port := free_port(_HOST)) in fixed or port in chosen.values():
                     pass
-            elif not _port_free(port):
+            elif not port_free(port, _HOST):
                 arg = {"query": "clipper_query_port", "management": "clipper_management_port",
                        "rpc": "clipper_rpc_port", "redis": "redis_port"}[role]
                 raise ClipperException(
