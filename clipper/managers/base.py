@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import requests
+
 from .. import management_client
 from ..exceptions import ClipperException
 from ..frontend.config import DEFAULT_MANAGEMENT_PORT, DEFAULT_QUERY_PORT, DEFAULT_REDIS_PORT, DEFAULT_RPC_PORT
@@ -144,8 +146,6 @@ class ContainerManager(abc.ABC):
 
 def http_ok(url: str) -> bool:
     """True when ``GET url`` answers 200 within 2 s."""
-    import requests  # the admin side only: frontends and containers do not import requests
-
     try:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:
