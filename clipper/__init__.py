@@ -11,22 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .exceptions import ClipperException, UnconnectedException
 
 __all__ = ["ClipperConnection", "ClipperException", "DockerContainerManager", "LocalContainerManager",
            "UnconnectedException", "__version__"]
 
 _LAZY = {
     "ClipperConnection": "clipper.admin.connection",
-    "ClipperException": "clipper.admin.exceptions",
-    "UnconnectedException": "clipper.admin.exceptions",
     "LocalContainerManager": "clipper.managers.local",
     "DockerContainerManager": "clipper.managers.docker",
 }
 
 if TYPE_CHECKING:
     from .admin.connection import ClipperConnection
-    from .admin.exceptions import ClipperException, UnconnectedException
     from .managers.docker import DockerContainerManager
     from .managers.local import LocalContainerManager
 

@@ -28,8 +28,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .admin.connection import DEFAULT_PREDICTION_CACHE_SIZE_BYTES, ClipperConnection
-from .admin.exceptions import ClipperException
+from .admin.connection import ClipperConnection
+from .exceptions import ClipperException
+from .frontend.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_QUERY_PORT,
+    DEFAULT_REDIS_PORT,
+    DEFAULT_RPC_PORT,
+)
 from .managers.local import LocalContainerManager
 
 
@@ -259,12 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("start", help="start a local cluster (Redis and both frontends) in the background")
-    p.add_argument("--query-port", type=int, default=1337)
-    p.add_argument("--management-port", type=int, default=1338)
-    p.add_argument("--rpc-port", type=int, default=7000)
-    p.add_argument("--redis-port", type=int, default=6379)
+    p.add_argument("--query-port", type=int, default=DEFAULT_QUERY_PORT)
+    p.add_argument("--management-port", type=int, default=DEFAULT_MANAGEMENT_PORT)
+    p.add_argument("--rpc-port", type=int, default=DEFAULT_RPC_PORT)
+    p.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT)
     p.add_argument("--redis-ip", default=None, help="use the Redis running there instead of starting one")
-    p.add_argument("--cache-size", type=int, default=DEFAULT_PREDICTION_CACHE_SIZE_BYTES, help="bytes")
+    p.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_BYTES, help="prediction cache size in bytes")
     p.add_argument("--log-dir", default=None)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each process")
     p.set_defaults(func=cmd_start)

@@ -48,17 +48,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import image_names
+from ._version import __version__
+from .image_names import DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY, STAGE_LABEL, closure_image_name, short_image_name
 
-REPOSITORY = "clipper"
+REPOSITORY = DEFAULT_REGISTRY
 VERSION = __version__
-#: clipper_admin's image tag (`clipper.admin.connection.DEFAULT_IMAGE_VERSION`): images get it too,
-#: so the default image names of `ClipperConnection.start_clipper` and the deployers resolve.
-COMPAT_VERSION = "0.4.1"
+#: clipper_admin's image tag: images get it too, so the default image names of
+#: `ClipperConnection.start_clipper` and the deployers resolve.
+COMPAT_VERSION = DEFAULT_IMAGE_VERSION
 HASH_LABEL = "ai.clipper.images.hash"
 PYTHON_LABEL = "ai.clipper.images.python"
 LIBC_LABEL = "ai.clipper.images.libc"
-STAGE_LABEL = "ai.clipper.images.stage"
 BASE_ENV = "CLIPPER_BASE_IMAGE"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -106,8 +107,9 @@ _SKIP_SUFFIXES = (".so", ".pyc", ".pyo", ".pyd", ".o", ".html")
 
 
 def image_ref(name: str, tag: str = VERSION) -> str:
-    """``"clipper/<name>:<tag>"`` for a short image name such as ``"query_frontend"``."""
-    return f"{REPOSITORY}/{name}:{tag}"
+    """``"clipper/<name>:<tag>"`` for a short image name such as ``"query_frontend"`` (tag: this package's
+    version; `clipper.image_names.image_ref` defaults to Clipper's)."""
+    return image_names.image_ref(name, tag)
 
 
 # ----------------------------------------------------------------------------- locating things
@@ -528,7 +530,7 @@ class _Builder:
         if name == "python-closure-container":
             python = _labels(info).get(PYTHON_LABEL, "")
             if python:
-                alias = f"{REPOSITORY}/python{python.replace('.', '')}-closure-container"
+                alias = f"{REPOSITORY}/{closure_image_name(python)}"
                 refs += [(alias, VERSION), (alias, COMPAT_VERSION)]
         have = set(info.get("RepoTags") or [])
         for repo, tag in refs:
@@ -708,12 +710,7 @@ def ensure_image(name: str, *, base_image: str | None = None, progress: Progress
     """The reference (``"clipper/<name>:<version>"``) of image `name`, built first when it is missing or
     (unless `rebuild_stale` is False) out of date. `name` may be a short name (``"query_frontend"``) or a
     reference to one of ours (``"clipper/python311-closure-container:0.4.1"``)."""
-    short = name
-    m = re.fullmatch(rf"(?:{REPOSITORY}/)?([\w.-]+?)(?::[\w.-]+)?", name)
-    if m:
-        short = m.group(1)
-    if re.fullmatch(r"python\d+-closure-container", short):
-        short = "python-closure-container"
+    short = short_image_name(name)
     if short not in RECIPES:
         raise ImageBuildError(f"unknown image {name!r}; known: {', '.join(RECIPES)}")
     base_image = base_image or os.environ.get(BASE_ENV) or None

@@ -20,3 +20,15 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on `host` a moment ago."""
     return free_ports(1, host)[0]
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could bind `host:port` now (nothing listens on it or holds it; ``SO_REUSEADDR``
+    set, as servers set it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

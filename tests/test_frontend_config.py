@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from clipper.frontend.config import QueryFrontendConfig
 from clipper.frontend.query import AppSpec, ModelSpec, QueryFrontend
 
 
 @pytest.fixture
 def frontend():
-    frontend = QueryFrontend(port=0, rpc_port=0)
+    frontend = QueryFrontend(QueryFrontendConfig(port=0, rpc_port=0))
     yield frontend
     frontend.engine.close()
 

@@ -1,7 +1,8 @@
 """The admin API: `ClipperConnection` and its exceptions (compatible with `clipper_admin` 0.4.1).
 
-Names are loaded on first use, so that `clipper.admin.exceptions` can be imported by the
-container managers without importing `ClipperConnection` (which imports the managers).
+`ClipperConnection` and the names of its module are loaded on first use (it imports `requests`,
+numpy and the container managers); the exceptions live in `clipper.exceptions` and the image
+defaults in `clipper.image_names`, which any layer can import.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import ClipperException, UnconnectedException
+from ..exceptions import ClipperException, UnconnectedException
+from ..image_names import CONTAINERLESS_MODEL_IMAGE, DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY
 
 __all__ = [
     "CLIPPER_TEMP_DIR",
+    "CONTAINERLESS_MODEL_IMAGE",
+    "DEFAULT_IMAGE_VERSION",
     "DEFAULT_PREDICTION_CACHE_SIZE_BYTES",
+    "DEFAULT_REGISTRY",
     "ClipperConnection",
     "ClipperException",
     "UnconnectedException",

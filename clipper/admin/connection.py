@@ -22,9 +22,7 @@ Differences, all deliberate:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pickle
 import re
 import time
@@ -35,22 +33,25 @@ import cloudpickle
 import numpy as np
 import requests
 
-from ..managers.base import CONTAINERLESS_MODEL_IMAGE, ClusterAdapter, ContainerManager
-from .exceptions import ClipperException, UnconnectedException
+from .. import management_client
+from ..exceptions import ClipperException, UnconnectedException
+from ..frontend.config import DEFAULT_CACHE_BYTES
+from ..image_names import CONTAINERLESS_MODEL_IMAGE, DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY, image_ref
+from ..managers.base import ClusterAdapter, ContainerManager
+
+__all__ = ["CLIPPER_TEMP_DIR", "CONTAINERLESS_MODEL_IMAGE", "DEFAULT_IMAGE_VERSION", "DEFAULT_LABEL",
+           "DEFAULT_PREDICTION_CACHE_SIZE_BYTES", "DEFAULT_REGISTRY", "ClipperConnection",
+           "validate_versioned_model_name"]
 
 DEFAULT_LABEL: list[str] = []
-DEFAULT_PREDICTION_CACHE_SIZE_BYTES = 33554432
+#: Clipper's name for the query frontend's default prediction cache size.
+DEFAULT_PREDICTION_CACHE_SIZE_BYTES = DEFAULT_CACHE_BYTES
 CLIPPER_TEMP_DIR = "/tmp/clipper"
-#: Image names `start_clipper` passes to the container manager (the local manager ignores them).
-DEFAULT_REGISTRY = "clipper"
-DEFAULT_IMAGE_VERSION = "0.4.1"
 
 logger = logging.getLogger("clipper.admin")
 
 deploy_regex_str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z"
 deployment_regex = re.compile(deploy_regex_str)
-
-_HEADERS = {"Content-type": "application/json"}
 
 
 def validate_versioned_model_name(name: str, version: str) -> None:
@@ -71,12 +72,6 @@ def validate_versioned_model_name(name: str, version: str) -> None:
             "an alphanumeric character (e.g. 'example.com', regex used for "
             f"validation is '{deploy_regex_str}'"
         )
-
-
-def _admin_headers() -> dict[str, str]:
-    """Clipper's request headers, plus the bearer token when `CLIPPER_ADMIN_TOKEN` is set."""
-    token = os.environ.get("CLIPPER_ADMIN_TOKEN")
-    return {**_HEADERS, "Authorization": f"Bearer {token}"} if token else _HEADERS
 
 
 class ClipperConnection:
@@ -109,34 +104,20 @@ class ClipperConnection:
 
     def _post(self, route: str, body: dict[str, Any]) -> requests.Response:
         """POSTs `body` to ``/admin/<route>``; non-200 raises Clipper's `ClipperException`."""
-        url = f"http://{self.cm.get_admin_addr()}/admin/{route}"
-        try:
-            r = requests.post(url, headers=_admin_headers(), data=json.dumps(body), timeout=self.request_timeout)
-        except requests.RequestException as e:
-            msg = f"Cannot reach the Clipper management frontend at {url}: {e}"
-            self.logger.error(msg)
-            raise ClipperException(msg) from e
-        self.logger.debug(r.text)
-        if r.status_code != requests.codes.ok:
-            msg = f"Received error status code: {r.status_code} and message: {r.text}"
-            self.logger.error(msg)
-            raise ClipperException(msg)
-        return r
+        return management_client.post(self.cm.get_admin_addr(), route, body, timeout=self.request_timeout,
+                                      logger=self.logger)
 
     def _get_json(self, route: str, body: dict[str, Any]) -> Any:
-        r = self._post(route, body)
-        try:
-            return r.json()
-        except ValueError as e:
-            raise ClipperException(f"/admin/{route} answered with a body that is not JSON: {r.text[:200]!r}") from e
+        return management_client.get_json(self.cm.get_admin_addr(), route, body, timeout=self.request_timeout,
+                                          logger=self.logger)
 
     # ------------------------------------------------------------------ cluster lifecycle
 
     def start_clipper(
         self,
-        query_frontend_image: str = f"{DEFAULT_REGISTRY}/query_frontend:{DEFAULT_IMAGE_VERSION}",
-        mgmt_frontend_image: str = f"{DEFAULT_REGISTRY}/management_frontend:{DEFAULT_IMAGE_VERSION}",
-        frontend_exporter_image: str = f"{DEFAULT_REGISTRY}/frontend-exporter:{DEFAULT_IMAGE_VERSION}",
+        query_frontend_image: str = image_ref("query_frontend"),
+        mgmt_frontend_image: str = image_ref("management_frontend"),
+        frontend_exporter_image: str = image_ref("frontend-exporter"),
         cache_size: int = DEFAULT_PREDICTION_CACHE_SIZE_BYTES,
         qf_http_thread_pool_size: int = 1,
         qf_http_timeout_request: int = 5,

@@ -1,27 +1,7 @@
-"""Exceptions raised by the admin API (same names and messages as `clipper_admin.exceptions`)."""
+"""Exceptions raised by the admin API, where `clipper_admin.exceptions` has them (defined in `clipper.exceptions`)."""
 
 from __future__ import annotations
 
+from ..exceptions import ClipperException, UnconnectedException
 
-class ClipperException(Exception):
-    """A generic exception indicating that Clipper encountered a problem; the text is in `.msg`."""
-
-    def __init__(self, msg: str, *args: object) -> None:
-        self.msg = msg
-        super().__init__(msg, *args)
-
-    def __str__(self) -> str:
-        return str(self.msg)
-
-
-class UnconnectedException(ClipperException):
-    """A ``ClipperConnection`` must be connected to a Clipper cluster to issue this command."""
-
-    def __init__(self, *args: object) -> None:
-        message = (
-            "No connection to Clipper cluster. Call ClipperConnection.connect to "
-            "connect to an existing cluster or ClipperConnnection.start_clipper to "
-            "create a new one"
-        )
-        self.message = message
-        super().__init__(message, *args)
+__all__ = ["ClipperException", "UnconnectedException"]

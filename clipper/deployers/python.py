@@ -23,25 +23,24 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..admin.connection import DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY
+from ..image_names import default_base_image
+
+if TYPE_CHECKING:
+    from ..admin.connection import ClipperConnection
+
+__all__ = ["PREDICT_FNAME", "create_endpoint", "default_base_image", "deploy_python_closure",
+           "save_python_function", "serialize_object"]
 
 logger = logging.getLogger("clipper.deployers.python")
 
 #: File name of the serialised function in a model directory.
 PREDICT_FNAME = "func.pkl"
-
-
-def default_base_image(registry: str | None = None) -> str:
-    """Base image name for the running interpreter, e.g. ``clipper/python311-closure-container:0.4.1``."""
-    reg = registry or os.environ.get("CLIPPER_REGISTRY", DEFAULT_REGISTRY)
-    return f"{reg}/python{sys.version_info.major}{sys.version_info.minor}-closure-container:{DEFAULT_IMAGE_VERSION}"
 
 
 def serialize_object(obj: Any) -> bytes:
@@ -60,7 +59,7 @@ def save_python_function(name: str, func: Callable[..., Any]) -> str:
     return serialization_dir
 
 
-def create_endpoint(clipper_conn: Any, name: str, input_type: str, func: Callable[..., Any],
+def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str, func: Callable[..., Any],
                     default_output: str = "None", version: Any = 1, slo_micros: int = 3000000,
                     labels: list[str] | None = None, registry: str | None = None, base_image: str = "default",
                     num_replicas: int = 1, batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
@@ -71,8 +70,8 @@ def create_endpoint(clipper_conn: Any, name: str, input_type: str, func: Callabl
     clipper_conn.link_model_to_app(name, name)
 
 
-def deploy_python_closure(clipper_conn: Any, name: str, version: Any, input_type: str, func: Callable[..., Any],
-                          base_image: str = "default", labels: list[str] | None = None,
+def deploy_python_closure(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str,
+                          func: Callable[..., Any], base_image: str = "default", labels: list[str] | None = None,
                           registry: str | None = None, num_replicas: int = 1, batch_size: int = -1,
                           pkgs_to_install: list[str] | None = None) -> None:
     """Deploys an arbitrary Python function as model ``name:version``.

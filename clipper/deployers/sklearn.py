@@ -14,9 +14,12 @@ and returns ``str()`` of each row of the result. scikit-learn must be importable
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import python as python_deployer
+
+if TYPE_CHECKING:
+    from ..admin.connection import ClipperConnection
 
 
 def make_predict_function(model: Any, method: str = "predict") -> Callable[[Any], list[str]]:
@@ -31,10 +34,11 @@ def make_predict_function(model: Any, method: str = "predict") -> Callable[[Any]
     return predict
 
 
-def create_endpoint(clipper_conn: Any, name: str, input_type: str, model: Any, default_output: str = "None",
-                    version: Any = 1, slo_micros: int = 3000000, labels: list[str] | None = None,
-                    registry: str | None = None, base_image: str = "default", num_replicas: int = 1,
-                    batch_size: int = -1, pkgs_to_install: list[str] | None = None, method: str = "predict") -> None:
+def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str, model: Any,
+                    default_output: str = "None", version: Any = 1, slo_micros: int = 3000000,
+                    labels: list[str] | None = None, registry: str | None = None, base_image: str = "default",
+                    num_replicas: int = 1, batch_size: int = -1, pkgs_to_install: list[str] | None = None,
+                    method: str = "predict") -> None:
     """Registers an application called `name`, deploys `model` as model `name` and links the two."""
     clipper_conn.register_application(name, input_type, default_output, slo_micros)
     deploy_sklearn_model(clipper_conn, name, version, input_type, model, base_image, labels, registry,
@@ -42,7 +46,7 @@ def create_endpoint(clipper_conn: Any, name: str, input_type: str, model: Any, d
     clipper_conn.link_model_to_app(name, name)
 
 
-def deploy_sklearn_model(clipper_conn: Any, name: str, version: Any, input_type: str, model: Any,
+def deploy_sklearn_model(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str, model: Any,
                          base_image: str = "default", labels: list[str] | None = None, registry: str | None = None,
                          num_replicas: int = 1, batch_size: int = -1, pkgs_to_install: list[str] | None = None,
                          method: str = "predict") -> None:

@@ -1,9 +1,26 @@
-"""The frontends' settings and their defaults, defined once: the command lines, the container managers,
-the servers and the engine all read them from here (or, for what the engine owns, from `rust_core`)."""
+"""The frontends' settings and their defaults, defined once (as uvicorn's `Config`).
+
+`QueryFrontendConfig` holds every setting of the query frontend with its default and help text; its
+command line (`python -m clipper.frontend.query`) is made from it, `QueryFrontend` takes one, and the
+container managers, `ClipperConnection` and the ``clipper`` command read their defaults from this
+module. What the engine owns (cache size, heartbeat timeout, queue length) comes from `rust_core`.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
 from .. import rust_core
+
+#: Where the frontends listen unless told otherwise (Clipper's ports).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_QUERY_PORT = 1337
+DEFAULT_MANAGEMENT_PORT = 1338
+DEFAULT_RPC_PORT = 7000
+DEFAULT_REDIS_PORT = 6379
 
 #: HTTP limits shared by the query and management frontends.
 DEFAULT_MAX_BODY_BYTES = 10 << 20
@@ -15,3 +32,93 @@ DEFAULT_MAX_BATCH_INPUTS = 10_000
 DEFAULT_CACHE_BYTES: int = rust_core.DEFAULT_CACHE_BYTES
 DEFAULT_HEARTBEAT_TIMEOUT_S: float = rust_core.DEFAULT_HEARTBEAT_TIMEOUT_S
 DEFAULT_MAX_QUEUE: int = rust_core.DEFAULT_MAX_QUEUE
+
+DEFAULT_LOG_LEVEL = "WARNING"
+#: The environment variable the command line reads the predict token from.
+PREDICT_TOKEN_ENV = "CLIPPER_PREDICT_TOKEN"
+
+
+def _setting(default: Any, help: str, *flags: str, env: str | None = None, switch: bool = False,
+             metavar: str | None = None) -> Any:
+    """A field of a config dataclass and how the command line shows it: `flags` (the first is the canonical
+    one, the others aliases), `help`, an environment variable that gives the command line's default, and
+    `switch` for an on/off flag."""
+    return field(default=default, metadata={"flags": flags, "help": help, "env": env, "switch": switch,
+                                            "metavar": metavar})
+
+
+@dataclass
+class QueryFrontendConfig:
+    """Every setting of the query frontend, with its default.
+
+    `add_arguments` makes the command line from the fields (in this order) and `from_args` reads it back.
+    A port of 0 means any free port.
+    """
+
+    config_file: str | None = _setting(None, "JSON file with apps and models to serve (instead of Redis)",
+                                       "--config", metavar="CONFIG")
+    redis_host: str = _setting(DEFAULT_HOST, "Redis holding the apps and models", "--redis-host", "--redis_ip")
+    redis_port: int = _setting(DEFAULT_REDIS_PORT, "Redis port", "--redis-port", "--redis_port")
+    host: str = _setting(DEFAULT_HOST, "HTTP bind address", "--host")
+    port: int = _setting(DEFAULT_QUERY_PORT, "HTTP port (predictions, /metrics)", "--port")
+    rpc_host: str = _setting(DEFAULT_HOST, "RPC bind address (model containers connect there)", "--rpc-host")
+    rpc_port: int = _setting(DEFAULT_RPC_PORT, "RPC port", "--rpc-port")
+    cache_size: int = _setting(DEFAULT_CACHE_BYTES, "prediction cache size in bytes", "--cache-size",
+                               "--prediction_cache_size")
+    heartbeat_timeout: float = _setting(DEFAULT_HEARTBEAT_TIMEOUT_S,
+                                        "seconds of silence after which a model replica is dropped",
+                                        "--heartbeat-timeout")
+    max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, "request body limit (413 above)", "--max-body-bytes")
+    max_header_bytes: int = _setting(DEFAULT_MAX_HEADER_BYTES, "request line + headers limit (431 above)",
+                                     "--max-header-bytes")
+    max_batch_inputs: int = _setting(DEFAULT_MAX_BATCH_INPUTS, "inputs one input_batch may hold (400 above)",
+                                     "--max-batch-inputs")
+    max_queue: int = _setting(DEFAULT_MAX_QUEUE,
+                              "requests a model's queue holds; past it, predict answers 503 with Retry-After",
+                              "--max-queue")
+    predict_token: str | None = _setting(None, "require 'Authorization: Bearer <token>' on predict and update",
+                                         "--predict-token", env=PREDICT_TOKEN_ENV)
+    workers: int = _setting(1, "query frontend processes sharing the HTTP port; worker i takes containers on "
+                               "--rpc-port + i", "--workers")
+    reuse_port: bool = _setting(False, "bind the HTTP port with SO_REUSEPORT, shared with other processes",
+                                "--reuse-port", switch=True)
+    log_level: str = _setting(DEFAULT_LOG_LEVEL, "level of the JSON log lines on stderr", "--log-level")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Adds one option per field; every help line ends with the default (for a secret read from the
+        environment, the variable's name, never its value)."""
+        for f in fields(cls):
+            meta = f.metadata
+            default = f.default
+            shown = "none" if default is None else ("off" if meta["switch"] else str(default))
+            if meta["env"]:
+                default = os.environ.get(meta["env"], default)
+                shown = f"${meta['env']}; {shown}"
+            kwargs: dict[str, Any] = {"dest": f.name, "default": default,
+                                      "help": f"{meta['help']} (default: {shown})"}
+            if meta["switch"]:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["type"] = type(f.default) if f.default is not None else str
+                if meta["metavar"]:
+                    kwargs["metavar"] = meta["metavar"]
+            parser.add_argument(*meta["flags"], **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> QueryFrontendConfig:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def validate(self) -> None:
+        """Refuses settings no frontend can run with (the messages name the flags)."""
+        if self.cache_size < 0:
+            raise ValueError("--cache-size must not be negative")
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if self.workers > 1 and (self.port == 0 or self.rpc_port == 0):
+            raise ValueError("--workers > 1 needs fixed --port and --rpc-port (not 0)")
+
+    @property
+    def rpc_endpoint(self) -> str:
+        """The engine's ZeroMQ endpoint, ``tcp://<rpc_host>:<rpc_port>``."""
+        return f"tcp://{self.rpc_host}:{self.rpc_port}"

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ from .. import _core, rust_core, selection
 from ..input_types import parse_input_type
 from ..logs import configure_logging
 from ..selection.selector import ModelSelector
+from .config import QueryFrontendConfig
 from .metrics import Metrics, render_prometheus
+from .selection_writer import SelectionStateWriter
 from .watcher import StateWatcher
 from .workers import run_workers
 
@@ -65,36 +66,22 @@ class AppSpec:
 class QueryFrontend:
     """The query frontend: an engine, the apps it serves, and the HTTP server in front."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 1337,
-        rpc_host: str = "127.0.0.1",
-        rpc_port: int = 7000,
-        cache_bytes: int = 32 << 20,
-        heartbeat_timeout: float = 30.0,
-        max_body_bytes: int = 10 << 20,
-        max_header_bytes: int = 64 << 10,
-        max_batch_inputs: int = 10_000,
-        max_queue: int = 10_000,
-        predict_token: str | None = None,
-        reuse_port: bool = False,
-    ) -> None:
-        self.host, self.port, self.reuse_port = host, port, reuse_port
+    def __init__(self, config: QueryFrontendConfig | None = None) -> None:
+        self.config = config = config if config is not None else QueryFrontendConfig()
+        self.host, self.port, self.reuse_port = config.host, config.port, config.reuse_port
         self.engine = rust_core.Engine(
-            f"tcp://{rpc_host}:{rpc_port}", cache_bytes=cache_bytes, heartbeat_timeout=heartbeat_timeout,
-            max_queue=max_queue,
+            config.rpc_endpoint, cache_bytes=config.cache_size, heartbeat_timeout=config.heartbeat_timeout,
+            max_queue=config.max_queue,
         )
         self.metrics = Metrics(None)
         self.server = _core.QueryServer(
             self.engine,
-            max_body_bytes=max_body_bytes,
-            max_header_bytes=max_header_bytes,
-            max_batch_inputs=max_batch_inputs,
+            max_body_bytes=config.max_body_bytes,
+            max_header_bytes=config.max_header_bytes,
+            max_batch_inputs=config.max_batch_inputs,
             metrics_handler=self.metrics.render,
             prometheus_handler=lambda: render_prometheus(self.server.apps, self.engine),
-            predict_token=predict_token,
+            predict_token=config.predict_token,
         )
         self.metrics.server = self.server
         if request_log.isEnabledFor(logging.INFO):
@@ -104,6 +91,7 @@ class QueryFrontend:
         self.app_specs: dict[str, AppSpec] = {}
         self._http: asyncio.AbstractServer | None = None
         self.watcher: StateWatcher | None = None
+        self.selection_writer: SelectionStateWriter | None = None
 
     @property
     def rpc_port(self) -> int:
@@ -183,8 +171,8 @@ class QueryFrontend:
         return selector
 
     def _persist_selection(self, app: str, uid: int, state: str) -> None:
-        if self.watcher is not None:
-            self.watcher.save_selection_state(app, uid, state)
+        if self.selection_writer is not None:
+            self.selection_writer.save(app, uid, state)
 
     def load_selection_states(self, app: str, states: dict[int, str | None], *, replace: bool = False) -> None:
         """Policy states read from Redis (`replace`: they are all the app has; None: forgotten)."""
@@ -236,7 +224,9 @@ class QueryFrontend:
 
     def follow_redis(self, host: str, port: int) -> None:
         """Takes apps and models from Redis, following every change (call before `start`)."""
-        self.watcher = StateWatcher(self, host, port)
+        self.watcher = StateWatcher(self.engine, host, port, apply_snapshot=self.apply_snapshot,
+                                    load_selection_states=self.load_selection_states)
+        self.selection_writer = SelectionStateWriter(host, port)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -265,8 +255,7 @@ class QueryFrontend:
         if self._http is not None:
             self._http.close()
             self.server.start_draining()
-        if self.watcher is not None:
-            await loop.run_in_executor(None, self.watcher.stop)
+        await loop.run_in_executor(None, self._stop_following)
         if self._http is not None:
             deadline = loop.time() + drain_seconds
             while self.server.waiting_count and loop.time() < deadline:
@@ -277,6 +266,13 @@ class QueryFrontend:
             self.server.close_connections()
             self.server.detach(loop)
         self.engine.close()
+
+    def _stop_following(self) -> None:
+        """Finishes the queued selection-state writes, then stops the watcher (which withdraws the replicas)."""
+        if self.selection_writer is not None:
+            self.selection_writer.close()
+        if self.watcher is not None:
+            self.watcher.stop()
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -293,56 +289,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--config", help="JSON file with apps and models to serve (instead of Redis)")
-    parser.add_argument("--redis-host", "--redis_ip", default="127.0.0.1", help="Redis holding the apps and models")
-    parser.add_argument("--redis-port", "--redis_port", type=int, default=6379)
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=1337)
-    parser.add_argument("--rpc-host", default="127.0.0.1", help="RPC bind address (default 127.0.0.1)")
-    parser.add_argument("--rpc-port", type=int, default=7000)
-    parser.add_argument("--cache-size", "--prediction_cache_size", type=int, default=32 << 20,
-                        help="prediction cache size in bytes")
-    parser.add_argument("--heartbeat-timeout", type=float, default=30.0,
-                        help="seconds of silence after which a model replica is dropped")
-    parser.add_argument("--max-body-bytes", type=int, default=10 << 20, help="request body limit (413 above)")
-    parser.add_argument("--max-header-bytes", type=int, default=64 << 10,
-                        help="request line + headers limit (431 above)")
-    parser.add_argument("--max-queue", type=int, default=10_000,
-                        help="requests a model's queue holds; past it, predict answers 503 with Retry-After")
-    parser.add_argument("--predict-token", default=os.environ.get("CLIPPER_PREDICT_TOKEN"),
-                        help="require 'Authorization: Bearer <token>' on predict and update "
-                             "(default: $CLIPPER_PREDICT_TOKEN; none)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="query frontend processes sharing the HTTP port; worker i takes containers on "
-                             "--rpc-port + i (default 1)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="bind the HTTP port with SO_REUSEPORT, shared with other processes")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    if args.cache_size < 0:
-        parser.error("--cache-size must not be negative")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.workers > 1:
-        if args.port == 0 or args.rpc_port == 0:
-            parser.error("--workers > 1 needs fixed --port and --rpc-port (not 0)")
-        return run_workers(sys.argv[1:] if argv is None else list(argv), args.workers, args.rpc_port)
+    QueryFrontendConfig.add_arguments(parser)
+    config = QueryFrontendConfig.from_args(parser.parse_args(argv))
+    configure_logging(config.log_level)
+    try:
+        config.validate()
+    except ValueError as e:
+        parser.error(str(e))
+    if config.workers > 1:
+        return run_workers(sys.argv[1:] if argv is None else list(argv), config.workers, config.rpc_port)
     uvloop.install()
 
     async def run() -> None:
-        frontend = QueryFrontend(
-            host=args.host, port=args.port, rpc_host=args.rpc_host, rpc_port=args.rpc_port,
-            cache_bytes=args.cache_size, heartbeat_timeout=args.heartbeat_timeout,
-            max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes, max_queue=args.max_queue,
-            predict_token=args.predict_token,
-            reuse_port=args.reuse_port,
-        )
-        if args.config:
-            with open(args.config) as f:
+        frontend = QueryFrontend(config)
+        if config.config_file:
+            with open(config.config_file) as f:
                 frontend.load_config(json.load(f))
         else:
-            frontend.follow_redis(args.redis_host, args.redis_port)
+            frontend.follow_redis(config.redis_host, config.redis_port)
         await frontend.serve_forever()
 
     try:

@@ -1,30 +1,26 @@
 """Keeps a query frontend in step with Redis.
 
 A background thread takes a snapshot of the configuration when it connects, takes a new one after
-every burst of change events on `clipper:changes`, and hands it to the event loop, which applies
-it. The same thread publishes the replicas that register with the engine (Clipper's container
-records). When Redis is unreachable the frontend keeps serving with what it knows, and the thread
-reconnects, resubscribes and resynchronises.
+every burst of change events on `clipper:changes`, and hands it to the event loop (the
+`apply_snapshot` callback); a change of one app's learned selection state is handed over alone
+(`load_selection_states`). Between bursts, at least every 0.25 s, the same thread publishes the
+replicas connected to the engine (`ReplicaPublisher`). When Redis is unreachable the frontend keeps
+serving with what it knows, and the thread reconnects, resubscribes and resynchronises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
-from .. import selection
-from ..input_types import INPUT_TYPE_NAMES
-from ..state import StateError, StateStore, parse_event
-
-if TYPE_CHECKING:
-    from .query import QueryFrontend
+from .. import rust_core, selection
+from ..state import StateStore, parse_event
+from .replicas import ReplicaPublisher
 
 log = logging.getLogger("clipper.query.watcher")
 
@@ -35,24 +31,25 @@ _RETRY_SECONDS = 1.0
 
 
 class StateWatcher:
-    """Follows the configuration in Redis and publishes this frontend's replicas there."""
+    """Follows the configuration in Redis (`host:port`) and publishes the replicas of `engine` there.
 
-    def __init__(self, frontend: QueryFrontend, host: str, port: int) -> None:
-        self.frontend = frontend
+    `apply_snapshot` gets every new snapshot (`StateStore.snapshot()` plus ``"selection"``: the learned
+    state of each app with a selection policy); `load_selection_states` gets one app's states when only
+    they changed (``(app, {uid: state or None}, replace=...)``, as `QueryFrontend.load_selection_states`).
+    Both run on the event loop passed to `start`.
+    """
+
+    def __init__(self, engine: rust_core.Engine, host: str, port: int, *,
+                 apply_snapshot: Callable[[dict[str, Any]], None],
+                 load_selection_states: Callable[..., None]) -> None:
         self.host, self.port = host, port
+        self.apply_snapshot = apply_snapshot
+        self.load_selection_states = load_selection_states
+        self.replicas = ReplicaPublisher(engine)
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # engine replica (model id, replica id) -> the replica's key in Redis (name, version, id)
-        self._published: dict[tuple[int, int], tuple[str, str, int]] = {}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipper-state-writer")
-        self._write_store: StateStore | None = None
-
-    @property
-    def _endpoint(self) -> str:
-        """Replica records of this RPC endpoint that another process wrote are stale: a restarted frontend."""
-        return self.frontend.engine.rpc_endpoint + "#"
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -61,7 +58,6 @@ class StateWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._writer.shutdown(wait=True)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -71,7 +67,7 @@ class StateWatcher:
             store = StateStore.connect(self.host, self.port)
             try:
                 if first:
-                    self._clear_stale_replicas(store)
+                    self.replicas.clear_stale(store)
                     first = False
                 self._follow(store)
             except (redis.RedisError, OSError) as e:
@@ -85,7 +81,7 @@ class StateWatcher:
         pubsub = store.subscribe()
         try:
             self._apply(self._snapshot(store))
-            self._forget_lost_replicas(store)
+            self.replicas.forget_lost(store)
             while not self._stop.is_set():
                 # One new snapshot per burst of changes, however many events it has.
                 events = [parse_event(pubsub.get_message(timeout=_REPLICA_POLL_SECONDS))]
@@ -98,9 +94,8 @@ class StateWatcher:
                     for e in events:
                         if e.get("kind") == "selection_state":
                             self._load_selection_state(store, e["app"], e.get("uid"))
-                self._publish_replicas(store)
-            for name, version, replica_id in self._published.values():
-                store.delete_replica(name, version, replica_id)
+                self.replicas.publish(store)
+            self.replicas.withdraw(store)
         finally:
             pubsub.close()
 
@@ -113,14 +108,14 @@ class StateWatcher:
         return snapshot
 
     def _apply(self, snapshot: dict[str, Any]) -> None:
-        self._on_loop(self.frontend.apply_snapshot, snapshot)
+        self._on_loop(self.apply_snapshot, snapshot)
         self.synced.set()
 
     def _load_selection_state(self, store: StateStore, app: str, uid: int | None) -> None:
         if uid is None:  # reset of every user
-            self._on_loop(self.frontend.load_selection_states, app, store.selection_states(app), replace=True)
+            self._on_loop(self.load_selection_states, app, store.selection_states(app), replace=True)
         else:
-            self._on_loop(self.frontend.load_selection_states, app, {uid: store.get_selection_state(app, uid)})
+            self._on_loop(self.load_selection_states, app, {uid: store.get_selection_state(app, uid)})
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Runs `fn` on the event loop, which owns the frontend's state, and waits for it."""
@@ -135,48 +130,3 @@ class StateWatcher:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(run)
         done.wait(timeout=5)
-
-    def save_selection_state(self, app: str, uid: int, state: str) -> Future[None]:
-        """Stores a policy state in Redis for every frontend, off the event loop (last write wins)."""
-        return self._writer.submit(self._write_selection_state, app, uid, state)
-
-    def _write_selection_state(self, app: str, uid: int, state: str) -> None:
-        try:
-            if self._write_store is None:
-                self._write_store = StateStore.connect(self.host, self.port)
-            self._write_store.set_selection_state(app, state, uid)
-        except (redis.RedisError, OSError, StateError) as e:
-            log.warning("selection state not saved", extra={"app": app, "uid": uid, "error": str(e)})
-
-    def _clear_stale_replicas(self, store: StateStore) -> None:
-        for replica in store.get_replicas():
-            if replica.get("connection_id", "").startswith(self._endpoint):
-                store.delete_replica(replica["model_name"], replica["model_version"], replica["model_replica_id"])
-
-    def _forget_lost_replicas(self, store: StateStore) -> None:
-        """After a reconnect: the records that Redis lost (restarted without persistence) are published again;
-        those it kept stay as they are, under the same replica ids."""
-        for key, (name, version, replica_id) in list(self._published.items()):
-            if store.get_replica(name, version, replica_id) is None:
-                del self._published[key]
-
-    def _publish_replicas(self, store: StateStore) -> None:
-        engine = self.frontend.engine
-        connected = {(model, replica): code for model, replica, code in engine.replicas()}
-        for key in set(self._published) - set(connected):
-            name, version, replica_id = self._published.pop(key)
-            store.delete_replica(name, version, replica_id)
-        for key, code in connected.items():
-            if key in self._published:
-                continue
-            names = engine.model_name(key[0])
-            if names is None:
-                continue
-            name, version = names
-            replica_id = store.next_replica_id(name, version)
-            try:
-                store.add_replica(name, version, replica_id, INPUT_TYPE_NAMES[code],
-                                  connection_id=f"{self._endpoint}{os.getpid()}#{key[1]}")
-            except StateError as e:
-                log.warning("replica not recorded", extra={"model": f"{name}:{version}", "error": str(e)})
-            self._published[key] = (name, version, replica_id)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import CONTAINERLESS_MODEL_IMAGE, ClusterAdapter, ContainerManager
+from ..image_names import CONTAINERLESS_MODEL_IMAGE
+from .base import ClusterAdapter, ContainerManager
 from .local import LocalContainerManager
 
 if TYPE_CHECKING:

@@ -18,13 +18,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..admin.exceptions import ClipperException
+import requests
 
-CLIPPER_INTERNAL_QUERY_PORT = 1337
-CLIPPER_INTERNAL_MANAGEMENT_PORT = 1338
-CLIPPER_INTERNAL_RPC_PORT = 7000
+from .. import management_client
+from ..exceptions import ClipperException
+from ..frontend.config import DEFAULT_MANAGEMENT_PORT, DEFAULT_QUERY_PORT, DEFAULT_REDIS_PORT, DEFAULT_RPC_PORT
+from ..image_names import CONTAINERLESS_MODEL_IMAGE as CONTAINERLESS_MODEL_IMAGE
+
+#: Ports inside a container (Clipper's names): the frontends' defaults.
+CLIPPER_INTERNAL_QUERY_PORT = DEFAULT_QUERY_PORT
+CLIPPER_INTERNAL_MANAGEMENT_PORT = DEFAULT_MANAGEMENT_PORT
+CLIPPER_INTERNAL_RPC_PORT = DEFAULT_RPC_PORT
 CLIPPER_INTERNAL_METRIC_PORT = 1390
-CLIPPER_INTERNAL_REDIS_PORT = 6379
+CLIPPER_INTERNAL_REDIS_PORT = DEFAULT_REDIS_PORT
 CLIPPER_INTERNAL_FLUENTD_PORT = 24224
 
 CLIPPER_DOCKER_LABEL = "ai.clipper.model_runtime.label"
@@ -32,8 +38,6 @@ CLIPPER_NAME_LABEL = "ai.clipper.name"
 CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
 CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
 CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL = "ai.clipper.management_frontend.label"
-#: `container_name` of a model registered without a container (`register_model` with no image).
-CONTAINERLESS_MODEL_IMAGE = "NO_CONTAINER"
 
 CLIPPER_DOCKER_PORT_LABELS = {
     "redis": "ai.clipper.redis.port",
@@ -140,31 +144,24 @@ class ContainerManager(abc.ABC):
                                "ClipperConnection.deploy_model with its name")
 
 
-def frontend_replica_count(query_addr: str, name: str, version: str) -> int:
-    """Replicas of `name:version` the query frontend at `query_addr` counts (its `/metrics`); -1 if it
-    does not answer."""
-    import requests  # the admin side only: frontends and containers do not import requests
-
-    key = f"model:{name}:{version}:num_replicas"
+def http_ok(url: str) -> bool:
+    """True when ``GET url`` answers 200 within 2 s."""
     try:
-        report = requests.get(f"http://{query_addr}/metrics", timeout=2).json()
-    except (requests.RequestException, ValueError):
-        return -1
-    for entry in report.get("counters", []) if isinstance(report, dict) else []:
-        if key in entry:
-            try:
-                return int(entry[key]["count"])
-            except (KeyError, TypeError, ValueError):
-                return -1
-    return 0
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
-def wait_frontend_replicas(query_addr: str, name: str, version: str, want: int, logger: Any,
+def wait_frontend_replicas(admin_addr: str, name: str, version: str, want: int, logger: Any,
                            timeout: float = 5.0) -> None:
-    """Waits (briefly) until the query frontend counts `want` replicas; warns when it does not."""
+    """Waits (briefly) until the query frontend counts `want` replicas of ``name:version``; warns when it does not.
+
+    The count is that of the replicas the frontends have published, asked of the management API at
+    `admin_addr` (`management_client.count_replicas`).
+    """
     until = time.monotonic() + timeout
     while time.monotonic() < until:
-        if frontend_replica_count(query_addr, name, version) >= want:
+        if management_client.count_replicas(admin_addr, name, version) >= want:
             return
         time.sleep(0.05)
     logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")

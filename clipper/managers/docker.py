@@ -30,8 +30,8 @@ with the labels ``ai.clipper.model_runtime.label`` and ``ai.clipper.model_contai
 and Clipper's environment (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``,
 ``CLIPPER_IP=<query frontend container>``, ``CLIPPER_PORT=7000``, ``CLIPPER_INPUT_TYPE``). New replicas
 are waited for until they have registered with the query frontend (the image's ready file or health
-status, then the frontend's ``model:<name>:<version>:num_replicas`` counter). Surplus replicas are
-stopped (SIGTERM, newest first) and removed.
+status, then the replicas the frontend has published, as the management API's ``get_all_containers``
+lists them). Surplus replicas are stopped (SIGTERM, newest first) and removed.
 
 `build_model` builds a model image ``<cluster>-<name>:<version>`` from a directory
 (``FROM <base image>``, ``COPY . /model/``); `pkgs_to_install` are turned into wheels on the host and
@@ -55,7 +55,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,10 +63,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from ..admin.exceptions import ClipperException
+from .. import images, management_client
+from ..exceptions import ClipperException
+from ..frontend.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_QUERY_PORT,
+    DEFAULT_REDIS_PORT,
+    DEFAULT_RPC_PORT,
+)
+from ..image_names import STAGE_LABEL, default_base_image, image_ref, short_image_name
 from ..input_types import parse_input_type
+from ..ports import port_free
 from ..state.redis_server import ping as redis_ping
 from .base import (
     CLIPPER_DOCKER_LABEL,
@@ -82,7 +89,7 @@ from .base import (
     ClusterAdapter,
     ContainerManager,
     create_model_container_label,
-    frontend_replica_count,
+    http_ok,
     parse_model_container_label,
     wait_frontend_replicas,
 )
@@ -92,10 +99,7 @@ logger = logging.getLogger("clipper.managers.docker")
 #: Label of the networks a Clipper manager created (value: the cluster that created it); only
 #: those are removed by `stop_all`, and only once nothing is attached to them.
 CLIPPER_NETWORK_LABEL = "ai.clipper.network.created_by"
-#: Stage label of model image builds (their dangling build stages are pruned, as clipper.images does).
-_STAGE_LABEL = "ai.clipper.images.stage"
 _LOG_CONFIG = {"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}}
-_REPOSITORY = "clipper"
 _PORT_RANGE = (10000, 50000)
 _LOG_LINES = 20
 
@@ -109,21 +113,11 @@ def find_unbound_port(start: int | None = None, host: str = "127.0.0.1", taken: 
         if not port or port in taken:
             port = random.randint(*port_range)
             continue
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                port = random.randint(*port_range)
-                continue
+        if not port_free(port, host):
+            port = random.randint(*port_range)
+            continue
         return port
     raise ClipperException(f"Cannot find a free port on {host}")
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _is_port_conflict(e: Exception) -> bool:
@@ -160,10 +154,11 @@ class DockerContainerManager(ContainerManager):
     are added to Clipper's).
 
     Keyword-only additions: `host_ip` is where ports are published (127.0.0.1); `heartbeat_timeout`
-    (seconds, None: the frontend's default of 30) is passed to the query frontend: a replica silent for
-    longer is dropped and its batch requeued, so it must exceed the time a batch of the slowest model
-    takes (a container does not send heartbeats while it predicts); `start_timeout` bounds the wait
-    for each frontend and each new model replica, `stop_timeout` the grace period of ``docker stop``;
+    (seconds, None: the frontend's default, `clipper.frontend.config.DEFAULT_HEARTBEAT_TIMEOUT_S`) is
+    passed to the query frontend: a replica silent for longer is dropped and its batch requeued, so it
+    must exceed the time a batch of the slowest model takes (a container does not send heartbeats while
+    it predicts); `start_timeout` bounds the wait for each frontend and each new model replica,
+    `stop_timeout` the grace period of ``docker stop``;
     `rebuild_images` rebuilds images that are out of date with the source checkout (default: only
     missing ones are built); `base_image` is the base of built images (`clipper.images`; default
     ``clipper/base``, or ``$CLIPPER_BASE_IMAGE``); `image_progress` gets one line per build step (None:
@@ -178,11 +173,11 @@ class DockerContainerManager(ContainerManager):
         docker_ip_address: str = "localhost",
         use_centralized_log: bool = False,
         fluentd_port: int = 24224,
-        clipper_query_port: int = 1337,
-        clipper_management_port: int = 1338,
-        clipper_rpc_port: int = 7000,
+        clipper_query_port: int = DEFAULT_QUERY_PORT,
+        clipper_management_port: int = DEFAULT_MANAGEMENT_PORT,
+        clipper_rpc_port: int = DEFAULT_RPC_PORT,
         redis_ip: str | None = None,
-        redis_port: int = 6379,
+        redis_port: int = DEFAULT_REDIS_PORT,
         prometheus_port: int = 9090,
         docker_network: str = "clipper_network",
         extra_container_kwargs: Mapping[str, Any] | None = None,
@@ -251,8 +246,6 @@ class DockerContainerManager(ContainerManager):
     def docker_client(self) -> Any:
         """A ``docker.DockerClient`` (made on first use)."""
         if self._client is None:
-            from .. import images
-
             try:
                 self._client = images.docker_client()
             except images.ImageBuildError as e:
@@ -325,15 +318,7 @@ class DockerContainerManager(ContainerManager):
     @staticmethod
     def _ours(ref: str) -> bool:
         """True for an image `clipper.images` builds (``clipper/<name>[:tag]``)."""
-        from .. import images
-
-        m = re.fullmatch(rf"{_REPOSITORY}/([\w.-]+?)(?::[\w.-]+)?", ref)
-        if not m:
-            return False
-        short = m.group(1)
-        if re.fullmatch(r"python\d+-closure-container", short):
-            short = "python-closure-container"
-        return short in images.RECIPES
+        return short_image_name(ref, registry_required=True) in images.RECIPES
 
     def _resolve_image(self, ref: str, what: str) -> str:
         """A local image for `ref`: ours are built when missing (or stale, with `rebuild_images`); others
@@ -341,8 +326,6 @@ class DockerContainerManager(ContainerManager):
         if self._ours(ref):
             if self._image_exists(ref) and not self.rebuild_images:
                 return ref
-            from .. import images
-
             if not self._image_exists(ref) and self.image_progress is not None:
                 self.image_progress(f"[clipper] {ref} is not on this machine: clipper.images builds it")
             try:
@@ -476,10 +459,10 @@ class DockerContainerManager(ContainerManager):
 
     def start_clipper(
         self,
-        query_frontend_image: str = f"{_REPOSITORY}/query_frontend:0.4.1",
-        mgmt_frontend_image: str = f"{_REPOSITORY}/management_frontend:0.4.1",
+        query_frontend_image: str = image_ref("query_frontend"),
+        mgmt_frontend_image: str = image_ref("management_frontend"),
         frontend_exporter_image: str | None = None,
-        cache_size: int = 33554432,
+        cache_size: int = DEFAULT_CACHE_BYTES,
         qf_http_thread_pool_size: int = 1,
         qf_http_timeout_request: int = 5,
         qf_http_timeout_content: int = 300,
@@ -510,7 +493,7 @@ class DockerContainerManager(ContainerManager):
                              f"{', '.join(c.name for c in leftovers)}")
             self._remove(leftovers, graceful=False)
 
-        redis_image = self._resolve_image(self.redis_image or f"{_REPOSITORY}/redis:0.4.1", "Redis")
+        redis_image = self._resolve_image(self.redis_image or image_ref("redis"), "Redis")
         mgmt_image = self._resolve_image(mgmt_frontend_image, "management frontend")
         query_image = self._resolve_image(query_frontend_image, "query frontend")
         self._ensure_network()
@@ -572,10 +555,10 @@ class DockerContainerManager(ContainerManager):
         self.clipper_query_port, self.clipper_rpc_port = ports[rest], ports[rpc]
 
         self._wait_ready(mgmt, "The management frontend",
-                         lambda: _http_ok(f"http://{poll}:{self.clipper_management_port}/admin/ping"),
+                         lambda: http_ok(f"http://{poll}:{self.clipper_management_port}/admin/ping"),
                          self.start_timeout)
         self._wait_ready(query, "The query frontend",
-                         lambda: _http_ok(f"http://{poll}:{self.clipper_query_port}/metrics"), self.start_timeout)
+                         lambda: http_ok(f"http://{poll}:{self.clipper_query_port}/metrics"), self.start_timeout)
 
     def connect(self) -> None:
         """Finds the running cluster and reads its ports from the containers' labels (any process)."""
@@ -653,8 +636,6 @@ class DockerContainerManager(ContainerManager):
             repo = f"{container_registry.rstrip('/')}/{repo}"
         tag = f"{repo}:{version}"
         if base_image in (None, "", "default"):
-            from ..deployers.python import default_base_image
-
             base_image = default_base_image()
         base = self._resolve_image(base_image, "model base")
         pkgs = [str(p) for p in pkgs_to_install or []]
@@ -665,7 +646,7 @@ class DockerContainerManager(ContainerManager):
             if pkgs and self._package_wheels(base, pkgs, ctx / "wheels"):
                 lines = [
                     f"FROM {base} AS packages",
-                    f"LABEL {_STAGE_LABEL}=build",
+                    f"LABEL {STAGE_LABEL}=build",
                     "COPY wheels/ /tmp/wheels/",
                     "RUN python3 -m pip install --no-cache-dir --no-index --no-deps --disable-pip-version-check "
                     "--target /model/modules /tmp/wheels/*.whl",
@@ -679,7 +660,7 @@ class DockerContainerManager(ContainerManager):
             self._docker_build(ctx, tag)
         if pkgs:
             with contextlib.suppress(Exception):
-                self.docker_client.images.prune(filters={"dangling": True, "label": _STAGE_LABEL})
+                self.docker_client.images.prune(filters={"dangling": True, "label": STAGE_LABEL})
         if container_registry:
             self.logger.info(f"Not pushing {tag}: this manager runs images from the local Docker engine")
         self.logger.info(f"Built model image {tag}")
@@ -845,7 +826,7 @@ class DockerContainerManager(ContainerManager):
                     raise self._failure(c, f"Model {name}:{version} replica failed to start")
                 ready = self._replica_ready(c) if c.status == "running" else False
                 if ready is None:  # no ready file, no health check: the frontend's count must cover it
-                    ready = frontend_replica_count(self._frontend_poll_addr(), name, version) >= \
+                    ready = management_client.count_replicas(self._admin_poll_addr(), name, version) >= \
                         self.get_num_replicas(name, version)
                 if not ready:
                     still.append(c)
@@ -859,11 +840,12 @@ class DockerContainerManager(ContainerManager):
                     raise self._failure(pending[0], f"Model {name}:{version} replica did not register with the "
                                                     f"query frontend {frontend.name} within {self.start_timeout:g} s")
                 time.sleep(0.1)
-        wait_frontend_replicas(self._frontend_poll_addr(), name, version, self.get_num_replicas(name, version),
+        wait_frontend_replicas(self._admin_poll_addr(), name, version, self.get_num_replicas(name, version),
                                self.logger)
 
-    def _frontend_poll_addr(self) -> str:
-        return f"{self._poll_host()}:{self.clipper_query_port}"
+    def _admin_poll_addr(self) -> str:
+        """The management frontend, as this machine reaches it (the replica counts come from there)."""
+        return f"{self._poll_host()}:{self.clipper_management_port}"
 
     def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:
         """Stops and removes every replica of the given versions (`{name: [version, ...]}`)."""

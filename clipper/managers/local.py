@@ -48,7 +48,6 @@ import operator
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,13 +56,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from ..admin.exceptions import ClipperException
+from ..exceptions import ClipperException
+from ..frontend.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_QUERY_PORT,
+    DEFAULT_REDIS_PORT,
+    DEFAULT_RPC_PORT,
+)
 from ..input_types import parse_input_type
-from ..ports import free_port
+from ..ports import free_port, port_free
 from ..state.redis_server import ping as redis_ping
-from .base import ClusterAdapter, ContainerManager, wait_frontend_replicas
+from .base import ClusterAdapter, ContainerManager, http_ok, wait_frontend_replicas
 
 try:
     import fcntl
@@ -115,24 +119,6 @@ def _pid_alive(pid: int, start_time: int | None) -> bool:
     if st is None or st[0] in ("Z", "X"):
         return False
     return start_time is None or st[1] == start_time
-
-
-def _port_free(port: int) -> bool:
-    """True when nothing listens on (or is bound to) 127.0.0.1:port."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
@@ -191,11 +177,11 @@ class LocalContainerManager(ContainerManager):
     def __init__(
         self,
         cluster_name: str = "default-cluster",
-        clipper_query_port: int | None = 1337,
-        clipper_management_port: int | None = 1338,
-        clipper_rpc_port: int | None = 7000,
+        clipper_query_port: int | None = DEFAULT_QUERY_PORT,
+        clipper_management_port: int | None = DEFAULT_MANAGEMENT_PORT,
+        clipper_rpc_port: int | None = DEFAULT_RPC_PORT,
         redis_ip: str | None = None,
-        redis_port: int | None = 6379,
+        redis_port: int | None = DEFAULT_REDIS_PORT,
         log_dir: str | os.PathLike[str] | None = None,
         cluster_dir: str | os.PathLike[str] | None = None,
         python: str | None = None,
@@ -373,7 +359,7 @@ class LocalContainerManager(ContainerManager):
         query_frontend_image: str | None = None,
         mgmt_frontend_image: str | None = None,
         frontend_exporter_image: str | None = None,
-        cache_size: int = 33554432,
+        cache_size: int = DEFAULT_CACHE_BYTES,
         qf_http_thread_pool_size: int = 1,
         qf_http_timeout_request: int = 5,
         qf_http_timeout_content: int = 300,
@@ -451,7 +437,7 @@ class LocalContainerManager(ContainerManager):
             if not port:
                 while (port := free_port(_HOST)) in fixed or port in chosen.values():
                     pass
-            elif not _port_free(port):
+            elif not port_free(port, _HOST):
                 arg = {"query": "clipper_query_port", "management": "clipper_management_port",
                        "rpc": "clipper_rpc_port", "redis": "redis_port"}[role]
                 raise ClipperException(
@@ -475,13 +461,13 @@ class LocalContainerManager(ContainerManager):
                 *self.management_frontend_args]
         rec = self._spawn("management_frontend", argv, self.log_dir / "management_frontend.log")
         state["processes"].append(rec)
-        self._wait_until(rec, lambda: _http_ok(f"http://{self.get_admin_addr()}/admin/ping"),
+        self._wait_until(rec, lambda: http_ok(f"http://{self.get_admin_addr()}/admin/ping"),
                          "The management frontend", self.start_timeout)
         argv = [self.python, "-m", "clipper.frontend.query", *common, "--port", str(self.query_port),
                 "--rpc-port", str(self.rpc_port), "--cache-size", str(state["cache_size"]), *self.query_frontend_args]
         rec = self._spawn("query_frontend", argv, self.log_dir / "query_frontend.log")
         state["processes"].append(rec)
-        self._wait_until(rec, lambda: _http_ok(f"http://{self.get_query_addr()}/metrics"),
+        self._wait_until(rec, lambda: http_ok(f"http://{self.get_query_addr()}/metrics"),
                          "The query frontend", self.start_timeout)
 
     def connect(self) -> None:
@@ -691,8 +677,8 @@ class LocalContainerManager(ContainerManager):
             time.sleep(0.02)
         for r in started:
             Path(r["ready_file"]).unlink(missing_ok=True)
-        # The replica has sent its registration; wait (briefly) until the frontend counts it.
-        wait_frontend_replicas(self.get_query_addr(), name, version, self.get_num_replicas(name, version),
+        # The replica has sent its registration; wait (briefly) until the frontend has published it.
+        wait_frontend_replicas(self.get_admin_addr(), name, version, self.get_num_replicas(name, version),
                                self.logger)
 
     def stop_models(self, models: Mapping[str, Sequence[str]]) -> None:

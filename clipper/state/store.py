@@ -8,7 +8,7 @@ MULTI/EXEC transaction that also publishes a JSON event, so readers never see ha
 
 Schema (all strings UTF-8; `<m>` model name, `<v>` version, `<a>` app name, `<id>` replica id)::
 
-    clipper:rev                       string  config revision, +1 per mutation (also in every event)
+    clipper:rev                       string  config revision, +1 per mutation (also in its events)
     clipper:apps                      set     app names
     clipper:app:<a>                   hash    name, input_type (canonical), default_output,
                                               latency_slo_micros (decimal), policy
@@ -41,12 +41,16 @@ channel `clipper:changes`::
     {"kind": "replica", "op": "added" | "deleted", "name": m, "version": v, "replica_id": i, "rev": n}
     {"kind": "selection_state", "app": a, "uid": u}           (not a config change: no rev)
 
-A query frontend calls `snapshot()` (which carries `rev`), then applies events whose `rev` is
-greater; on a gap, a `rev` lower than the last one seen (Redis restarted without persistence), or
-after losing its subscription, it takes a new snapshot. Deleting an app
-deletes its links and selection state (one "app" event says so). Deleting a model version is done
-here, synchronously: its hash, its replicas, index entries, and the current-version pointer when
-it pointed at that version ("current_version" event with version null).
+A query frontend (`clipper.frontend.watcher`) subscribes, then takes a `snapshot()` (one Lua script,
+so it is consistent) and serves exactly that. It does not apply events one by one: after every
+burst of config events (any kind but "replica" and "selection_state") it takes a whole new
+snapshot, and after losing its subscription (Redis restarted or unreachable) it resubscribes and
+takes one again. A "selection_state" event makes it reread that app's state alone (every user's
+when `uid` is null). Nothing compares `rev`: it is there for readers that want to order events.
+
+Deleting an app deletes its links and selection state (one "app" event says so). Deleting a model
+version is done here, synchronously: its hash, its replicas, index entries, and the current-version
+pointer when it pointed at that version ("current_version" event with version null).
 
 Concurrency: every config mutation WATCHes `clipper:rev`, validates with plain reads, then writes
 in MULTI/EXEC; a concurrent mutation makes EXEC fail and the whole operation is retried, so the
@@ -68,11 +72,12 @@ from redis.client import Pipeline, PubSub
 from redis.retry import Retry
 
 from .. import selection
+from ..image_names import CONTAINERLESS_MODEL_IMAGE
 from ..input_types import parse_input_type
 
 CHANNEL = "clipper:changes"
 DEFAULT_POLICY = "DefaultOutputSelectionPolicy"
-NO_CONTAINER = "NO_CONTAINER"
+NO_CONTAINER = CONTAINERLESS_MODEL_IMAGE
 DEFAULT_BATCH_SIZE = -1
 DEFAULT_USER_ID = 0
 #: Characters Clipper forbids in model names, versions and labels (its ITEM_DELIMITER and ITEM_PART_CONCATENATOR).

@@ -1,0 +1,75 @@
+"""Requests to the management REST API, made as `clipper_admin` makes them.
+
+Every call is a ``POST http://<admin addr>/admin/<route>`` with header ``Content-type: application/json``
+(plus ``Authorization: Bearer $CLIPPER_ADMIN_TOKEN`` when that is set) and a JSON body. Shared by
+`ClipperConnection` and the container managers, which count a model's connected replicas here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import requests
+
+from .exceptions import ClipperException
+
+#: The environment variable holding the management API's bearer token, if it requires one.
+ADMIN_TOKEN_ENV = "CLIPPER_ADMIN_TOKEN"
+_HEADERS = {"Content-type": "application/json"}
+
+Logger = logging.Logger | logging.LoggerAdapter
+
+
+def admin_headers() -> dict[str, str]:
+    """Clipper's request headers, plus the bearer token when `CLIPPER_ADMIN_TOKEN` is set."""
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    return {**_HEADERS, "Authorization": f"Bearer {token}"} if token else _HEADERS
+
+
+def _url(admin_addr: str, route: str) -> str:
+    return f"http://{admin_addr}/admin/{route}"
+
+
+def post(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger) -> requests.Response:
+    """POSTs `body` to ``/admin/<route>``; no answer, or one that is not 200, raises Clipper's `ClipperException`
+    (``"Received error status code: <code> and message: <text>"``), logged at ERROR on `logger`."""
+    url = _url(admin_addr, route)
+    try:
+        r = requests.post(url, headers=admin_headers(), data=json.dumps(body), timeout=timeout)
+    except requests.RequestException as e:
+        msg = f"Cannot reach the Clipper management frontend at {url}: {e}"
+        logger.error(msg)
+        raise ClipperException(msg) from e
+    logger.debug(r.text)
+    if r.status_code != requests.codes.ok:
+        msg = f"Received error status code: {r.status_code} and message: {r.text}"
+        logger.error(msg)
+        raise ClipperException(msg)
+    return r
+
+
+def get_json(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger) -> Any:
+    """`post`, then the answer's JSON (`ClipperException` when it is not JSON)."""
+    r = post(admin_addr, route, body, timeout=timeout, logger=logger)
+    try:
+        return r.json()
+    except ValueError as e:
+        raise ClipperException(f"/admin/{route} answered with a body that is not JSON: {r.text[:200]!r}") from e
+
+
+def count_replicas(admin_addr: str, name: str, version: str, *, timeout: float = 2.0) -> int:
+    """Replicas of ``name:version`` connected to the query frontends, as they publish them (``get_all_containers``,
+    within 0.25 s of a change); -1 when the management API does not answer. Quiet: for polling."""
+    try:
+        r = requests.post(_url(admin_addr, "get_all_containers"), headers=admin_headers(),
+                          data=json.dumps({"verbose": True}), timeout=timeout)
+        replicas = r.json() if r.status_code == requests.codes.ok else None
+    except (requests.RequestException, ValueError):
+        return -1
+    if not isinstance(replicas, list):
+        return -1
+    return sum(1 for c in replicas
+               if isinstance(c, dict) and c.get("model_name") == name and c.get("model_version") == version)
