@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.chaos_load import LoadDriver
 from benchmarks.procs import Proc, log, read_metrics, wait_ready
+from clipper.frontend.config import DEFAULT_CACHE_BYTES
 from clipper.ports import free_port
 from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer
@@ -49,7 +50,7 @@ class Options:
     slo_ms: int = 200
     sleep_ms: float = 10.0
     heartbeat_timeout: float = 2.0
-    cache_size: int = 32 << 20
+    cache_size: int = DEFAULT_CACHE_BYTES
     progress_interval: float = 5.0
     log_dir: str | None = None
 

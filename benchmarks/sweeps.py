@@ -248,7 +248,7 @@ def run_aimd(o: AimdOptions) -> int:
         bs = summary["aimd_batch_size"] or {}
         print(f"best fixed batch size: {best['policy']} at {best['capacity']:,.0f}/s; AIMD {aimd['capacity']:,.0f}/s; "
               f"ratio {'-' if ratio is None else f'{ratio:.3f}'} (target >= {o.target_ratio})")
-        print(f"AIMD batch sizes at its capacity (last 4096 batches): p50 {bs.get('p50')} p95 {bs.get('p95')} "
+        print(f"AIMD batch sizes at its capacity (recent batches): p50 {bs.get('p50')} p95 {bs.get('p95')} "
               f"p99 {bs.get('p99')} max {bs.get('max')}; batch round trip ms {summary['aimd_batch_latency_ms']}; "
               f"AIMD's rule aims at batches of {summary['aimd_rule_batch']} (model time = 0.5 x SLO)")
         if check:
