@@ -245,6 +245,7 @@ cdef class HttpProtocol:
     cdef bint reading_paused
     cdef bint broken  # answered early (the parser failed, a body over the limit): that answer is the last
     cdef bint eof  # the client shut its write side: close once the answers due are written
+    cdef bint last_read  # a request without keep-alive was read: whatever follows it is not
     cdef bytes request_id
     cdef public long long requests_read
 
@@ -275,18 +276,19 @@ cdef class HttpProtocol:
             self.slots.clear()
 
     def data_received(self, bytes data):
-        if self.broken:
-            return  # the answer before it was the last; what the client still sends is dropped
+        if self.broken or self.last_read:
+            return  # the answer due is the connection's last; what the client still sends is dropped
         RUST.feed(self.parser, PyBytes_AS_STRING(data), len(data))
         cdef clipper_request request
         cdef uint16_t status = 400
         cdef int event
-        while not self.closed and not self.broken:
+        while not self.closed and not self.broken and not self.last_read:
             event = RUST.next(self.parser, &request, &status)
             if event == CLIPPER_HTTP_NEED_MORE:
                 return
             if event == CLIPPER_HTTP_REQUEST:
                 self.requests_read += 1
+                self.last_read = not request.keep_alive
                 self.on_request(&request)
             elif event == CLIPPER_HTTP_CONTINUE:
                 # Clients that sent "Expect: 100-continue" wait (curl: 1 s) for this before the body.

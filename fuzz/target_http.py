@@ -379,7 +379,8 @@ class Target:
                 if not (isinstance(doc, dict) and isinstance(doc.get("error"), str)
                         and isinstance(doc.get("cause"), str)):
                     raise Failure(f"{status} body without string error and cause: {body[:300]!r}")
-                FEATURES(status, doc["error"], template(doc["cause"]))
+                # 404 and 405 causes name the method, and any token is a method: their first words only
+                FEATURES(status, doc["error"], template(doc["cause"], 3 if status in (404, 405) else 8))
                 continue
             if admin:
                 if not (isinstance(doc, dict) and isinstance(doc.get("route"), str)):

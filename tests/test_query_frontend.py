@@ -11,6 +11,7 @@ import base64
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -386,6 +387,12 @@ def test_unknown_routes_and_methods(fe, method, path, status):
     assert_serving(fe)
 
 
+def test_wrong_method_names_the_allowed_one(fe):
+    r = fe.http.get(fe.url + "/doubles/predict")
+    assert_error(r, 405, "Method not allowed", "use POST for /doubles/predict")
+    assert r.headers["Allow"] == "POST"
+
+
 @pytest.mark.parametrize("path", ["/doubles/predict/", "/doubles/predict?debug=1"])
 def test_trailing_slash_and_query_string_are_accepted(fe, path):
     x = fresh()
@@ -501,6 +508,28 @@ def test_pipelined_requests_are_answered_in_order(fe):
     assert bodies[4]["default_explanation"] == NO_MODEL_EXPLANATION
     assert bodies[5]["output"] == x + 1.0
     assert elapsed >= 0.09, "the first answer waits for its SLO and the rest wait for it"
+
+
+def test_half_closed_client_gets_the_answer_that_comes_later(fe):
+    """A client that sends `Connection: close` and shuts its write side still gets an answer that the engine
+    gives after the server has seen the end of the client's bytes (here at the slow app's 100 ms SLO)."""
+    x = fresh()
+    with fe.connect() as conn:
+        body = json.dumps({"input": [x]}).encode()
+        conn.send(conn.request("POST", "/slow/predict", body, {"Connection": "close"})
+                  + conn.request("POST", "/doubles/predict", body))  # after a close: never answered
+        conn.sock.shutdown(socket.SHUT_WR)
+        status, headers, response = conn.read_response()
+        assert status == 200 and json.loads(response)["default_explanation"] == SLO_EXPLANATION
+        assert headers["connection"] == "close"
+        assert conn.at_eof()
+    with fe.connect() as conn:  # keep-alive requests, then the half-close: all answered, then closed
+        conn.send(conn.request("POST", "/slow/predict", json.dumps({"input": [fresh()]}).encode())
+                  + conn.request("POST", "/doubles/predict", json.dumps({"input": [x]}).encode()))
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert json.loads(conn.read_response()[2])["default_explanation"] == SLO_EXPLANATION
+        assert json.loads(conn.read_response()[2])["output"] == x
+        assert conn.at_eof()
 
 
 def test_pipelined_request_followed_by_garbage(fe):
