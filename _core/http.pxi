@@ -31,6 +31,18 @@ cdef bytes JSON_TYPE = b"application/json"
 cdef bytes CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef char QUESTION_MARK = b"?"
 
+#: The layer's own errors in its default words (HttpServer.texts; each server may word them its own way).
+DEFAULT_TEXTS = {
+    "bad_request": ("Bad request", "{cause}"),
+    "head_too_large": ("Request header fields too large", "{cause}"),
+    "too_large": ("Payload too large", "request body exceeds the limit of {limit} bytes"),
+    "not_found": ("Not found", "no route for {method} {path}"),
+    "wrong_method": ("Method not allowed", "use {allow} for {path}"),
+    "unauthorized": ("Unauthorized", "a valid 'Authorization: Bearer <token>' header is required"),
+    "draining": ("Service unavailable", "the server is shutting down"),
+    "internal": ("Internal error", "{cause}"),
+}
+
 
 cdef bytes concat(tuple parts):
     """The parts joined, in one allocation."""
@@ -140,7 +152,7 @@ cdef class HttpServer:
     def __init__(self, dict routes=None, dict texts=None, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
                  max_header_bytes=DEFAULT_MAX_HEADER_BYTES, token=None, bint method_not_allowed=True):
         self.routes = routes if routes is not None else {}
-        self.texts = texts
+        self.texts = texts if texts is not None else DEFAULT_TEXTS
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.token = token.encode() if isinstance(token, str) else token

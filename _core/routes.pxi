@@ -94,14 +94,5 @@ QUERY_ROUTES = {
     b"/readyz": Route("GET", _readyz),
 }
 
-#: The query frontend's wording of the HTTP layer's errors (HttpServer.texts).
-QUERY_TEXTS = {
-    "bad_request": ("Bad request", "{cause}"),
-    "head_too_large": ("Request header fields too large", "{cause}"),
-    "too_large": ("Payload too large", "request body exceeds the limit of {limit} bytes"),
-    "not_found": ("Not found", "no route for {method} {path}"),
-    "wrong_method": ("Method not allowed", "use {allow} for {path}"),
-    "unauthorized": ("Unauthorized", "a valid 'Authorization: Bearer <token>' header is required"),
-    "draining": ("Service unavailable", "the query frontend is shutting down"),
-    "internal": ("Internal error", "{cause}"),
-}
+#: The query frontend's wording of the HTTP layer's errors (HttpServer.texts): the default words.
+QUERY_TEXTS = dict(DEFAULT_TEXTS, draining=("Service unavailable", "the query frontend is shutting down"))

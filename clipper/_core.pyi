@@ -21,7 +21,8 @@ INPUT_TYPE_NAMES: dict[int, str]
 STATUS_REASONS: dict[int, bytes]
 #: The query frontend's exact paths: GET /metrics, /healthz, /readyz.
 QUERY_ROUTES: dict[bytes, Route]
-#: The query frontend's wording of the layer's own errors (see `HttpServer`).
+#: The layer's own errors in its default words, and in the query frontend's (see `HttpServer`).
+DEFAULT_TEXTS: dict[str, tuple[str, str]]
 QUERY_TEXTS: dict[str, tuple[str, str]]
 PROMETHEUS_TYPE: bytes
 

@@ -89,7 +89,7 @@ class _Loop:
 
     def __init__(self) -> None:
         self.callbacks: list = []
-        self.timers: list = []
+        self.timers = 0
         self.fd = -1
 
     def call_soon(self, callback, *args):
@@ -98,7 +98,7 @@ class _Loop:
     call_soon_threadsafe = call_soon
 
     def call_later(self, delay, callback, *args):
-        self.timers.append((delay, callback, args))
+        self.timers += 1  # never run, never kept (it would keep its transport alive)
 
     def add_reader(self, fd, callback, *args):
         self.fd = fd
@@ -379,8 +379,9 @@ class Target:
                 if not (isinstance(doc, dict) and isinstance(doc.get("error"), str)
                         and isinstance(doc.get("cause"), str)):
                     raise Failure(f"{status} body without string error and cause: {body[:300]!r}")
-                # 404 and 405 causes name the method, and any token is a method: their first words only
-                FEATURES(status, doc["error"], template(doc["cause"], 3 if status in (404, 405) else 8))
+                # 404 and 405 causes name the method and the path, which can be any token: their first two
+                # words only ("no route", "no application", "use POST", "_ accepts")
+                FEATURES(status, doc["error"], template(doc["cause"], 2 if status in (404, 405) else 8))
                 continue
             if admin:
                 if not (isinstance(doc, dict) and isinstance(doc.get("route"), str)):
