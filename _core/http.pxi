@@ -134,6 +134,11 @@ cdef class HttpServer:
     "head_too_large" (431), "too_large" (413), "not_found" (404), "wrong_method" (405, with `Allow`),
     "unauthorized" (401, with `WWW-Authenticate: Bearer`), "draining" (503 while shutting down) and "internal"
     (500). With `method_not_allowed` false, a known path asked with another method is answered as not found.
+
+    `answers_after_eof`: when a client ends its side (EOF) with answers still due, they are written and the
+    connection closes after them (true: a client that half-closes gets its answers), or the client is taken as
+    gone and the connection closes at once, withdrawing what it waited for (`cancel`). TCP shows a half-close
+    and a full close alike: a server whose pending work can be withdrawn chooses the second.
     """
     cdef public bint draining
     #: Called as `request_logger(event, **fields)` for every error answer; None logs nothing.
@@ -145,18 +150,21 @@ cdef class HttpServer:
     cdef public dict routes
     cdef public dict texts
     cdef public bint method_not_allowed
+    cdef public bint answers_after_eof
     cdef object call_soon
     cdef object call_soon_threadsafe
     cdef object call_later
 
     def __init__(self, dict routes=None, dict texts=None, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-                 max_header_bytes=DEFAULT_MAX_HEADER_BYTES, token=None, bint method_not_allowed=True):
+                 max_header_bytes=DEFAULT_MAX_HEADER_BYTES, token=None, bint method_not_allowed=True,
+                 bint answers_after_eof=True):
         self.routes = routes if routes is not None else {}
         self.texts = texts if texts is not None else DEFAULT_TEXTS
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.token = token.encode() if isinstance(token, str) else token
         self.method_not_allowed = method_not_allowed
+        self.answers_after_eof = answers_after_eof
         self.draining = False
         self.request_logger = None
         self.connections = set()
@@ -313,11 +321,11 @@ cdef class HttpProtocol:
 
     def eof_received(self):
         """The client will send nothing more: the answers it is due are still written (the write side stays
-        open), then the connection closes."""
+        open), then the connection closes; unless the server takes such a client as gone (answers_after_eof)."""
         self.eof = True
-        if not self.closed and self.slots:
+        if not self.closed and self.slots and self.server.answers_after_eof:
             return True
-        return None  # nothing due: the transport closes
+        return None  # the transport closes (connection_lost withdraws what is still due)
 
     # requests
 

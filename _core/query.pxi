@@ -258,6 +258,10 @@ cdef class QueryServer(HttpServer):
 
     Routes: `/<app>/predict` and `/<app>/update` (POST; the bearer token when `predict_token` is set), then the
     table QUERY_ROUTES (GET /metrics, /healthz, /readyz; another method there is answered 404).
+
+    A client that ends its side (EOF) with predictions still due is taken as gone: they are withdrawn from the
+    engine, so that models never spend a batch on abandoned requests (answers_after_eof false; the answers
+    ready by then were written).
     """
     cdef public object engine
     cdef public dict apps
@@ -273,7 +277,7 @@ cdef class QueryServer(HttpServer):
                  metrics_handler=None, prometheus_handler=None, predict_token=None,
                  max_header_bytes=DEFAULT_MAX_HEADER_BYTES):
         HttpServer.__init__(self, dict(QUERY_ROUTES), QUERY_TEXTS, max_body_bytes, max_header_bytes, predict_token,
-                            method_not_allowed=False)
+                            method_not_allowed=False, answers_after_eof=False)
         self.engine = engine
         self.prometheus_handler = prometheus_handler
         self.metrics_handler = metrics_handler

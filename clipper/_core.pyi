@@ -62,6 +62,9 @@ class HttpServer:
     max_header_bytes: int
     #: False: a known path asked with another method is answered 404, not 405.
     method_not_allowed: bool
+    #: A client's EOF with answers due: True, they are written, then the connection closes; False, the client is
+    #: taken as gone (the query frontend: its engine requests are withdrawn).
+    answers_after_eof: bool
     draining: bool
     #: Called as `request_logger(event, **fields)` for every error answer (and, on the query frontend, every
     #: default or overload answer), with the client's X-Request-Id; None (the default) logs nothing.
@@ -74,6 +77,7 @@ class HttpServer:
         max_header_bytes: int = ...,
         token: str | bytes | None = None,
         method_not_allowed: bool = True,
+        answers_after_eof: bool = True,
     ) -> None: ...
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Binds to the event loop the connections run on (call before serving)."""
