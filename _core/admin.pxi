@@ -18,8 +18,8 @@ cdef class AdminServer(HttpServer):
     cdef public object executor
     cdef public Py_ssize_t in_flight
 
-    def __init__(self, executor, dict routes, dict texts, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-                 max_header_bytes=DEFAULT_MAX_HEADER_BYTES, token=None):
+    def __init__(self, executor, dict routes, dict texts, max_body_bytes=_config.DEFAULT_MAX_BODY_BYTES,
+                 max_header_bytes=_config.DEFAULT_MAX_HEADER_BYTES, token=None):
         HttpServer.__init__(self, routes, texts, max_body_bytes, max_header_bytes, token, method_not_allowed=True)
         self.executor = executor
         self.in_flight = 0
@@ -34,7 +34,7 @@ cdef class AdminServer(HttpServer):
             raise RuntimeError("AdminServer.attach(loop) was not called")
         cdef Slot slot = protocol.pending_slot(keep_alive)
         try:
-            self.executor.submit(self.run, route.handler, body, slot)
+            self.executor.submit(self._run, route.handler, body, slot)
         except RuntimeError:  # the pool is shut down: the server is stopping
             error, cause = self.wording("draining")
             self.answer(slot, 503, error_body(error, cause))
@@ -42,18 +42,18 @@ cdef class AdminServer(HttpServer):
         self.in_flight += 1
         return 0
 
-    def run(self, handler, bytes body, Slot slot):
+    def _run(self, handler, bytes body, Slot slot):
         """In a worker thread: runs one handler, then hands its answer to the event loop."""
         try:
             result = handler(body)
         except BaseException as e:
             result = e
         try:
-            self.call_soon_threadsafe(self.complete, slot, result)
+            self.call_soon_threadsafe(self._complete, slot, result)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    def complete(self, Slot slot, result):
+    def _complete(self, Slot slot, result):
         """On the event loop: the answer of a blocking route fills its slot."""
         self.in_flight -= 1
         if isinstance(result, BaseException):

@@ -10,11 +10,13 @@
 # What a request gets is the server's: `HttpServer.route` looks the path up in the server's route table
 # (routes.pxi) and `handle` runs the route; QueryServer (query.pxi) and AdminServer (admin.pxi) override them.
 
+cimport cython
+
 import hmac
 
 import orjson
 
-from clipper.frontend.config import DEFAULT_MAX_BATCH_INPUTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
+from clipper.frontend import config as _config
 
 STATUS_REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -116,6 +118,7 @@ cdef bytes request_id_header(bytes request_id):
     return b"" if request_id is None else b"X-Request-Id: " + request_id + b"\r\n"
 
 
+@cython.internal
 cdef class Slot:
     """One request's place in its connection's queue of answers; written once `response` is set and every
     slot before it is written."""
@@ -155,8 +158,8 @@ cdef class HttpServer:
     cdef object call_soon_threadsafe
     cdef object call_later
 
-    def __init__(self, dict routes=None, dict texts=None, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-                 max_header_bytes=DEFAULT_MAX_HEADER_BYTES, token=None, bint method_not_allowed=True,
+    def __init__(self, dict routes=None, dict texts=None, max_body_bytes=_config.DEFAULT_MAX_BODY_BYTES,
+                 max_header_bytes=_config.DEFAULT_MAX_HEADER_BYTES, token=None, bint method_not_allowed=True,
                  bint answers_after_eof=True):
         self.routes = routes if routes is not None else {}
         self.texts = texts if texts is not None else DEFAULT_TEXTS

@@ -5,7 +5,7 @@
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
-EXPLANATIONS = {
+_EXPLANATIONS = {
     STATUS_TIMEOUT: "Failed to retrieve a prediction response within the specified latency SLO",
     STATUS_NO_MODEL: "No connected models found for query",
 }
@@ -13,7 +13,7 @@ DEF N_BUCKETS = 9
 cdef double SLO_FRACTIONS[N_BUCKETS]
 SLO_FRACTIONS[:] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 3.0]
 
-SCHEMA = '{ "input" := [double] | [int] | [string] | [byte] | [float], }'
+_SCHEMA = '{ "input" := [double] | [int] | [string] | [byte] | [float], }'
 
 
 cdef class App:
@@ -102,6 +102,7 @@ cdef class App:
         return [self.latencies[i] for i in range(n)]
 
 
+@cython.internal
 cdef class PredictSlot(Slot):
     """The answer of one predict or update request: a single prediction or a batch."""
     cdef App app
@@ -127,7 +128,7 @@ cdef class PredictSlot(Slot):
         if status == STATUS_MODEL_ERROR:
             explanation = "Model failed to predict: " + payload.decode("utf-8", "replace")
         else:
-            explanation = EXPLANATIONS[status]
+            explanation = _EXPLANATIONS[status]
         if logger is not None:
             logger("default answer", app=self.app.name, query_id=query_id, request_id=text(self.request_id),
                    reason=explanation)
@@ -160,6 +161,7 @@ cdef class PredictSlot(Slot):
             self.protocol.flush()
 
 
+@cython.internal
 cdef class Gather:
     """The answers of several models to one input, for an app with a selection policy.
 
@@ -273,9 +275,9 @@ cdef class QueryServer(HttpServer):
     cdef long long next_query_id
     cdef bint wake_scheduled
 
-    def __init__(self, engine, max_body_bytes=DEFAULT_MAX_BODY_BYTES, max_batch_inputs=DEFAULT_MAX_BATCH_INPUTS,
-                 metrics_handler=None, prometheus_handler=None, predict_token=None,
-                 max_header_bytes=DEFAULT_MAX_HEADER_BYTES):
+    def __init__(self, engine, max_body_bytes=_config.DEFAULT_MAX_BODY_BYTES,
+                 max_batch_inputs=_config.DEFAULT_MAX_BATCH_INPUTS, metrics_handler=None, prometheus_handler=None,
+                 predict_token=None, max_header_bytes=_config.DEFAULT_MAX_HEADER_BYTES):
         HttpServer.__init__(self, dict(QUERY_ROUTES), QUERY_TEXTS, max_body_bytes, max_header_bytes, predict_token,
                             method_not_allowed=False, answers_after_eof=False)
         self.engine = engine
@@ -305,7 +307,7 @@ cdef class QueryServer(HttpServer):
     def detach(self, loop):
         loop.remove_reader(self.engine.completion_fd())
 
-    def wake_engine(self):
+    def _wake_engine(self):
         self.wake_scheduled = False
         self.engine.wake()
 
@@ -404,9 +406,9 @@ cdef class QueryServer(HttpServer):
         try:
             request = orjson.loads(span_bytes(body))
         except orjson.JSONDecodeError as e:
-            raise InputError(f"Error parsing JSON: {e}. Expected JSON schema: {SCHEMA}")
+            raise InputError(f"Error parsing JSON: {e}. Expected JSON schema: {_SCHEMA}")
         if type(request) is not dict:
-            raise InputError(f"request body must be a JSON object. Expected JSON schema: {SCHEMA}")
+            raise InputError(f"request body must be a JSON object. Expected JSON schema: {_SCHEMA}")
         cdef int model_id = app.model_id
         version = request.get("version")
         if version is not None:
@@ -430,7 +432,7 @@ cdef class QueryServer(HttpServer):
             inputs = [encode_input(batch[i], app.input_code, f"input_batch[{i}]") for i in range(len(batch))]
             is_batch = True
         else:
-            raise InputError(f"JSON object does not have required keys input or input_batch. Expected JSON schema: {SCHEMA}")
+            raise InputError(f"JSON object does not have required keys input or input_batch. Expected JSON schema: {_SCHEMA}")
 
         selector = app.selector
         cdef int uid = 0
@@ -464,7 +466,7 @@ cdef class QueryServer(HttpServer):
         """One engine wake-up per event-loop iteration, not one per request."""
         if not self.wake_scheduled:
             self.wake_scheduled = True
-            self.call_soon(self.wake_engine)
+            self.call_soon(self._wake_engine)
 
     cdef void gather(self, PredictSlot slot, Py_ssize_t index, long long query_id, int uid, App app, bytes data,
                      object label):

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
 
+from typing_extensions import disjoint_base
+
 from .rust_core import Engine
 
 class InputError(ValueError):
@@ -35,6 +37,7 @@ def json_fragment(output: str) -> bytes:
 def error_body(error: str, cause: str) -> bytes:
     """The JSON body of an error response."""
 
+@disjoint_base
 class Route:
     """One entry of a route table: method, handler, whether the bearer token is required, whether the
     handler blocks (AdminServer runs it in its thread pool). How the handler is called is the server's."""
@@ -46,6 +49,7 @@ class Route:
     def __init__(self, method: str | bytes, handler: Callable[..., object], *, auth: bool = False,
                  blocking: bool = False) -> None: ...
 
+@disjoint_base
 class HttpServer:
     """What the connections of one listening socket share: limits, bearer token, route table (exact paths),
     the wording of the layer's own errors, the open connections.
@@ -90,6 +94,7 @@ class HttpServer:
     @property
     def connection_count(self) -> int: ...
 
+@disjoint_base
 class App:
     """An application as the query path sees it."""
 
@@ -119,6 +124,7 @@ class App:
         """Totals since start: answers by engine status (a list indexed by status code), a latency histogram
         at fractions of the SLO."""
 
+@disjoint_base
 class QueryServer(HttpServer):
     """The query frontend's server: the engine, the apps and the requests waiting on the engine.
     Routes: POST `/<app>/predict` and `/<app>/update`, then `QUERY_ROUTES`."""
@@ -147,6 +153,7 @@ class QueryServer(HttpServer):
     @property
     def waiting_count(self) -> int: ...
 
+@disjoint_base
 class AdminServer(HttpServer):
     """A server whose routes' handlers are `handler(body) -> (status, body)` (answered as application/json):
     blocking ones run in `executor`, their answers complete on the loop thread, in request order."""
@@ -164,6 +171,7 @@ class AdminServer(HttpServer):
         token: str | bytes | None = None,
     ) -> None: ...
 
+@disjoint_base
 class HttpProtocol(asyncio.Protocol):
     """One client connection: HTTP/1.1 with keep-alive and in-order (pipelined) responses."""
 
