@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -500,6 +501,24 @@ def test_clipper_admin_session(admin: Admin) -> None:
     admin.ok("delete_model_links", {"app_name": "hello-world", "model_names": ["sum-model"]})
     admin.ok("delete_app", {"name": "hello-world"})
     assert admin.ok_json("get_all_applications", {"verbose": True}) == []
+
+
+def test_sigterm_drains_then_exits(redis_server: RedisServer, tmp_path: Path) -> None:
+    """On SIGTERM the server stops accepting, closes idle keep-alive connections at once, answers what it has
+    read (a request read from then on gets 503 and `Connection: close`), then exits."""
+    admin = Admin(redis_server.port, tmp_path / "management.log")
+    try:
+        idle = socket.create_connection(("127.0.0.1", admin.port), timeout=HTTP_TIMEOUT_S)
+        [(status, _, _)] = raw_exchange(admin.port, http_request("GET", "/admin/ping"))
+        assert status == 200
+        idle.sendall(http_request("GET", "/admin/ping"))
+        assert idle.recv(1000).endswith(b"PONG")  # a keep-alive connection, now idle
+        admin.proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1000) == b"", "an idle connection is closed at once"
+        assert admin.proc.wait(timeout=10) == 0
+        idle.close()
+    finally:
+        admin.close()
 
 
 # ---------------------------------------------------------------------- Redis outage
