@@ -1,22 +1,22 @@
 # Input validation: a decoded JSON value is checked against its app's type and turned into RPC element bytes.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.float cimport PyFloat_AS_DOUBLE
-from libc.stdint cimport int32_t
 from libc.math cimport isfinite
 import binascii
 
 DEF FLOAT32_MAX = 3.4028234663852886e38
 
-cdef enum InputCode:
-    BYTES = 0
-    INTS = 1
-    FLOATS = 2
-    DOUBLES = 3
-    STRINGS = 4
+# The input type codes, as the engine numbers them (rust_core.INPUT_TYPES).
+cdef int BYTES = rust_core.INPUT_TYPES["bytes"]
+cdef int INTS = rust_core.INPUT_TYPES["integers"]
+cdef int FLOATS = rust_core.INPUT_TYPES["floats"]
+cdef int DOUBLES = rust_core.INPUT_TYPES["doubles"]
+cdef int STRINGS = rust_core.INPUT_TYPES["strings"]
 
-INPUT_TYPE_NAMES = ("bytes", "integers", "floats", "doubles", "strings")
-_ELEMENT_NAMES = ("base64 string", "integer", "number", "number", "string")
+#: Input type code -> canonical name.
+INPUT_TYPE_NAMES = {code: name for name, code in rust_core.INPUT_TYPES.items()}
+cdef dict _ELEMENT_NAMES = {BYTES: "base64 string", INTS: "integer", FLOATS: "number", DOUBLES: "number",
+                            STRINGS: "string"}
 
 
 class InputError(ValueError):

@@ -73,6 +73,30 @@ def http_seeds() -> dict[str, bytes]:
     out = {f"seed_{k}": b"\x00" + v for k, v in seeds.items()}
     out["seed_split_predict"] = b"\x03" + seeds["predict_echo_json"]  # 4-byte chunks
     out["seed_disconnect"] = b"\x10" + seeds["predict_echo_text"]  # client leaves before the answers
+    # control 64: the bearer token "fuzz" is required; 128: the client half-closes after sending
+    bearer = "Authorization: Bearer fuzz\r\n"
+    out["seed_token_missing"] = b"\x40" + seeds["predict_doubles"]
+    out["seed_token_given"] = b"\x40" + predict("echo_s", {"input": "t"}, headers=bearer)
+    out["seed_half_close"] = b"\x80" + predict("echo_s", {"input": "h"}, headers="Connection: close\r\n")
+    out["seed_half_close_pipelined"] = b"\x80" + seeds["pipelined"] + seeds["predict_echo_text"]
+    # control 32: the management frontend's routes (stand-in handlers)
+    admin = {
+        "ping": http("GET", "/admin/ping"),
+        "add_app": http("POST", "/admin/add_app", b'{"name": "a", "input_type": "doubles", "default_output": "0", '
+                                                  b'"latency_slo_micros": 1000}'),
+        "wrong_method": http("GET", "/admin/add_app"),
+        "unknown": http("POST", "/admin/nope", b"{}"),
+        "trailing_slash": http("GET", "/admin/ping/"),
+        "pipelined": http("POST", "/admin/get_all_models", b'{"verbose": true}') + http("GET", "/admin/ping")
+        + http("POST", "/admin/get_model", b"{}", headers="X-Request-Id: r1\r\n"),
+        "expect_continue": http("POST", "/admin/get_state", b'{"app_name": "a", "uid": 0}',
+                                headers="Expect: 100-continue\r\n"),
+        "too_large": http("POST", "/admin/add_model", b"x" * 5000),
+    }
+    out.update({f"seed_admin_{k}": b"\x20" + v for k, v in admin.items()})
+    out["seed_admin_token"] = b"\x60" + admin["pipelined"] + http("POST", "/admin/get_model", b"{}", headers=bearer)
+    out["seed_admin_half_close"] = b"\xa0" + admin["pipelined"] + http("GET", "/admin/ping",
+                                                                        headers="Connection: close\r\n")
     return out
 
 

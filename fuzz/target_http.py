@@ -1,4 +1,5 @@
-"""The query frontend's request path: `clipper._core.HttpProtocol.data_received` on arbitrary bytes.
+"""The compiled HTTP layer both frontends serve on: `clipper._core.HttpProtocol` on arbitrary bytes, for the
+query frontend's server and for the management frontend's.
 
 One `QueryServer` over a real `clipper.rust_core.Engine` (RPC on an ephemeral port) serves these apps:
 
@@ -10,9 +11,16 @@ One `QueryServer` over a real `clipper.rust_core.Engine` (RPC on an ephemeral po
     vote           strings, selection policy exp4 over echo_s and one_s (always answers "1")
     greedy         strings, selection policy epsilon_greedy over the same two
 
+One `AdminServer` serves the management frontend's route table (`clipper.frontend.management.ROUTES`: its
+paths, methods and token rule, Clipper's wording of the layer's errors) with stand-in handlers that answer
+JSON naming the route (the real handlers and their JSON decoding are `admin_json`'s); the blocking ones run
+in a stand-in thread pool that the harness drains last-submitted first, so answers complete out of order.
+
 Input format: byte 0 is a control byte, the rest is what the client sends. Control `c & 15`: 0 feeds
 everything in one `data_received` call, k > 0 in chunks of 2**(k-1) bytes; `c & 16`: the client
-disconnects right after sending (connection_lost while predictions are in flight).
+disconnects right after sending (connection_lost while predictions are in flight); `c & 32`: the
+connection is the management frontend's; `c & 64`: the server requires the bearer token `fuzz` (predict and
+update, or every admin route but ping); `c & 128`: the client half-closes after sending (eof_received).
 
 After feeding, the harness runs the event-loop callbacks and pumps the engine and the containers
 until no prediction is in flight (5 s at most: more is a hang). Invariants:
@@ -20,11 +28,15 @@ until no prediction is in flight (5 s at most: more is a hang). Invariants:
   raised and ignored inside the compiled protocol (`sys.unraisablehook` sees those);
 * every `transport.write` is exactly one HTTP/1.1 response (status line, headers, a Content-Length
   that matches the body), or a `100 Continue`; nothing is written after the transport was closed;
-* statuses are 200, 400, 404, 405, 413 or 503 (a 500 is a bug); 4xx/503 bodies are JSON objects with
-  string "error" and "cause"; application/json bodies are valid JSON (strict UTF-8, orjson);
-  200 predictions have query_id, output, default;
-* a response with `Connection: close` closes the transport; while the connection stays open, every
-  request gets exactly one response, and reading is not left paused.
+* statuses are 200, 400, 401, 404, 405, 413, 431 or 503 (a 500 is a bug); 4xx/503 bodies are JSON objects
+  with string "error" and "cause"; a 405 names the allowed method (`Allow`), a 401 asks for a bearer token
+  (`WWW-Authenticate: Bearer`); application/json bodies are valid JSON (strict UTF-8, orjson), but the
+  management frontend's `PONG`; 200 predictions have query_id, output, default;
+* a response with `Connection: close` closes the transport (or shuts its write side, lingering); while the
+  connection stays open, every request gets exactly one response, and reading is not left paused;
+* a client that half-closes gets an answer to every request it sent (unless one was answered with
+  `Connection: close`; on the query frontend, only those ready by then: it takes the client as gone), then
+  the connection closes.
 Atheris sees no coverage inside the compiled code (Cython `_core`, orjson, the Rust engine and HTTP parser):
 the outcome features (see `fuzz.common.Features`) stand in for it; the Python code reached (selection
 policies, routing, metrics) is instrumented as usual.
@@ -51,18 +63,43 @@ RECURSION_LIMIT = 100
 SLO_MICROS = 1_000_000
 HANG_SECONDS = 5.0
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ([A-Za-z ]+)\Z")
-_FINAL_STATUSES = {200, 400, 404, 405, 413, 503}
+_FINAL_STATUSES = {200, 400, 401, 404, 405, 413, 431, 503}
+TOKEN = b"fuzz"
+
+
+class _Pool:
+    """A stand-in thread pool for AdminServer: jobs wait until the harness runs them, last submitted first."""
+
+    def __init__(self) -> None:
+        self.jobs: list = []
+
+    def submit(self, fn, *args):
+        self.jobs.append((fn, args))
+
+    def run_all(self) -> bool:
+        ran = bool(self.jobs)
+        while self.jobs:
+            fn, args = self.jobs.pop()
+            fn(*args)
+        return ran
 
 
 class _Loop:
-    """The two event-loop methods `QueryServer.attach` uses; callbacks run when the harness says."""
+    """The event-loop methods `HttpServer.attach` and `QueryServer.attach` use; callbacks run when the harness
+    says; timers (the linger after an early answer) never fire."""
 
     def __init__(self) -> None:
         self.callbacks: list = []
+        self.timers = 0
         self.fd = -1
 
     def call_soon(self, callback, *args):
         self.callbacks.append((callback, args))
+
+    call_soon_threadsafe = call_soon
+
+    def call_later(self, delay, callback, *args):
+        self.timers += 1  # never run, never kept (it would keep its transport alive)
 
     def add_reader(self, fd, callback, *args):
         self.fd = fd
@@ -89,6 +126,15 @@ class _Transport:
         self.writes.append(bytes(data))
 
     def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """The server shut its write side (it lingers, reading and dropping): as closed, for the checks."""
+        if self.closed:
+            self.errors.append("write_eof after close")
         self.closed = True
 
     def is_closing(self) -> bool:
@@ -128,9 +174,19 @@ class _FakeContainer:
             self.sock.send_multipart(p.prediction_response(msg.msg_id, outputs))
 
 
+def _stand_in(path: str):
+    """A management route's stand-in handler: 200 with JSON naming the route and the body's size."""
+    answer = orjson.dumps({"route": path})
+
+    def handler(body: bytes) -> tuple[int, bytes]:
+        return 200, answer[:-1] + b',"bytes":%d}' % len(body)
+    return handler
+
+
 class Target:
     def __init__(self) -> None:
         from clipper import _core, rust_core
+        from clipper.frontend import management
         from clipper.frontend.metrics import Metrics
         from clipper.selection.selector import ModelSelector
 
@@ -142,6 +198,13 @@ class Target:
         metrics.server = self.server
         self.loop = _Loop()
         self.server.attach(self.loop)
+        self.pool = _Pool()
+        admin_routes = {
+            path.encode(): _core.Route("GET", lambda body: (200, b"PONG")) if route.handler is None
+            else _core.Route(route.method, _stand_in(path), auth=True, blocking=True)
+            for path, route in management.ROUTES.items()}
+        self.admin = _core.AdminServer(self.pool, admin_routes, management.errors.HTTP_TEXTS, max_body_bytes=4096)
+        self.admin.attach(self.loop)
         default = b'"none"'
         apps = self.server.apps
         for name, code in (("i", 1), ("f", 2), ("d", 3), ("s", 4), ("b", 0)):
@@ -191,22 +254,32 @@ class Target:
         k = control & 15
         chunk = len(payload) if k == 0 else 1 << (k - 1)
         disconnect = bool(control & 16)
+        admin = bool(control & 32)
+        token = TOKEN if control & 64 else None
+        half_close = bool(control & 128) and not disconnect
+        server = self.admin if admin else self.server
+        self.admin.token = self.server.predict_token = token
         errors: list[str] = []
-        protocol = self.core.HttpProtocol(self.server)
+        protocol = self.core.HttpProtocol(server)
         transport = _Transport()
         previous_hook = sys.unraisablehook
         sys.unraisablehook = lambda u: errors.append("".join(traceback.format_exception(u.exc_value)))
         try:
-            self.run(protocol, transport, payload, chunk, disconnect)
+            lost = self.run(protocol, transport, payload, chunk, disconnect, half_close)
         finally:
             sys.unraisablehook = previous_hook
         if errors:
             raise Failure("exception raised and ignored inside the compiled protocol:\n" + "\n".join(errors))
         if transport.errors:
             raise Failure("; ".join(transport.errors))
-        finals = self.check_writes(transport.writes, transport.closed)
+        finals, closing = self.check_writes(transport.writes, transport.closed, admin)
         requests = protocol.requests_read
-        FEATURES("summary", min(requests, 4), min(finals, 4), transport.closed, disconnect)
+        FEATURES("summary", admin, min(requests, 4), min(finals, 4), transport.closed, disconnect, half_close)
+        if half_close:
+            if not transport.closed:
+                raise Failure("the client half-closed and every answer is written, but the connection stays open")
+            if server.answers_after_eof and not closing and finals != requests:
+                raise Failure(f"the client half-closed after {requests} requests and got {finals} responses")
         if not transport.closed:
             if finals != requests:
                 raise Failure(f"{requests} requests but {finals} responses on an open connection")
@@ -214,35 +287,47 @@ class Target:
                 raise Failure("reading left paused on an open connection with nothing in flight")
         elif not disconnect and finals > requests + 1:
             raise Failure(f"{finals} responses for {requests} requests")
-        if not disconnect:
+        if not lost:
             protocol.connection_lost(None)
 
-    def run(self, protocol, transport: _Transport, payload: bytes, chunk: int, disconnect: bool) -> None:
-        """Feeds the payload, then runs callbacks and pumps the engine until nothing is in flight."""
+    def run(self, protocol, transport: _Transport, payload: bytes, chunk: int, disconnect: bool,
+            half_close: bool) -> bool:
+        """Feeds the payload, then runs callbacks, pumps the engine and runs the admin jobs until nothing is in
+        flight; True when the connection is lost (the client disconnected, or its half-close closed it)."""
         protocol.connection_made(transport)
+        lost = False
         try:
             for i in range(0, max(len(payload), 1), max(chunk, 1)):
                 protocol.data_received(payload[i:i + chunk])
             if disconnect:
                 protocol.connection_lost(None)
-                transport.closed = True
+                transport.closed = lost = True
+            elif half_close and not protocol.eof_received():  # asyncio closes the transport then
+                transport.closed = lost = True
+                protocol.connection_lost(None)
         except Exception:
             raise Failure(f"exception escaped data_received:\n{traceback.format_exc()}") from None
         deadline = time.monotonic() + HANG_SECONDS
         try:
-            while self.server.waiting_count or self.loop.callbacks:
+            while self.server.waiting_count or self.loop.callbacks or self.pool.jobs or self.admin.in_flight:
                 if time.monotonic() > deadline:
-                    raise Failure(f"hang: {self.server.waiting_count} predictions still in flight after "
-                                  f"{HANG_SECONDS} s")
-                self.pump_once(10)
+                    raise Failure(f"hang: {self.server.waiting_count} predictions, {self.admin.in_flight} admin "
+                                  f"requests still in flight after {HANG_SECONDS} s")
+                if self.pool.run_all():
+                    self.loop.run_callbacks()
+                else:
+                    self.pump_once(10)
         except Failure:
             raise
         except Exception:
             raise Failure(f"exception escaped the completion callback:\n{traceback.format_exc()}") from None
+        return lost
 
-    def check_writes(self, writes: list[bytes], closed: bool) -> int:
-        """Checks every write; returns the number of final (non-100) responses."""
+    def check_writes(self, writes: list[bytes], closed: bool, admin: bool) -> tuple[int, bool]:
+        """Checks every write; returns the number of final (non-100) responses and whether one had
+        `Connection: close`."""
         finals = 0
+        closing = False
         for n, raw in enumerate(writes):
             head, sep, body = raw.partition(b"\r\n\r\n")
             if not sep:
@@ -269,9 +354,18 @@ class Target:
             length = headers.get(b"content-length", b"")
             if not length.isdigit() or int(length) != len(body):
                 raise Failure(f"Content-Length {length!r} for a body of {len(body)} bytes: {raw[:300]!r}")
-            if headers.get(b"connection") == b"close" and not (n == len(writes) - 1 and closed):
-                raise Failure("'Connection: close' but the connection stayed open or was written to again")
+            if headers.get(b"connection") == b"close":
+                closing = True
+                if not (n == len(writes) - 1 and closed):
+                    raise Failure("'Connection: close' but the connection stayed open or was written to again")
+            if status == 405 and not headers.get(b"allow"):
+                raise Failure(f"405 without Allow: {raw[:300]!r}")
+            if status == 401 and headers.get(b"www-authenticate") != b"Bearer":
+                raise Failure(f"401 without 'WWW-Authenticate: Bearer': {raw[:300]!r}")
             ctype = headers.get(b"content-type")
+            if admin and status == 200 and body == b"PONG":
+                FEATURES(200, "pong")
+                continue
             if ctype == b"application/json":
                 try:
                     doc = orjson.loads(body)
@@ -286,10 +380,17 @@ class Target:
                 if not (isinstance(doc, dict) and isinstance(doc.get("error"), str)
                         and isinstance(doc.get("cause"), str)):
                     raise Failure(f"{status} body without string error and cause: {body[:300]!r}")
-                FEATURES(status, doc["error"], template(doc["cause"]))
+                # 404 and 405 causes name the method and the path, which can be any token: their first two
+                # words only ("no route", "no application", "use POST", "_ accepts")
+                FEATURES(status, doc["error"], template(doc["cause"], 2 if status in (404, 405) else 8))
+                continue
+            if admin:
+                if not (isinstance(doc, dict) and isinstance(doc.get("route"), str)):
+                    raise Failure(f"admin 200 that is not a route's answer: {body[:300]!r}")
+                FEATURES(200, "admin", doc["route"])
                 continue
             self.check_prediction(doc, body)
-        return finals
+        return finals, closing
 
     def check_prediction(self, doc, body: bytes) -> None:
         if isinstance(doc, dict) and "batch_predictions" in doc:

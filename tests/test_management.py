@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -390,14 +391,15 @@ def test_not_found_and_wrong_method(admin: Admin) -> None:
 
 
 def test_body_limit(admin: Admin) -> None:
+    # A body over the limit is read to its end and dropped (the HTTP layer's parser never holds it), then 413.
     head = f"POST /admin/add_app HTTP/1.1\r\nHost: x\r\nContent-Length: {20 * MIB}\r\n\r\n".encode()
-    [(status, headers, body)] = raw_exchange(admin.port, head + b"{" * 1000)
+    [(status, headers, body)] = raw_exchange(admin.port, head + b"{" * (20 * MIB))
     assert status == 413 and json.loads(body)["error"] == "Payload Too Large"
     assert headers["connection"] == "close"
     # chunked bodies are counted as they come
     head = b"POST /admin/add_app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"%x\r\n" % MIB + b" " * MIB + b"\r\n"
-    [(status, _, _)] = raw_exchange(admin.port, head + chunk * 11)
+    [(status, _, _)] = raw_exchange(admin.port, head + chunk * 11 + b"0\r\n\r\n")
     assert status == 413
     # just under the limit is fine (and is JSON whitespace around a valid body)
     body = json.dumps({"verbose": False}).encode() + b" " * (10 * MIB - 20)
@@ -426,6 +428,42 @@ def test_keep_alive_and_pipelining(admin: Admin) -> None:
         assert sock.recv(1000).startswith(b"HTTP/1.1 200 OK\r\n")
     [(status, _, body)] = raw_exchange(admin.port, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400 and json.loads(body)["error"] == "Bad Request"
+
+
+def test_half_closed_client_still_gets_its_answer(admin: Admin) -> None:
+    """A client that sends `Connection: close` and shuts its write side (SHUT_WR) is answered in full, though
+    the handler runs in the thread pool after the server has seen the end of the client's bytes."""
+    admin.add_app()
+    with socket.create_connection(("127.0.0.1", admin.port), timeout=HTTP_TIMEOUT_S) as sock:
+        sock.sendall(http_request("POST", "/admin/get_all_applications", b'{"verbose": false}',
+                                  extra="Connection: close\r\n"))
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nConnection: close" in head, received
+    assert body == b'["a"]'
+    # pipelined requests before the half-close are all answered, in order, then the connection closes
+    with socket.create_connection(("127.0.0.1", admin.port), timeout=HTTP_TIMEOUT_S) as sock:
+        get = http_request("POST", "/admin/get_all_applications", b'{"verbose": false}')
+        sock.sendall(get + http_request("GET", "/admin/ping") + get)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert [part.partition(b"\r\n\r\n")[2] for part in received.split(b"HTTP/1.1 ")[1:]] == [
+        b'["a"]', b"PONG", b'["a"]']
+
+
+def test_request_id_is_echoed(admin: Admin) -> None:
+    r = admin.http.post(f"{admin.url}/admin/get_all_models", data=b'{"verbose": false}',
+                        headers={"X-Request-Id": "adm-7"}, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == "adm-7"
+    r = admin.http.get(f"{admin.url}/admin/nope", headers={"X-Request-Id": "adm-8"}, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 404 and r.headers["X-Request-Id"] == "adm-8"
+    assert "X-Request-Id" not in admin.http.get(f"{admin.url}/admin/ping", timeout=HTTP_TIMEOUT_S).headers
 
 
 def test_mutations_publish_events(admin: Admin, store: StateStore) -> None:
@@ -463,6 +501,24 @@ def test_clipper_admin_session(admin: Admin) -> None:
     admin.ok("delete_model_links", {"app_name": "hello-world", "model_names": ["sum-model"]})
     admin.ok("delete_app", {"name": "hello-world"})
     assert admin.ok_json("get_all_applications", {"verbose": True}) == []
+
+
+def test_sigterm_drains_then_exits(redis_server: RedisServer, tmp_path: Path) -> None:
+    """On SIGTERM the server stops accepting, closes idle keep-alive connections at once, answers what it has
+    read (a request read from then on gets 503 and `Connection: close`), then exits."""
+    admin = Admin(redis_server.port, tmp_path / "management.log")
+    try:
+        idle = socket.create_connection(("127.0.0.1", admin.port), timeout=HTTP_TIMEOUT_S)
+        [(status, _, _)] = raw_exchange(admin.port, http_request("GET", "/admin/ping"))
+        assert status == 200
+        idle.sendall(http_request("GET", "/admin/ping"))
+        assert idle.recv(1000).endswith(b"PONG")  # a keep-alive connection, now idle
+        admin.proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1000) == b"", "an idle connection is closed at once"
+        assert admin.proc.wait(timeout=10) == 0
+        idle.close()
+    finally:
+        admin.close()
 
 
 # ---------------------------------------------------------------------- Redis outage

@@ -11,6 +11,7 @@ import base64
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -386,6 +387,12 @@ def test_unknown_routes_and_methods(fe, method, path, status):
     assert_serving(fe)
 
 
+def test_wrong_method_names_the_allowed_one(fe):
+    r = fe.http.get(fe.url + "/doubles/predict")
+    assert_error(r, 405, "Method not allowed", "use POST for /doubles/predict")
+    assert r.headers["Allow"] == "POST"
+
+
 @pytest.mark.parametrize("path", ["/doubles/predict/", "/doubles/predict?debug=1"])
 def test_trailing_slash_and_query_string_are_accepted(fe, path):
     x = fresh()
@@ -501,6 +508,26 @@ def test_pipelined_requests_are_answered_in_order(fe):
     assert bodies[4]["default_explanation"] == NO_MODEL_EXPLANATION
     assert bodies[5]["output"] == x + 1.0
     assert elapsed >= 0.09, "the first answer waits for its SLO and the rest wait for it"
+
+
+def test_half_closed_client_gets_the_answers_ready_and_loses_the_rest(fe):
+    """A client that ends its side (EOF) is taken as gone, as one that closes: the answers ready by then are
+    written (a default for an app without a model, metrics); a prediction still due is withdrawn from the
+    engine (test_overload: abandoned requests never reach a model), and the connection closes."""
+    with fe.connect() as conn:
+        conn.send(conn.request("POST", "/unlinked/predict", json.dumps({"input": [1.0]}).encode())
+                  + conn.request("GET", "/metrics", headers={"Connection": "close"}))
+        conn.sock.shutdown(socket.SHUT_WR)
+        status, _, body = conn.read_response()
+        assert status == 200 and json.loads(body)["default_explanation"] == NO_MODEL_EXPLANATION
+        status, headers, body = conn.read_response()
+        assert status == 200 and "counters" in json.loads(body) and headers["connection"] == "close"
+        assert conn.at_eof()
+    with fe.connect() as conn:
+        conn.send(conn.request("POST", "/slow/predict", json.dumps({"input": [fresh()]}).encode()))
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert conn.at_eof(), "closed without waiting for the model"
+    assert_serving(fe)
 
 
 def test_pipelined_request_followed_by_garbage(fe):

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import orjson
 
+from .. import rust_core
+
 _TICK_SECONDS = 5.0
 
 
@@ -73,7 +75,7 @@ def histogram(unit: str, values: Iterable[float]) -> dict[str, str]:
 
 def engine_histogram(unit: str, summary: dict) -> dict[str, str]:
     """Clipper's histogram shape from a summary computed by the engine."""
-    out = {"unit": unit, "size": str(min(summary["count"], 4096))}
+    out = {"unit": unit, "size": str(min(summary["count"], rust_core.SAMPLE_WINDOW))}
     for key in ("min", "max", "mean", "std_dev", "p50", "p95", "p99"):
         out[key] = str(summary[key])
     return out
@@ -124,7 +126,16 @@ class Metrics:
         return orjson.dumps({k: v for k, v in report.items() if v}, option=orjson.OPT_INDENT_2)
 
 
-OUTCOMES = ("prediction", "default_slo", "default_no_model", "default_model_error", "overloaded")
+#: The Prometheus `outcome` label of each engine status (`App.counters()["by_status"]` is indexed by status).
+OUTCOMES: dict[int, str] = {
+    rust_core.STATUS_OK: "prediction",
+    rust_core.STATUS_TIMEOUT: "default_slo",
+    rust_core.STATUS_NO_MODEL: "default_no_model",
+    rust_core.STATUS_MODEL_ERROR: "default_model_error",
+    rust_core.STATUS_OVERLOADED: "overloaded",
+}
+if sorted(OUTCOMES) != list(range(len(rust_core.STATUS_NAMES))):
+    raise ImportError(f"OUTCOMES does not name every engine status {rust_core.STATUS_NAMES}")
 
 
 def _label(value: str) -> str:
@@ -142,7 +153,8 @@ def render_prometheus(apps: dict, engine) -> bytes:
 
     family("clipper_app_requests_total", "counter", "Answers per application, by outcome.")
     for name, app in sorted(apps.items()):
-        for outcome, count in zip(OUTCOMES, app.counters()["by_status"], strict=True):
+        for status, count in enumerate(app.counters()["by_status"]):
+            outcome = OUTCOMES[status]
             out.append(f'clipper_app_requests_total{{app="{_label(name)}",outcome="{outcome}"}} {count}')
     family("clipper_app_latency_seconds", "histogram",
            "Response latency per application; buckets are fractions of its SLO (0.01 to 3).")

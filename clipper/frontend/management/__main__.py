@@ -1,0 +1,5 @@
+"""`python -m clipper.frontend.management`: see `clipper.frontend.management.server.main`."""
+
+from .server import main
+
+raise SystemExit(main())

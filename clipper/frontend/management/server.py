@@ -1,0 +1,174 @@
+"""The management frontend's server: the route table on the compiled HTTP layer, a thread pool for the store,
+the listening socket, and the command line.
+
+Requests are framed, limited and answered by `clipper._core` (the layer the query frontend serves on:
+keep-alive, pipelining with answers in request order, back-pressure, `Expect: 100-continue`, `X-Request-Id`
+echo, draining on shutdown). Each admin route's handler runs in a worker thread (`call`): Redis calls never
+block the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+import uvloop
+
+from ... import _core
+from ...logs import configure_logging
+from ...state import StateError, StateStore
+from ..config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
+from .errors import HTTP_TEXTS, JsonError, Response, error_response, parse_json
+from .routes import ROUTES, Route
+
+log = logging.getLogger("clipper.management")
+
+DESCRIPTION = "The management frontend: Clipper's admin REST API on :1338, writing `clipper.state`."
+DEFAULT_PORT = 1338
+#: Seconds `stop` waits for the answers in flight before closing the connections.
+DRAIN_SECONDS = 5.0
+PONG = Response(200, b"PONG")
+
+
+class ManagementFrontend:
+    """The admin API server: routes, a thread pool for the store, and the listening socket."""
+
+    def __init__(self, store: StateStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+                 workers: int = 4, token: str | None = None) -> None:
+        self.store = store
+        self.host, self.port = host, port
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipper-mgmt")
+        self.http = _core.AdminServer(self.executor, self.compiled_routes(), HTTP_TEXTS, max_body_bytes,
+                                      max_header_bytes, token)
+        self.server: asyncio.AbstractServer | None = None
+        self.redis_ok: bool | None = None
+
+    def compiled_routes(self) -> dict[bytes, _core.Route]:
+        """ROUTES for the compiled layer: every route but ping needs the token and runs in the thread pool."""
+        table = {}
+        for path, route in ROUTES.items():
+            if route.handler is None:
+                table[path.encode()] = _core.Route(route.method, _pong)
+            else:
+                table[path.encode()] = _core.Route(route.method, self._bind(route), auth=True, blocking=True)
+        return table
+
+    def _bind(self, route: Route):
+        def handler(body: bytes) -> tuple[int, bytes]:
+            response = self.call(route, body)
+            return response.status, response.body
+        return handler
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.http.max_body_bytes
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.http.attach(loop)
+        self.server = await loop.create_server(lambda: _core.HttpProtocol(self.http), self.host, self.port,
+                                               reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info("management frontend listening", extra={"host": self.host, "port": self.port})
+
+    async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stops accepting connections, answers the requests in flight (for at most `drain_seconds`; requests
+        read meanwhile get 503 and `Connection: close`), then closes the connections and the store."""
+        if self.server is not None:
+            loop = asyncio.get_running_loop()
+            self.server.close()
+            self.http.start_draining()
+            deadline = loop.time() + drain_seconds
+            while self.http.in_flight and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            if self.http.in_flight:
+                log.warning("stopping with requests unanswered", extra={"requests": self.http.in_flight,
+                                                                        "drain_seconds": drain_seconds})
+            self.http.close_connections()
+            await self.server.wait_closed()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    def call(self, route: Route, body: bytes) -> Response:
+        """Runs one route handler (in a worker thread) and maps its outcome to a response; never raises."""
+        assert route.handler is not None
+        try:
+            result = route.handler(self.store, parse_json(body))
+        except JsonError as e:
+            return Response(400, f"Error parsing JSON: {e}. Expected JSON schema: {route.schema}".encode())
+        except StateError as e:
+            self._redis_state(True)
+            return Response(400, e.message.encode("utf-8", "backslashreplace"))
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            self._redis_state(False, e)
+            where = self.store.redis.get_connection_kwargs()
+            return error_response(503, "Unavailable",
+                                  f"Redis at {where.get('host')}:{where.get('port')} is unreachable: {e}")
+        except Exception as e:
+            log.exception("admin request failed")
+            return error_response(500, "Internal Server Error", f"{type(e).__name__}: {e}")
+        self._redis_state(True)
+        return Response(200, result.encode())
+
+    def _redis_state(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok != self.redis_ok:
+            self.redis_ok = ok
+            if ok:
+                log.info("redis reachable")
+            else:
+                log.warning("redis unreachable", extra={"cause": str(exc)})
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = loop.create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: stopping.done() or stopping.set_result(None))
+        await self.start()
+        try:
+            await stopping
+        finally:
+            await self.stop()
+
+
+def _pong(body: bytes) -> tuple[int, bytes]:
+    return PONG.status, PONG.body
+
+
+# ---------------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clipper.frontend.management", description=DESCRIPTION)
+    parser.add_argument("--redis-host", "--redis_ip", default="127.0.0.1", help="Redis host (default 127.0.0.1)")
+    parser.add_argument("--redis-port", "--redis_port", type=int, default=6379, help="Redis port (default 6379)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="request body limit (413 above)")
+    parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
+                        help="require 'Authorization: Bearer <token>' on every /admin route but ping "
+                             "(default: $CLIPPER_ADMIN_TOKEN; none)")
+    parser.add_argument("--max-apps", type=int, default=StateStore.max_apps,
+                        help=f"most applications add_app accepts (default {StateStore.max_apps})")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if args.max_apps < 1:
+        parser.error("--max-apps must be at least 1")
+
+    store = StateStore.connect(args.redis_host, args.redis_port)
+    store.max_apps = args.max_apps
+    frontend = ManagementFrontend(store, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                                  token=args.token)
+    try:  # only to log the state at start: requests reconnect on their own, 503 while Redis is away
+        store.ping()
+        frontend._redis_state(True)
+    except redis.RedisError as e:
+        frontend._redis_state(False, e)
+    uvloop.run(frontend.serve_forever())
+    return 0
