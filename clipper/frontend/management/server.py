@@ -22,14 +22,21 @@ import uvloop
 from ... import _core
 from ...logs import configure_logging
 from ...state import StateError, StateStore
-from ..config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
+from ..config import (
+    DEFAULT_HOST,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REDIS_PORT,
+)
 from .errors import HTTP_TEXTS, JsonError, Response, error_response, parse_json
 from .routes import ROUTES, Route
 
 log = logging.getLogger("clipper.management")
 
 DESCRIPTION = "The management frontend: Clipper's admin REST API on :1338, writing `clipper.state`."
-DEFAULT_PORT = 1338
+DEFAULT_PORT = DEFAULT_MANAGEMENT_PORT
 #: Seconds `stop` waits for the answers in flight before closing the connections.
 DRAIN_SECONDS = 5.0
 PONG = Response(200, b"PONG")
@@ -38,7 +45,7 @@ PONG = Response(200, b"PONG")
 class ManagementFrontend:
     """The admin API server: routes, a thread pool for the store, and the listening socket."""
 
-    def __init__(self, store: StateStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+    def __init__(self, store: StateStore, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
                  workers: int = 4, token: str | None = None) -> None:
         self.store = store
@@ -144,18 +151,20 @@ def _pong(body: bytes) -> tuple[int, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipper.frontend.management", description=DESCRIPTION)
-    parser.add_argument("--redis-host", "--redis_ip", default="127.0.0.1", help="Redis host (default 127.0.0.1)")
-    parser.add_argument("--redis-port", "--redis_port", type=int, default=6379, help="Redis port (default 6379)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--redis-host", "--redis_ip", default=DEFAULT_HOST, help=f"Redis host (default {DEFAULT_HOST})")
+    parser.add_argument("--redis-port", "--redis_port", type=int, default=DEFAULT_REDIS_PORT,
+                        help=f"Redis port (default {DEFAULT_REDIS_PORT})")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                        help="request body limit (413 above)")
+                        help=f"request body limit (413 above; default {DEFAULT_MAX_BODY_BYTES})")
     parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
                         help="require 'Authorization: Bearer <token>' on every /admin route but ping "
                              "(default: $CLIPPER_ADMIN_TOKEN; none)")
     parser.add_argument("--max-apps", type=int, default=StateStore.max_apps,
                         help=f"most applications add_app accepts (default {StateStore.max_apps})")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        type=str.upper, help=f"log level (default {DEFAULT_LOG_LEVEL})")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     if args.max_apps < 1:
