@@ -646,7 +646,13 @@ def test_replica_killed_mid_batch(cluster, slo_s):
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    time.sleep(0.25)  # both replicas are inside a 600 ms batch of 4
+    deadline = time.monotonic() + 5
+    while True:  # until both replicas are inside a 600 ms batch of 4: all 8 inputs arrived, none queued
+        m = fe.metrics()
+        if m["internal:prediction_cache_lookups"] >= 8 and m["model:victim:1:queue_length"] == 0:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(5) == -signal.SIGKILL
     sender.join(slo_s + 12)
