@@ -12,6 +12,7 @@
 
 cimport cython
 
+import asyncio
 import hmac
 
 import orjson
@@ -193,6 +194,22 @@ cdef class HttpServer:
         for connection in list(self.connections):
             (<HttpProtocol>connection).closed = True
             (<HttpProtocol>connection).transport.close()
+
+    @property
+    def unanswered(self):
+        """Requests read and not answered yet, which a drain waits for (none for a server that answers at once)."""
+        return 0
+
+    async def drain(self, double seconds):
+        """Shutdown, once the listening socket is closed and `start_draining` was called: waits at most `seconds`
+        for the answers still owed, then closes every connection. Returns how many were left unanswered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.unanswered and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        left = self.unanswered
+        self.close_connections()
+        return left
 
     @property
     def connection_count(self):

@@ -337,7 +337,8 @@ cdef class QueryServer(HttpServer):
             self.engine.cancel(tokens)
 
     @property
-    def waiting_count(self):
+    def unanswered(self):
+        """Requests waiting on the engine."""
         return len(self.waiting)
 
     # routes

@@ -92,6 +92,12 @@ class HttpServer:
     def close_connections(self) -> None:
         """Shutdown, last step: closes every connection."""
     @property
+    def unanswered(self) -> int:
+        """Requests read and not answered yet, which a drain waits for."""
+    async def drain(self, seconds: float) -> int:
+        """Shutdown, once the listening socket is closed and `start_draining` was called: waits at most
+        `seconds` for the answers still owed, then closes every connection; returns how many were left."""
+    @property
     def connection_count(self) -> int: ...
 
 @disjoint_base
@@ -151,7 +157,8 @@ class QueryServer(HttpServer):
         """Reads completions on `loop` and batches engine wake-ups per loop iteration."""
     def on_completions(self) -> None: ...
     @property
-    def waiting_count(self) -> int: ...
+    def unanswered(self) -> int:
+        """Requests waiting on the engine."""
 
 @disjoint_base
 class AdminServer(HttpServer):

@@ -309,9 +309,9 @@ class Target:
             raise Failure(f"exception escaped data_received:\n{traceback.format_exc()}") from None
         deadline = time.monotonic() + HANG_SECONDS
         try:
-            while self.server.waiting_count or self.loop.callbacks or self.pool.jobs or self.admin.in_flight:
+            while self.server.unanswered or self.loop.callbacks or self.pool.jobs or self.admin.in_flight:
                 if time.monotonic() > deadline:
-                    raise Failure(f"hang: {self.server.waiting_count} predictions, {self.admin.in_flight} admin "
+                    raise Failure(f"hang: {self.server.unanswered} predictions, {self.admin.in_flight} admin "
                                   f"requests still in flight after {HANG_SECONDS} s")
                 if self.pool.run_all():
                     self.loop.run_callbacks()

@@ -430,6 +430,19 @@ def test_keep_alive_and_pipelining(admin: Admin) -> None:
     assert status == 400 and json.loads(body)["error"] == "Bad Request"
 
 
+def test_pipelined_requests_of_a_connection_run_in_order(admin: Admin) -> None:
+    """Requests pipelined on one connection take effect in the order they were sent (the handlers run in a
+    thread pool, but one connection's requests one after the other): the read at the end sees every write."""
+    names = [f"app{i}" for i in range(12)]
+    adds = b"".join(http_request("POST", "/admin/add_app", json.dumps(
+        {"name": name, "input_type": "doubles", "default_output": "0", "latency_slo_micros": 1}).encode())
+        for name in names)
+    get = http_request("POST", "/admin/get_all_applications", b'{"verbose": false}')
+    responses = raw_exchange(admin.port, adds + get, len(names) + 1)
+    assert [s for s, _, _ in responses] == [200] * (len(names) + 1)
+    assert sorted(json.loads(responses[-1][2])) == sorted(names)
+
+
 def test_half_closed_client_still_gets_its_answer(admin: Admin) -> None:
     """A client that sends `Connection: close` and shuts its write side (SHUT_WR) is answered in full, though
     the handler runs in the thread pool after the server has seen the end of the client's bytes."""

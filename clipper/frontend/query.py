@@ -257,13 +257,9 @@ class QueryFrontend:
             self.server.start_draining()
         await loop.run_in_executor(None, self._stop_following)
         if self._http is not None:
-            deadline = loop.time() + drain_seconds
-            while self.server.waiting_count and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-            if self.server.waiting_count:
-                log.warning("stopping with requests unanswered", extra={"requests": self.server.waiting_count,
+            if unanswered := await self.server.drain(drain_seconds):
+                log.warning("stopping with requests unanswered", extra={"requests": unanswered,
                                                                         "drain_seconds": drain_seconds})
-            self.server.close_connections()
             self.server.detach(loop)
         self.engine.close()
 

@@ -88,16 +88,11 @@ class ManagementFrontend:
         """Stops accepting connections, answers the requests in flight (for at most `drain_seconds`; requests
         read meanwhile get 503 and `Connection: close`), then closes the connections and the store."""
         if self.server is not None:
-            loop = asyncio.get_running_loop()
             self.server.close()
             self.http.start_draining()
-            deadline = loop.time() + drain_seconds
-            while self.http.in_flight and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-            if self.http.in_flight:
-                log.warning("stopping with requests unanswered", extra={"requests": self.http.in_flight,
+            if unanswered := await self.http.drain(drain_seconds):
+                log.warning("stopping with requests unanswered", extra={"requests": unanswered,
                                                                         "drain_seconds": drain_seconds})
-            self.http.close_connections()
             await self.server.wait_closed()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
