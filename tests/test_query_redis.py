@@ -71,9 +71,10 @@ def eventually(check: Callable[[], Any], within: float = PROPAGATION_S) -> Any:
         time.sleep(0.02)
 
 
-def output_of(fe: Frontend, app: str, value: Any) -> Any:
+def output_of(fe: Frontend, app: str, value: Any) -> dict[str, Any]:
+    """The answer to one predict; `{"status": code}` when it is not a 200 (e.g. 404 before the app is loaded)."""
     response = fe.post(f"/{app}/predict", json={"input": value})
-    return response.json() if response.status_code == 200 else ("status", response.status_code)
+    return response.json() if response.status_code == 200 else {"status": response.status_code}
 
 
 def add_model(admin: Admin, name: str, version: str, input_type: str = "doubles") -> None:
@@ -85,7 +86,7 @@ def test_app_changes_are_served_within_a_second(stack):
     cluster, redis_server, admin = stack
     fe = cluster.frontend(redis_port=redis_server.port)
     admin("add_app", name="app", input_type="doubles", default_output="-1.0", latency_slo_micros=2_000_000)
-    eventually(lambda: output_of(fe, "app", [1.0]) != ("status", 404))
+    eventually(lambda: output_of(fe, "app", [1.0]) != {"status": 404})
     answer = output_of(fe, "app", [1.0])
     assert (answer["default"], answer["default_explanation"]) == (True, "No connected models found for query")
 
@@ -108,7 +109,7 @@ def test_app_changes_are_served_within_a_second(stack):
     eventually(lambda: output_of(fe, "app", [9.0]).get("default") is True)
 
     admin("delete_app", name="app")
-    eventually(lambda: output_of(fe, "app", [9.0]) == ("status", 404))
+    eventually(lambda: output_of(fe, "app", [9.0]) == {"status": 404})
 
 
 def test_deleting_the_current_version_answers_no_connected_model(stack):
