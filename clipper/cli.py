@@ -5,7 +5,7 @@
         --app hello-world --slo-micros 100000 --default-output -1.0
     curl -X POST -d '{"input": [1.1, 2.2, 3.3]}' http://127.0.0.1:1337/hello-world/predict
     clipper status; clipper apps; clipper models; clipper logs ./clipper_logs
-    clipper stop
+    clipper stop                           # the next start is empty; `clipper stop --keep-state` keeps the state
 
 Every command takes ``--cluster-name`` (default ``$CLIPPER_CLUSTER`` or ``default-cluster``) and
 ``--cluster-dir`` (default ``/tmp/clipper-clusters/<cluster name>``); commands other than ``start`` connect
@@ -78,9 +78,10 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     cm = _manager(args)
     running = cm.status()["processes"]
-    ClipperConnection(cm).stop_all(graceful=not args.force)
+    ClipperConnection(cm).stop_all(graceful=not args.force, keep_state=args.keep_state)
     if running:
-        print(f"Stopped Clipper cluster '{args.cluster_name}'")
+        kept = f"; its state is kept in {cm.redis_data_dir}" if args.keep_state and cm.redis_data_dir.is_dir() else ""
+        print(f"Stopped Clipper cluster '{args.cluster_name}'{kept}")
     else:
         print(f"No Clipper cluster '{args.cluster_name}' was running")
     return 0
@@ -276,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each process")
     p.set_defaults(func=cmd_start)
 
-    p = sub.add_parser("stop", help="stop every process of the cluster")
+    p = sub.add_parser("stop", help="stop every process of the cluster (and forget its state, unless --keep-state)")
     p.add_argument("--force", action="store_true", help="SIGKILL at once instead of SIGTERM")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep Redis's data (apps, models, links, selection state) and the list of running replicas: "
+                        "the next `clipper start` comes back with them")
     p.set_defaults(func=cmd_stop)
 
     sub.add_parser("status", help="show the cluster's processes").set_defaults(func=cmd_status)

@@ -173,9 +173,18 @@ class ClipperConnection:
         self.connected = True
         self.logger.info(f"Successfully connected to Clipper cluster at {self.cm.get_query_addr()}")
 
-    def stop_all(self, graceful: bool = True) -> None:
-        """Stops everything the container manager started; needs no connection."""
-        self.cm.stop_all(graceful=graceful)
+    def stop_all(self, graceful: bool = True, keep_state: bool = False) -> None:
+        """Stops everything the container manager started; needs no connection.
+
+        As in Clipper, the next `start_clipper()` then starts empty: the managed Redis's data is removed.
+        `keep_state=True` keeps it (apps, models, versions, links, selection state; the managers also
+        note the model replicas that ran), and the next `start_clipper()` comes back with it. An external
+        Redis (`redis_ip`) is never touched.
+        """
+        if keep_state:
+            self.cm.stop_all(graceful=graceful, keep_state=True)
+        else:
+            self.cm.stop_all(graceful=graceful)
         self.connected = False
         self.logger.info("Stopped all Clipper cluster and all model containers")
 

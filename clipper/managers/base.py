@@ -117,8 +117,13 @@ class ContainerManager(abc.ABC):
         """Stops every model replica of the cluster."""
 
     @abc.abstractmethod
-    def stop_all(self, graceful: bool = True) -> None:
-        """Stops everything the cluster runs (model replicas, frontends, managed Redis)."""
+    def stop_all(self, graceful: bool = True, keep_state: bool = False) -> None:
+        """Stops everything the cluster runs (model replicas, frontends, managed Redis).
+
+        The managed Redis's data goes too (the next `start_clipper` starts empty), unless `keep_state`:
+        then the next `start_clipper` comes back with it. (`ClipperConnection` passes `keep_state` only
+        when it is True, so managers written for Clipper's signature keep working.)
+        """
 
     @abc.abstractmethod
     def get_admin_addr(self) -> str:

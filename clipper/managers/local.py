@@ -2,8 +2,14 @@
 
 `start_clipper` starts, in this order, each one after the previous answers:
 
-1. ``redis-server --port <redis_port> --bind 127.0.0.1 --save '' --appendonly no`` (skipped when
-   `redis_ip` is given: then that Redis is used and never stopped);
+1. Redis on `redis_port` (skipped when `redis_ip` is given: then that Redis is used, never stopped
+   nor cleaned). It keeps the cluster's state in an append-only file under
+   ``<cluster_dir>/redis-data/`` (``appendonly yes``, ``appendfsync everysec``) and runs under a
+   supervisor (``python -I clipper/state/redis_server.py supervise -- redis-server ...``, the
+   ``redis`` process of `status()`) that restarts it on the same port whenever it exits, after a
+   backoff of 0.1 s doubling up to 5 s. The frontends reconnect on their own. With
+   ``redis_persistence=False``: ``redis-server --save '' --appendonly no`` alone, as before (in
+   memory, not restarted);
 2. the management frontend ``python -m clipper.frontend.management`` on `clipper_management_port`;
 3. the query frontend ``python -m clipper.frontend.query`` on `clipper_query_port` (HTTP) and
    `clipper_rpc_port` (model replicas).
@@ -35,8 +41,18 @@ Docker containers they outlive the Python process that started them, until `stop
 
 Logs go to ``<log_dir>`` (default ``<cluster_dir>/logs``): ``redis.log``,
 ``management_frontend.log``, ``query_frontend.log`` and one ``model-<name>-<version>-<n>.log`` per
-replica. Nothing is ever restarted behind your back: a process that dies stays dead (see
-`status()`), and `start_clipper` refuses to start a cluster whose processes still run.
+replica (the Redis supervisor writes to ``redis.log`` too). Apart from Redis, nothing is restarted
+behind your back: a frontend or replica that dies stays dead (see `status()`), and `start_clipper`
+refuses to start a cluster whose processes still run.
+
+State across stops. `stop_all()` keeps Clipper's meaning: it also removes ``<cluster_dir>/redis-data/``,
+so the next `start_clipper()` starts empty. `stop_all(keep_state=True)` stops Redis last (it writes
+its file out) and keeps that folder together with the list of model replicas that ran
+(``redis-data/clipper-replicas.json``): the next `start_clipper()` loads apps, models, versions, links
+and selection state, and starts those replicas again. A cluster that ended without `stop_all` (a
+crash, a reboot: the folder survives a reboot when it is not under a /tmp that the boot clears; move
+it with ``$CLIPPER_CLUSTERS_DIR`` or `cluster_dir`) comes back the same way, its replicas taken from
+the state file it left.
 """
 
 from __future__ import annotations
@@ -66,6 +82,7 @@ from ..frontend.config import (
 )
 from ..input_types import parse_input_type
 from ..ports import free_port, port_free
+from ..state import redis_server
 from ..state.redis_server import ping as redis_ping
 from .base import ClusterAdapter, ContainerManager, http_ok, wait_frontend_replicas
 
@@ -84,6 +101,8 @@ PYTHON_IMAGE_PREFIX = "python:"
 DEFAULT_BASE_DIR = os.environ.get("CLIPPER_CLUSTERS_DIR", "/tmp/clipper-clusters")
 _HOST = "127.0.0.1"
 _ROLES = ("redis", "management_frontend", "query_frontend")
+#: The replicas to start again, kept next to Redis's data by `stop_all(keep_state=True)`.
+KEPT_REPLICAS_FILE = "clipper-replicas.json"
 
 
 # ---------------------------------------------------------------------- process helpers
@@ -157,6 +176,19 @@ def resolve_image(image: str) -> dict[str, str]:
     )
 
 
+def _replica_specs(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Replica records grouped as ``[{"name", "version", "input_type", "image", "count"}]`` (first seen first)."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        key = (r["name"], str(r["version"]))
+        if key in specs:
+            specs[key]["count"] += 1
+        else:
+            specs[key] = {"name": r["name"], "version": str(r["version"]), "input_type": r["input_type"],
+                          "image": r["image"], "count": 1}
+    return list(specs.values())
+
+
 # ---------------------------------------------------------------------- the manager
 
 
@@ -172,6 +204,11 @@ class LocalContainerManager(ContainerManager):
     is the grace period between SIGTERM and SIGKILL. `extra_env` is added to every process's
     environment; `query_frontend_args` / `management_frontend_args` are appended to the frontends'
     command lines (e.g. ``["--heartbeat-timeout", "5"]``).
+
+    `redis_persistence` (default True): the managed Redis keeps its data in an append-only file in
+    `redis_data_dir` (``<cluster_dir>/redis-data``) and a supervisor restarts it when it dies;
+    False runs it in memory and unsupervised, as this manager used to (a Redis restarted empty
+    would make the frontends drop their configuration, so it is not restarted).
     """
 
     def __init__(
@@ -190,6 +227,7 @@ class LocalContainerManager(ContainerManager):
         extra_env: Mapping[str, str] | None = None,
         query_frontend_args: Sequence[str] = (),
         management_frontend_args: Sequence[str] = (),
+        redis_persistence: bool = True,
     ) -> None:
         if not cluster_name or "/" in cluster_name or cluster_name in (".", ".."):
             raise ClipperException(f"Invalid cluster name {cluster_name!r}")
@@ -208,6 +246,7 @@ class LocalContainerManager(ContainerManager):
         self.extra_env = dict(extra_env or {})
         self.query_frontend_args = [str(a) for a in query_frontend_args]
         self.management_frontend_args = [str(a) for a in management_frontend_args]
+        self.redis_persistence = bool(redis_persistence)
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
         self._children: dict[int, subprocess.Popen] = {}
 
@@ -216,6 +255,11 @@ class LocalContainerManager(ContainerManager):
     @property
     def state_path(self) -> Path:
         return self.cluster_dir / "cluster.json"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        """Where the managed Redis keeps its append-only file (and `stop_all(keep_state=True)` its replica list)."""
+        return self.cluster_dir / "redis-data"
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -249,6 +293,8 @@ class LocalContainerManager(ContainerManager):
         self.management_port = state["management_port"]
         self.rpc_port = state["rpc_port"]
         self.redis_ip = state["redis"]["host"] if not state["redis"]["managed"] else None
+        if state["redis"]["managed"]:
+            self.redis_persistence = bool(state["redis"].get("persistence", False))
         self.redis_port = state["redis"]["port"]
         self.log_dir = Path(state["log_dir"])
 
@@ -377,6 +423,7 @@ class LocalContainerManager(ContainerManager):
             raise ClipperException(f"Invalid cache_size {cache_size!r}: must be a number of bytes >= 0")
         with self._lock():
             state = self._read_state()
+            ended: list[dict[str, Any]] = []
             if state is not None:
                 alive = [r for r in state["processes"] + state["replicas"] if self._alive(r)]
                 if alive:
@@ -386,8 +433,10 @@ class LocalContainerManager(ContainerManager):
                         "Connect to it with ClipperConnection.connect(), or stop it with stop_all() first."
                     )
                 self.logger.info(f"Removing the state of a cluster that is no longer running ({self.state_path})")
+                ended = list(state["replicas"])
                 self.state_path.unlink()
             self._check_prerequisites()
+            restore = self._replicas_to_restore(ended)
             ports = self._choose_ports()
             self.query_port, self.management_port, self.rpc_port = ports["query"], ports["management"], ports["rpc"]
             if self.redis_ip is None:
@@ -415,6 +464,42 @@ class LocalContainerManager(ContainerManager):
             self._write_state(state)
         self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}, "
                          f"logs in {self.log_dir}")
+        self._restore_replicas(restore)
+
+    # ------------------------------------------------------------------ kept state
+
+    def _redis_managed_and_persistent(self) -> bool:
+        return self.redis_ip is None and self.redis_persistence
+
+    def _replicas_to_restore(self, ended: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The replicas a restarted cluster starts again: those `stop_all(keep_state=True)` listed, else those
+        of a cluster that ended without `stop_all` (`ended`); none when Redis does not come back with its data."""
+        kept = self.redis_data_dir / KEPT_REPLICAS_FILE
+        if not self._redis_managed_and_persistent() or not redis_server.has_data(self.redis_data_dir):
+            kept.unlink(missing_ok=True)
+            return []
+        self.logger.info(f"Redis comes back with the state kept in {self.redis_data_dir} "
+                         "(stop_all() without keep_state=True removes it)")
+        try:
+            specs = json.loads(kept.read_text())
+        except FileNotFoundError:
+            specs = _replica_specs(ended)
+        except (OSError, ValueError) as e:
+            self.logger.warning(f"Cannot read {kept}: {e}; no model replica is started again")
+            specs = []
+        kept.unlink(missing_ok=True)
+        return specs
+
+    def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
+        """Starts the replicas of a cluster that came back with its state; a failure is logged, not raised."""
+        for spec in specs:
+            name, version, count = spec["name"], str(spec["version"]), int(spec["count"])
+            try:
+                self.set_num_replicas(name, version, spec["input_type"], spec["image"], count)
+            except ClipperException as e:
+                self.logger.warning(f"Could not start the {count} replica(s) of {name}:{version} again: {e.msg}")
+            else:
+                self.logger.info(f"Started {count} replica(s) of {name}:{version} again")
 
     def _check_prerequisites(self) -> None:
         if self.redis_ip is None and shutil.which("redis-server") is None:
@@ -451,8 +536,19 @@ class LocalContainerManager(ContainerManager):
         redis_host = state["redis"]["host"]
         redis_port = state["redis"]["port"]
         if state["redis"]["managed"]:
-            argv = [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", _HOST,
-                    "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"]
+            binary = shutil.which("redis-server") or "redis-server"
+            if self.redis_persistence:
+                data_dir = self.redis_data_dir.resolve()
+                data_dir.mkdir(parents=True, exist_ok=True)
+                status_file = self.cluster_dir.resolve() / "run" / "redis-supervisor.json"
+                status_file.unlink(missing_ok=True)
+                argv = redis_server.supervisor_argv(
+                    self.python, redis_server.redis_argv(redis_port, _HOST, data_dir=data_dir, binary=binary),
+                    status_file)
+                state["redis"].update(persistence=True, data_dir=str(data_dir), supervisor_status=str(status_file))
+            else:
+                argv = redis_server.redis_argv(redis_port, _HOST, binary=binary)
+                state["redis"]["persistence"] = False
             rec = self._spawn("redis", argv, self.log_dir / "redis.log")
             state["processes"].append(rec)
             self._wait_until(rec, lambda: redis_ping(_HOST, redis_port), "Redis", self.start_timeout)
@@ -496,6 +592,14 @@ class LocalContainerManager(ContainerManager):
         self._apply_state(state)
         for r in state["processes"] + state["replicas"]:
             r["alive"] = self._alive(r)
+        redis = state["redis"]
+        if redis.get("supervisor_status"):
+            sup = redis_server.read_supervisor_status(redis["supervisor_status"]) or {}
+            pid = sup.get("redis_pid")
+            redis["server_pid"] = pid
+            redis["server_alive"] = pid is not None and _pid_alive(pid, None) and redis_ping(_HOST, redis["port"])
+            redis["restarts"] = sup.get("restarts", 0)
+            redis["last_exit"] = sup.get("last_exit")
         return {
             **state,
             "running": all(r["alive"] for r in state["processes"]),
@@ -504,25 +608,56 @@ class LocalContainerManager(ContainerManager):
             "admin_addr": self.get_admin_addr(),
         }
 
-    def stop_all(self, graceful: bool = True) -> None:
-        """Stops every replica, the frontends and the managed Redis; removes the state file.
+    def stop_all(self, graceful: bool = True, keep_state: bool = False) -> None:
+        """Stops every replica, the frontends and then the managed Redis; removes the state file.
 
-        `graceful=False` kills at once (SIGKILL). An external Redis (`redis_ip`) is left alone.
+        `graceful=False` kills at once (SIGKILL). The managed Redis's data (``<cluster_dir>/redis-data``)
+        is removed too, so that the next `start_clipper()` starts empty, as Clipper's did, unless
+        `keep_state`: then Redis, stopped last, writes its append-only file out, the running replicas are
+        listed next to it, and the next `start_clipper()` comes back with apps, models, versions, links,
+        selection state and those replicas. An external Redis (`redis_ip`) is left alone either way.
         """
         with self._lock():
             state = self._read_state()
             records: list[dict[str, Any]] = []
+            redis_records: list[dict[str, Any]] = []
             if state is not None:
-                records = list(state["replicas"]) + list(reversed(state["processes"]))
-            known = {r["pid"] for r in records}
+                self._apply_state(state)
+                records = list(state["replicas"]) + [r for r in reversed(state["processes"]) if r["role"] != "redis"]
+                redis_records = [r for r in state["processes"] if r["role"] == "redis"]
+            known = {r["pid"] for r in records + redis_records}
             records += [{"role": "process", "pid": pid, "start_time": None, "log": ""}
                         for pid in self._children if pid not in known]
+            if keep_state and state is not None:
+                self._keep_replicas(state)
+            # Redis last: the frontends withdraw their replica records and save what they hold first.
             survivors = self._terminate(records, graceful=graceful)
+            redis_survivors = self._terminate(redis_records, graceful=graceful)
             if state is not None:
                 self.state_path.unlink(missing_ok=True)
+            if not keep_state and self.redis_ip is None and not redis_survivors:
+                shutil.rmtree(self.redis_data_dir, ignore_errors=True)
+        survivors += redis_survivors
         if survivors:
             raise ClipperException(f"Could not stop {', '.join(survivors)}")
-        self.logger.info("Stopped all Clipper processes")
+        self.logger.info("Stopped all Clipper processes" + (f"; the state is kept in {self.redis_data_dir}"
+                                                            if keep_state and self.redis_data_dir.is_dir() else ""))
+
+    def _keep_replicas(self, state: Mapping[str, Any]) -> None:
+        """Lists the running replicas next to Redis's data, for the next `start_clipper`."""
+        if not state["redis"]["managed"]:
+            self.logger.info("keep_state=True: the external Redis keeps the state; no replica will be started again")
+            return
+        if not state["redis"].get("persistence"):
+            self.logger.warning("keep_state=True has no effect: this cluster's Redis runs without persistence "
+                                "(redis_persistence=False)")
+            return
+        specs = _replica_specs([r for r in state["replicas"] if self._alive(r)])
+        self.redis_data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.redis_data_dir / KEPT_REPLICAS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(specs, indent=2))
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ addresses
 
