@@ -3,8 +3,14 @@
 Same constructor, labels, container names and start order as `clipper_admin`'s manager, with the
 images of this project (built locally by `clipper.images`: no registry is needed):
 
-1. Redis ``clipper/redis`` named ``redis-<rand>``, ``redis-server --port 6379``, published on
-   `redis_port` (skipped when `redis_ip` is given: that Redis is used and never stopped);
+1. Redis ``clipper/redis`` named ``redis-<rand>``, ``redis-server --port 6379 --dir /data --appendonly yes
+   --appendfsync everysec --save ''``, published on `redis_port`, its ``/data`` the named volume
+   ``clipper-redis-<cluster_name>`` (`redis_volume`, labelled like the containers) and, once it answers,
+   the restart policy ``unless-stopped``: Docker starts it again when it dies (a crash, the OOM killer,
+   the Docker daemon restarting), not after ``docker stop`` or ``docker kill``, which Docker takes as
+   an operator's stop. The frontends reconnect on their own. With ``redis_persistence=False``:
+   ``redis-server --port 6379`` in memory, no volume, no restart policy, as before. (Skipped when
+   `redis_ip` is given: that Redis is used and never stopped nor cleaned.)
 2. the management frontend ``mgmt_frontend-<rand>``, ``--redis_ip=<redis container> --redis_port=6379``,
    ``1338/tcp`` published on `clipper_management_port`;
 3. the query frontend ``query_frontend-<rand>``, ``1337/tcp`` on `clipper_query_port` and
@@ -38,8 +44,12 @@ lists them). Surplus replicas are stopped (SIGTERM, newest first) and removed.
 installed with ``pip --no-index`` into ``/model/modules`` (on the runtime's ``sys.path``), so builds need
 no network. Nothing is pushed.
 
-`stop_all()` stops (or kills) and removes every container of the cluster, and removes the network
-when a Clipper manager created it and nothing is attached to it any more. `get_logs()` writes one
+`stop_all()` stops (or kills) and removes every container of the cluster (model replicas, then the
+frontends, then Redis), and removes the network when a Clipper manager created it and nothing is
+attached to it any more. It removes the Redis volume too, so that the next `start_clipper()` starts
+empty as Clipper's did, unless `stop_all(keep_state=True)`: then the volume stays, with the list of
+the model replicas that ran (``/data/clipper-replicas.json``), and the next `start_clipper()` comes
+back with apps, models, versions, links, selection state and those replicas. `get_logs()` writes one
 ``image_<image short id>:container_<short id>.log`` file per container.
 """
 
@@ -47,6 +57,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import logging
 import operator
@@ -57,6 +68,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,6 +87,7 @@ from ..frontend.config import (
 from ..image_names import STAGE_LABEL, default_base_image, image_ref, short_image_name
 from ..input_types import parse_input_type
 from ..ports import port_free
+from ..state.redis_server import persistence_args
 from ..state.redis_server import ping as redis_ping
 from .base import (
     CLIPPER_DOCKER_LABEL,
@@ -102,6 +115,12 @@ CLIPPER_NETWORK_LABEL = "ai.clipper.network.created_by"
 _LOG_CONFIG = {"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}}
 _PORT_RANGE = (10000, 50000)
 _LOG_LINES = 20
+#: Where the managed Redis keeps its data in its container (the volume's mount point).
+REDIS_DATA_DIR = "/data"
+#: The replicas to start again, kept in the Redis volume by `stop_all(keep_state=True)`.
+KEPT_REPLICAS_FILE = "clipper-replicas.json"
+#: Docker's restart policy of the managed Redis.
+REDIS_RESTART_POLICY = {"Name": "unless-stopped"}
 
 
 def find_unbound_port(start: int | None = None, host: str = "127.0.0.1", taken: Iterable[int] = (),
@@ -165,6 +184,9 @@ class DockerContainerManager(ContainerManager):
     silent); `redis_image` replaces ``clipper/redis``; `query_frontend_args` / `management_frontend_args`
     are appended to the frontends' command lines; `log_level` is the ``--log-level`` of the frontends and
     of model replicas run by this project's runtime (``python -m clipper.model_runtime``; None: their default).
+    `redis_persistence` (default True): the managed Redis keeps an append-only file in the volume
+    `redis_volume` and is restarted by Docker when it dies; False keeps it in memory, without volume or
+    restart policy, as this manager used to.
     """
 
     def __init__(
@@ -193,6 +215,7 @@ class DockerContainerManager(ContainerManager):
         query_frontend_args: Sequence[str] = (),
         management_frontend_args: Sequence[str] = (),
         log_level: str | None = "INFO",
+        redis_persistence: bool = True,
     ) -> None:
         if not cluster_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cluster_name):
             raise ClipperException(f"Invalid cluster name {cluster_name!r}: use letters, digits, '_', '.' and '-'")
@@ -222,6 +245,7 @@ class DockerContainerManager(ContainerManager):
         self.query_frontend_args = [str(a) for a in query_frontend_args]
         self.management_frontend_args = [str(a) for a in management_frontend_args]
         self.log_level = log_level
+        self.redis_persistence = bool(redis_persistence)
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
 
         self.extra_container_kwargs = dict(extra_container_kwargs or {})
@@ -241,6 +265,11 @@ class DockerContainerManager(ContainerManager):
             self.logger.info(f"Ignoring {', '.join(ignored)}: there is no fluentd or Prometheus container")
 
     # ------------------------------------------------------------------ docker
+
+    @property
+    def redis_volume(self) -> str:
+        """The named volume of the managed Redis's data (``/data`` in its container)."""
+        return f"clipper-redis-{self.cluster_name}"
 
     @property
     def docker_client(self) -> Any:
@@ -389,11 +418,13 @@ class DockerContainerManager(ContainerManager):
 
     def _run(self, image: str, command: Sequence[str] | None, name_prefix: str, labels: Mapping[str, str],
              ports: Mapping[str, int] | None = None, environment: Mapping[str, str] | None = None,
-             port_labels: Mapping[str, str] | None = None) -> tuple[Any, dict[str, int]]:
+             port_labels: Mapping[str, str] | None = None,
+             run_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
         """Runs a detached container on the network; returns it and the host ports chosen.
 
         `ports` maps ``"<port>/tcp"`` to the wanted host port (a taken one is replaced by a free one, also
-        when Docker finds it taken); `port_labels` maps the same keys to the label that records it.
+        when Docker finds it taken); `port_labels` maps the same keys to the label that records it;
+        `run_kwargs` are more ``containers.run`` arguments (e.g. ``volumes``).
         """
         errors = self._errors()
         wanted = dict(ports or {})
@@ -414,6 +445,7 @@ class DockerContainerManager(ContainerManager):
             )
             if environment:
                 kwargs["environment"] = {**dict(kwargs.get("environment") or {}), **environment}
+            kwargs.update(run_kwargs or {})
             try:
                 container = self.docker_client.containers.run(image, list(command) if command else None, **kwargs)
             except errors.APIError as e:
@@ -510,6 +542,8 @@ class DockerContainerManager(ContainerManager):
             raise
         self.connect()
         self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}")
+        if not self.external_redis and self.redis_persistence:
+            self._restore_replicas(started[0])
 
     def _start_containers(self, started: list[Any], redis_image: str, mgmt_image: str, query_image: str,
                           cache_size: int) -> None:
@@ -517,13 +551,24 @@ class DockerContainerManager(ContainerManager):
         if not self.external_redis:
             self.logger.info("Starting managed Redis instance in Docker")
             key = f"{CLIPPER_INTERNAL_REDIS_PORT}/tcp"
-            redis, ports = self._run(redis_image, ["redis-server", "--port", str(CLIPPER_INTERNAL_REDIS_PORT)],
-                                     "redis", {}, ports={key: self.redis_port},
-                                     port_labels={key: CLIPPER_DOCKER_PORT_LABELS["redis"]})
+            command = ["redis-server", "--port", str(CLIPPER_INTERNAL_REDIS_PORT)]
+            run_kwargs: dict[str, Any] = {}
+            if self.redis_persistence:
+                self._ensure_redis_volume()
+                command += persistence_args(REDIS_DATA_DIR)
+                run_kwargs["volumes"] = {self.redis_volume: {"bind": REDIS_DATA_DIR, "mode": "rw"}}
+            redis, ports = self._run(redis_image, command, "redis", {}, ports={key: self.redis_port},
+                                     port_labels={key: CLIPPER_DOCKER_PORT_LABELS["redis"]}, run_kwargs=run_kwargs)
             started.append(redis)
             self.redis_port = ports[key]
             self.redis_ip = redis.name
             self._wait_ready(redis, "Redis", lambda: redis_ping(poll, self.redis_port), self.start_timeout)
+            if self.redis_persistence:
+                # only now: a Redis that cannot start fails at once instead of restarting in a loop
+                try:
+                    redis.update(restart_policy=REDIS_RESTART_POLICY)
+                except self._errors().APIError as e:
+                    raise ClipperException(f"Cannot set the restart policy of {redis.name}: {e}") from e
             redis_host, redis_port = redis.name, CLIPPER_INTERNAL_REDIS_PORT
         else:
             assert self.redis_ip is not None
@@ -589,20 +634,117 @@ class DockerContainerManager(ContainerManager):
         if networks and self.docker_network not in networks:
             self.docker_network = networks[0]
 
-    def stop_all(self, graceful: bool = True) -> None:
-        """Stops (``docker stop``, or ``kill`` when not `graceful`) and removes every container of the cluster,
-        then the network if a Clipper manager created it and nothing else is attached to it."""
+    def stop_all(self, graceful: bool = True, keep_state: bool = False) -> None:
+        """Stops (``docker stop``, or ``kill`` when not `graceful`) and removes every container of the cluster:
+        the model replicas, the frontends, then Redis; then the network if a Clipper manager created it and
+        nothing else is attached to it, and the Redis volume unless `keep_state` (see the module doc). An
+        external Redis (`redis_ip`) is left alone."""
         containers = self._containers(all=True)
         networks = {self.docker_network}
         for c in containers:
             networks.update((c.attrs.get("NetworkSettings") or {}).get("Networks") or {})
         models = [c for c in containers if CLIPPER_MODEL_CONTAINER_LABEL in c.labels]
-        others = [c for c in containers if c not in models]
+        redis = [c for c in containers if CLIPPER_DOCKER_PORT_LABELS["redis"] in c.labels]
+        others = [c for c in containers if c not in models and c not in redis]
+        if redis:
+            self.external_redis = False
+        if keep_state:
+            self._keep_replicas(redis, models)
+        # Redis last: the frontends withdraw their replica records first, and Redis writes its file out.
         failures = self._remove(models, graceful) + self._remove(others, graceful)
+        failures += self._remove(redis, graceful)
         self._remove_networks(networks)
+        if not keep_state and not self.external_redis and not failures:
+            failures += self._remove_redis_volume()
         if failures:
             raise ClipperException(f"Could not stop {', '.join(failures)}")
-        self.logger.info(f"Stopped and removed {len(containers)} container(s)")
+        kept = f"; the state is kept in the volume {self.redis_volume}" if keep_state and redis else ""
+        self.logger.info(f"Stopped and removed {len(containers)} container(s){kept}")
+
+    # ------------------------------------------------------------------ Redis's data
+
+    def _ensure_redis_volume(self) -> None:
+        errors = self._errors()
+        try:
+            self.docker_client.volumes.get(self.redis_volume)
+            self.logger.info(f"Redis comes back with the state kept in the volume {self.redis_volume} "
+                             "(stop_all() without keep_state=True removes it)")
+            return
+        except errors.NotFound:
+            pass
+        try:
+            self.docker_client.volumes.create(self.redis_volume, labels=dict(self.common_labels))
+        except errors.APIError as e:
+            raise ClipperException(f"Cannot create the Docker volume {self.redis_volume}: {e}") from e
+
+    def _remove_redis_volume(self) -> list[str]:
+        errors = self._errors()
+        try:
+            self.docker_client.volumes.get(self.redis_volume).remove(force=True)
+            self.logger.info(f"Removed the Redis volume {self.redis_volume}")
+        except errors.NotFound:
+            pass
+        except errors.APIError as e:
+            return [f"the volume {self.redis_volume} ({e})"]
+        return []
+
+    def _keep_replicas(self, redis: Sequence[Any], models: Sequence[Any]) -> None:
+        """Writes the running replicas into the Redis volume, for the next `start_clipper`."""
+        if not redis:
+            self.logger.info("keep_state=True: no managed Redis (an external one keeps the state); no replica "
+                             "will be started again")
+            return
+        container = redis[0]
+        mounts = {m.get("Name") for m in container.attrs.get("Mounts") or []}
+        if self.redis_volume not in mounts:
+            self.logger.warning(f"keep_state=True has no effect: {container.name} runs without persistence "
+                                "(redis_persistence=False)")
+            return
+        specs: dict[tuple[str, str], dict[str, Any]] = {}
+        for c in models:
+            if c.status != "running":
+                continue
+            name, version = parse_model_container_label(c.labels[CLIPPER_MODEL_CONTAINER_LABEL])
+            spec = specs.setdefault((name, version), {
+                "name": name, "version": version, "input_type": _env_dict(c).get("CLIPPER_INPUT_TYPE", "doubles"),
+                "image": (c.attrs.get("Config") or {}).get("Image"), "count": 0})
+            spec["count"] += 1
+        data = json.dumps(list(specs.values()), indent=2).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(KEPT_REPLICAS_FILE)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            container.put_archive(REDIS_DATA_DIR, buf.getvalue())
+        except Exception as e:  # noqa: BLE001 - the state itself is kept; only the replicas are not
+            self.logger.warning(f"Cannot write the replica list into {container.name}: {e}; the next start_clipper "
+                                "starts no model replica")
+
+    def _restore_replicas(self, redis: Any) -> None:
+        """Starts the replicas listed in the Redis volume by `stop_all(keep_state=True)` (then removes the list);
+        a failure is logged, not raised."""
+        path = f"{REDIS_DATA_DIR}/{KEPT_REPLICAS_FILE}"
+        try:
+            stream, _stat = redis.get_archive(path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile(KEPT_REPLICAS_FILE)
+                specs = json.loads(member.read()) if member is not None else []
+        except self._errors().NotFound:
+            return
+        except Exception as e:  # noqa: BLE001 - a list that cannot be read: say so, start nothing
+            self.logger.warning(f"Cannot read {path} in {redis.name}: {e}; no model replica is started again")
+            specs = []
+        with contextlib.suppress(Exception):
+            redis.exec_run(["rm", "-f", path])
+        for spec in specs:
+            name, version, count = spec["name"], str(spec["version"]), int(spec["count"])
+            try:
+                self.set_num_replicas(name, version, spec["input_type"], spec["image"], count)
+            except ClipperException as e:
+                self.logger.warning(f"Could not start the {count} replica(s) of {name}:{version} again: {e.msg}")
+            else:
+                self.logger.info(f"Started {count} replica(s) of {name}:{version} again")
 
     # ------------------------------------------------------------------ addresses
 
