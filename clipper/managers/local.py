@@ -544,7 +544,7 @@ class LocalContainerManager(ContainerManager):
                 status_file.unlink(missing_ok=True)
                 argv = redis_server.supervisor_argv(
                     self.python, redis_server.redis_argv(redis_port, _HOST, data_dir=data_dir, binary=binary),
-                    status_file)
+                    status_file, data_dir)
                 state["redis"].update(persistence=True, data_dir=str(data_dir), supervisor_status=str(status_file))
             else:
                 argv = redis_server.redis_argv(redis_port, _HOST, binary=binary)

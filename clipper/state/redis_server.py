@@ -93,10 +93,13 @@ def has_data(data_dir: str | os.PathLike[str]) -> bool:
     return (path / "appendonly.aof").is_file() or (path / "dump.rdb").is_file()
 
 
-def supervisor_argv(python: str, argv: Sequence[str], status_file: str | os.PathLike[str]) -> list[str]:
-    """The command line of a supervisor that keeps `argv` (a redis-server) running; see the module doc."""
-    return [python, "-I", str(Path(__file__).resolve()), "supervise", "--status-file", str(status_file), "--",
-            *argv]
+def supervisor_argv(python: str, argv: Sequence[str], status_file: str | os.PathLike[str],
+                    data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The command line of a supervisor that keeps `argv` (a redis-server) running; see the module doc.
+    `data_dir` is created before each start (redis-server refuses a ``--dir`` that does not exist)."""
+    extra = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return [python, "-I", str(Path(__file__).resolve()), "supervise", "--status-file", str(status_file), *extra,
+            "--", *argv]
 
 
 def read_supervisor_status(status_file: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -204,8 +207,10 @@ def _write_status(path: Path, status: dict[str, Any]) -> None:
 
 
 def supervise(argv: Sequence[str], status_file: str | os.PathLike[str], *, min_backoff: float = MIN_BACKOFF_S,
-              max_backoff: float = MAX_BACKOFF_S, stable_s: float = STABLE_S, grace: float = 30.0) -> int:
-    """Runs `argv` and restarts it whenever it exits, until SIGTERM/SIGINT; returns the exit status (0)."""
+              max_backoff: float = MAX_BACKOFF_S, stable_s: float = STABLE_S, grace: float = 30.0,
+              data_dir: str | os.PathLike[str] | None = None) -> int:
+    """Runs `argv` and restarts it whenever it exits, until SIGTERM/SIGINT; returns the exit status (0).
+    `data_dir` is created (when missing) before each start."""
     status_path = Path(status_file)
     status_path.parent.mkdir(parents=True, exist_ok=True)
     stopping = False
@@ -227,6 +232,8 @@ def supervise(argv: Sequence[str], status_file: str | os.PathLike[str], *, min_b
     while not stopping:
         started = time.monotonic()
         try:
+            if data_dir is not None:
+                Path(data_dir).mkdir(parents=True, exist_ok=True)
             child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL)
         except OSError as e:
             _say(f"cannot start {argv[0]}: {e}")
@@ -273,12 +280,14 @@ def main(args: Sequence[str] | None = None) -> int:
     sup.add_argument("--status-file", required=True, help="JSON file: current pid and restart count")
     sup.add_argument("--min-backoff", type=float, default=MIN_BACKOFF_S)
     sup.add_argument("--max-backoff", type=float, default=MAX_BACKOFF_S)
+    sup.add_argument("--data-dir", default=None, help="created before each start when missing")
     sup.add_argument("argv", nargs=argparse.REMAINDER, help="-- redis-server flags...")
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:
         parser.error("supervise: no command given (after --)")
-    return supervise(argv, ns.status_file, min_backoff=ns.min_backoff, max_backoff=ns.max_backoff)
+    return supervise(argv, ns.status_file, min_backoff=ns.min_backoff, max_backoff=ns.max_backoff,
+                     data_dir=ns.data_dir)
 
 
 if __name__ == "__main__":
