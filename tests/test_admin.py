@@ -526,9 +526,18 @@ def test_command_line_start_and_stop(tmp_path: Path) -> None:
         assert c.get_all_apps() == []
         again = clipper("start", rc=1)
         assert "already running" in again.stderr and again.stderr.startswith("clipper: error:")
+        c.register_application("cli-app", "doubles", "0", 1000)
         pids = [p["pid"] for p in c.cm.status()["processes"]]
-        assert "Stopped Clipper cluster 'cli-cluster'" in clipper("stop").stdout
+        out = clipper("stop", "--keep-state").stdout
+        assert f"Stopped Clipper cluster 'cli-cluster'; its state is kept in {tmp_path / 'redis-data'}" in out
         assert not any(_pid_alive(pid, None) for pid in pids)
+        clipper("start", "--query-port", "0", "--management-port", "0", "--rpc-port", "0", "--redis-port", "0")
+        c.connect()
+        assert c.get_all_apps() == ["cli-app"]  # kept
+        pids = [p["pid"] for p in c.cm.status()["processes"]]
+        assert "Stopped Clipper cluster 'cli-cluster'\n" in clipper("stop").stdout
+        assert not any(_pid_alive(pid, None) for pid in pids)
+        assert not (tmp_path / "redis-data").exists()  # a plain stop forgets the state
         assert "No Clipper cluster 'cli-cluster' was running" in clipper("stop").stdout
     finally:
         LocalContainerManager(cluster_name="cli-cluster", cluster_dir=tmp_path).stop_all()

@@ -93,6 +93,9 @@ def check_serving_and_stop(clipper_conn: ClipperConnection, ports: tuple[int, ..
     pids = [p["pid"] for p in status["processes"] + status["replicas"]]
     roles = sorted(p["role"] for p in status["processes"])
     assert roles == ["management_frontend", "query_frontend", "redis"]
+    assert status["redis"]["persistence"] and status["redis"]["server_alive"]  # supervised, append-only file
+    pids.append(status["redis"]["server_pid"])
+    assert cm.redis_data_dir.is_dir()
     assert len(status["replicas"]) == 1 and all(p["alive"] for p in status["processes"] + status["replicas"])
 
     clipper_conn.stop_all()
@@ -105,6 +108,7 @@ def check_serving_and_stop(clipper_conn: ClipperConnection, ports: tuple[int, ..
     for port in ports:
         assert port_free(port), f"port {port} still in use after stop_all()"
     assert not cm.state_path.exists()
+    assert not cm.redis_data_dir.exists()  # the next start_clipper() starts empty, as Clipper's did
     assert cm.status()["running"] is False
 
 
