@@ -2,8 +2,9 @@
 
 Clipper's quickstart with only the imports (and the manager's arguments) changed, scaling 1 -> 3 -> 1
 under load, a killed replica, `connect()` from another Python process, two clusters at once, logs, a
-model that fails to start, `pkgs_to_install` without network; `stop_all()` must leave no container,
-network or listening port behind. Every test uses its own cluster name, network and free host ports,
+model that fails to start, `pkgs_to_install` without network, a Redis that crashes or is killed (its
+volume and restart policy), `stop_all(keep_state=True)`; `stop_all()` must leave no container,
+network, volume or listening port behind. Every test uses its own cluster name, network and free host ports,
 and removes everything labelled with its cluster at the end, whatever happens.
 
 Skipped when the Docker engine does not answer. Missing images are built first (minutes, once).
@@ -16,7 +17,9 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +99,10 @@ def network_exists(name: str) -> bool:
     return bool(docker_client().networks.list(names=[name]))
 
 
+def volume_exists(name: str) -> bool:
+    return any(v.name == name for v in docker_client().volumes.list(filters={"name": name}))
+
+
 def purge(cluster: str, network: str) -> None:
     """Whatever a test leaves behind: the cluster's containers (killed, removed), its network, its model images."""
     with contextlib.suppress(Exception):
@@ -107,6 +114,9 @@ def purge(cluster: str, network: str) -> None:
     for net in client.networks.list(names=[network]):
         with contextlib.suppress(Exception):
             net.remove()
+    for volume in client.volumes.list(filters={"label": f"{CLIPPER_DOCKER_LABEL}={cluster}"}):
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)
     for image in client.images.list():  # the model images built for the cluster: <cluster>-<model>:<version>
         for tag in image.tags:
             if tag.startswith(f"{cluster.lower()}-"):
@@ -340,6 +350,7 @@ def test_quickstart_and_stop_all_leaves_nothing(images_ready: float) -> None:
         print(f"[docker] stop_all: {time.monotonic() - t1:.1f} s")
         assert cluster_containers(c.name) == []
         assert not network_exists(c.network)
+        assert not volume_exists(c.cm.redis_volume)
         for port in c.ports.values():
             assert not listening(port), f"port {port} still listening after stop_all()"
     finally:
@@ -531,3 +542,122 @@ def test_scale_down_with_a_tight_slo_is_reported(cluster: Cluster) -> None:
         print(f"\n[docker] 2->1 with a 100 ms objective: {load.summary()}")
         assert all(r[1] == 200 for r in load.results)
 
+
+
+# ---------------------------------------------------------------------- Redis durability
+
+
+def crash(container: Any) -> None:
+    """Kills the container's main process as a crash (or the kernel's OOM killer) would.
+
+    Not ``docker kill``: Docker takes that as an operator's stop and never restarts the container, whatever
+    its restart policy. From this machine when allowed, else from a container in the host's process space.
+    """
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except PermissionError:
+        docker_client().containers.run(container.attrs["Config"]["Image"], ["sh", "-c", f"kill -9 {pid}"],
+                                       entrypoint=[], pid_mode="host", remove=True)
+
+
+def redis_container(cluster: Cluster) -> Any:
+    (redis,) = [c for c in cluster_containers(cluster.name) if c.name.startswith("redis-")]
+    return redis
+
+
+def state_of(conn: ClipperConnection) -> dict[str, Any]:
+    return {
+        "apps": sorted(conn.get_all_apps(verbose=True), key=lambda a: a["name"]),
+        "models": sorted(conn.get_all_models(verbose=True), key=lambda m: (m["model_name"], m["model_version"])),
+        "links": {app: conn.get_linked_models(app) for app in ("sum-app", "bandit")},
+        "selection": conn.get_selection_state("bandit", 0),
+    }
+
+
+def wait_state(conn: ClipperConnection, expected: dict[str, Any], timeout: float = PROPAGATION_S) -> float:
+    """Seconds until the management API serves `expected` (503 meanwhile, while Redis is away)."""
+    start = time.monotonic()
+    seen: Any = None
+    while True:
+        try:
+            seen = state_of(conn)
+            if seen == expected:
+                return time.monotonic() - start
+        except ClipperException as e:
+            seen = e
+        assert time.monotonic() - start < timeout, f"the state is not served again: {seen!r}"
+        time.sleep(0.1)
+
+
+def test_redis_crash_and_kill_keep_the_state_and_keep_state_restarts(images_ready: float) -> None:
+    c = new_cluster("dcm-durable")
+    conn = c.conn
+    try:
+        conn.start_clipper()
+        deploy_sum(conn, "sum-app", "sum", 10_000_000)
+        conn.register_application("bandit", "doubles", "-1.0", 10_000_000, selection_policy="exp3")
+        conn.link_model_to_app("bandit", "sum")
+        predict_until_served(c.url, "bandit", [1.0, 2.0])
+        for i in range(5):
+            r = requests.post(f"{c.url}/bandit/update", json={"uid": 0, "input": [float(i)], "label": float(i)},
+                              timeout=HTTP_TIMEOUT_S)
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + PROPAGATION_S
+        while conn.get_selection_state("bandit", 0).get("t") != 5:
+            assert time.monotonic() < deadline, conn.get_selection_state("bandit", 0)
+            time.sleep(0.1)
+        before = state_of(conn)
+
+        redis = redis_container(c)
+        assert redis.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert any(m.get("Name") == c.cm.redis_volume and m["Destination"] == "/data" for m in redis.attrs["Mounts"])
+
+        # a crash: Docker restarts it, and it loads its append-only file
+        t0 = time.monotonic()
+        crash(redis)
+        while True:
+            redis.reload()
+            if redis.attrs["RestartCount"] >= 1 and redis.status == "running":
+                break
+            assert time.monotonic() - t0 < 30, (redis.status, redis.attrs["RestartCount"])
+            time.sleep(0.1)
+        restarted = time.monotonic() - t0
+        served = restarted + wait_state(conn, before)
+        assert predict_until_served(c.url, "sum-app", [1.0, 2.0, 3.0])["output"] == 6.0
+        conn.register_application("after-app", "doubles", "-1.0", 10_000_000)  # writes, seen by the frontend
+        conn.link_model_to_app("after-app", "sum")
+        assert predict_until_served(c.url, "after-app", [2.0, 2.0])["output"] == 4.0
+        conn.unregister_application("after-app")
+        print(f"\n[docker] Redis crashed: restarted by Docker after {restarted:.1f} s, state served after "
+              f"{served:.1f} s")
+
+        # docker kill is an operator's stop: not restarted; the query frontend keeps serving; a start brings it back
+        redis.kill()
+        time.sleep(2.0)
+        redis.reload()
+        assert redis.status == "exited" and redis.attrs["RestartCount"] == 1
+        assert predict_until_served(c.url, "sum-app", [1.0, 1.0])["output"] == 2.0
+        with pytest.raises(ClipperException, match="503"):
+            conn.get_all_apps()
+        redis.start()
+        wait_state(conn, before, timeout=30)
+
+        # stop_all(keep_state=True): the volume stays; start_clipper comes back with the state and the replica
+        conn.stop_all(keep_state=True)
+        assert cluster_containers(c.name) == [] and volume_exists(c.cm.redis_volume)
+        conn.start_clipper()
+        wait_state(conn, before)
+        assert conn.get_num_replicas("sum") == 1
+        assert predict_until_served(c.url, "sum-app", [3.0, 4.0])["output"] == 7.0
+
+        # stop_all(): the volume goes, the next start is empty
+        conn.stop_all()
+        assert cluster_containers(c.name) == [] and not volume_exists(c.cm.redis_volume)
+        conn.start_clipper()
+        assert conn.get_all_apps() == [] and conn.get_all_models() == []
+        conn.stop_all()
+        assert not volume_exists(c.cm.redis_volume)
+    finally:
+        purge(c.name, c.network)
