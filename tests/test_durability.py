@@ -348,3 +348,23 @@ def test_external_redis_is_never_touched(tmp_path: Path) -> None:
             assert external.running and not cm.redis_data_dir.exists()
         finally:
             conn.stop_all(graceful=False)
+
+
+def test_a_corrupt_append_only_file_fails_the_start_at_once(tmp_path: Path) -> None:
+    cm = make_manager("corrupt", tmp_path)
+    conn = ClipperConnection(cm, health_check_timeout=60)
+    aof = cm.redis_data_dir / redis_server.AOF_DIRNAME
+    aof.mkdir(parents=True)
+    (aof / "appendonly.aof.manifest").write_text("garbage\n")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClipperException, match=r"Redis failed to start \(redis-server exited with exit code 1\)"
+                                                    r"(.|\n)*AOF MANIFEST"):
+            conn.start_clipper()
+        assert time.monotonic() - t0 < 10
+        assert cm.status()["processes"] == []
+        conn.stop_all()  # forgets the broken state
+        conn.start_clipper()
+        assert conn.get_all_apps() == []
+    finally:
+        conn.stop_all(graceful=False)

@@ -551,7 +551,17 @@ class LocalContainerManager(ContainerManager):
                 state["redis"]["persistence"] = False
             rec = self._spawn("redis", argv, self.log_dir / "redis.log")
             state["processes"].append(rec)
-            self._wait_until(rec, lambda: redis_ping(_HOST, redis_port), "Redis", self.start_timeout)
+            status_path = state["redis"].get("supervisor_status")
+
+            def redis_ready() -> bool:
+                if redis_ping(_HOST, redis_port):
+                    return True
+                sup = redis_server.read_supervisor_status(status_path) if status_path else None
+                if sup and sup.get("restarts"):  # it would retry forever: a start that fails is reported now
+                    raise self._failure(rec, f"Redis failed to start (redis-server exited with {sup.get('last_exit')})")
+                return False
+
+            self._wait_until(rec, redis_ready, "Redis", self.start_timeout)
         common = ["--redis-host", redis_host, "--redis-port", str(redis_port), "--host", _HOST]
         argv = [self.python, "-m", "clipper.frontend.management", *common, "--port", str(self.management_port),
                 *self.management_frontend_args]
@@ -582,7 +592,9 @@ class LocalContainerManager(ContainerManager):
         """What runs: ``{"running": bool, "processes": [...], "replicas": [...], addresses}``.
 
         Each process and replica record carries ``alive``; a cluster is running when its frontends
-        (and managed Redis) are alive.
+        (and managed Redis) are alive. With persistence, the ``redis`` process is Redis's supervisor, and
+        ``status()["redis"]`` adds ``data_dir``, ``server_pid`` (the redis-server now), ``server_alive``,
+        ``restarts`` and ``last_exit`` (how the last one ended).
         """
         with self._lock():
             state = self._read_state()
