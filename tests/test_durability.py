@@ -266,7 +266,12 @@ def test_a_cluster_that_died_comes_back_with_its_state(conn: ClipperConnection) 
     records = status["processes"] + status["replicas"]
     for r in records:
         os.killpg(r["pid"], signal.SIGKILL)  # each runs in its own session: the supervisor and Redis together
-    wait_for(lambda: not any(_pid_alive(r["pid"], None) for r in records), "every process to die")
+    # (as the manager sees them: a killed process whose threads still exit can look like a zombie already)
+    def all_dead() -> bool:
+        st = cm.status()
+        return not any(r["alive"] for r in st["processes"] + st["replicas"])
+
+    wait_for(all_dead, "every process to die")
     assert cm.state_path.exists()
 
     conn.start_clipper()
