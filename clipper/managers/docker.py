@@ -614,7 +614,8 @@ class DockerContainerManager(ContainerManager):
             missing = " and ".join(what for what, found in (("query frontend", query), ("management frontend", mgmt))
                                    if not found)
             stopped = [c.name for c in self._containers(all=True) if c.status != "running"]
-            hint = f" (stopped containers: {', '.join(stopped)}; call stop_all() to clean up)" if stopped else ""
+            hint = (f" (stopped containers: {', '.join(stopped)}; call stop_all(keep_state=True) to clean up and keep "
+                    "the state, or stop_all() to forget it)") if stopped else ""
             raise ClipperException(
                 f"No running Docker Clipper cluster named '{self.cluster_name}': no {missing} container labelled "
                 f"{CLIPPER_DOCKER_LABEL}={self.cluster_name}{hint}. Start one with ClipperConnection.start_clipper()."

@@ -585,7 +585,8 @@ class LocalContainerManager(ContainerManager):
             names = ", ".join(f"{r['role']} (pid {r['pid']}, log {r['log']})" for r in dead)
             raise ClipperException(
                 f"The local Clipper cluster '{self.cluster_name}' is not healthy: {names} no longer running. "
-                "Call stop_all() to clean up, then start_clipper()."
+                "Call stop_all(keep_state=True) to clean up, then start_clipper() to come back with the state "
+                "(plain stop_all() forgets it)."
             )
 
     def status(self) -> dict[str, Any]:
