@@ -31,11 +31,11 @@ _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence[bytes]) -> None:
-    """``sock.send_multipart(frames)`` for bytes frames, without pyzmq's per-frame Python overhead."""
-    last = len(frames) - 1
+def send_frames(sock: zmq.Socket, frames: Sequence[bytes], flags: int = 0) -> None:
+    """``sock.send_multipart(frames, flags)`` for bytes frames, without pyzmq's per-frame Python overhead."""
+    last, more = len(frames) - 1, flags | zmq.SNDMORE
     for i, frame in enumerate(frames):
-        _send(sock, frame, zmq.SNDMORE if i < last else 0)
+        _send(sock, frame, more if i < last else flags)
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
@@ -152,6 +152,8 @@ class _Container:
                     try:
                         if session.busy_since is not None:  # still running: the socket is free to use
                             session.speak_while_busy()
+                    except zmq.ZMQError as e:  # e.g. the send queue is full: the frontend is long gone
+                        log.warning("cannot speak to %s while a batch runs: %s", session.address, e)
                     finally:
                         session.owner.release()
 
@@ -191,8 +193,8 @@ class _Session:
         self.heard = self.sent = time.monotonic()  # last message from the frontend, last message to it
         self.pending: deque[list[bytes]] = deque()  # batches that arrived while another one ran
 
-    def send(self, frames: list[bytes]) -> None:
-        send_frames(self.sock, frames)
+    def send(self, frames: list[bytes], flags: int = 0) -> None:
+        send_frames(self.sock, frames, flags)
         self.sent = time.monotonic()
 
     def run(self) -> None:
@@ -261,10 +263,11 @@ class _Session:
 
     def speak_while_busy(self) -> None:
         """On the keeper thread, holding `owner`: a heartbeat when one is due, and the answers to what the
-        frontend sent meanwhile (batches are kept for the session thread)."""
+        frontend sent meanwhile (batches are kept for the session thread). Never blocks: the session
+        thread waits for the socket when its batch is done."""
         c = self.container
         if time.monotonic() - self.sent >= c.heartbeat_interval:
-            self.send(p.heartbeat())
+            self.send(p.heartbeat(), zmq.NOBLOCK)
         while True:
             try:
                 frames = recv_frames(self.sock, zmq.NOBLOCK)
@@ -275,7 +278,7 @@ class _Session:
             if isinstance(msg, (p.PredictRequest, p.FeedbackRequest)):
                 self.pending.append(frames)  # for the session thread, after its batch
             elif msg is not None and (reply := c.reply(msg, self.address)) is not None:
-                self.send(reply)
+                self.send(reply, zmq.NOBLOCK)
 
 
 def serve(
