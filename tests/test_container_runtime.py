@@ -6,6 +6,7 @@ so the byte layouts of Clipper RPC v3 are checked independently.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -366,6 +367,72 @@ def test_new_session_when_the_frontend_goes_silent(frontend: Frontend, spawn) ->
         assert frames == HEARTBEAT
         idents.append(ident)
     assert idents[0] == second and idents.count(second) >= 3
+
+
+def test_heartbeats_and_answers_while_a_long_batch_runs(frontend: Frontend, spawn) -> None:
+    """A batch that takes 1.5 s: the container keeps heartbeating every interval while it runs, answers a
+    request to register, keeps a second batch for afterwards, and then answers both."""
+    spawn("--predict", model("sleep"), "--port", str(frontend.port), "--heartbeat-interval", "0.1",
+          env={"CLIPPER_SLEEP_FIXED_MS": "1500"})
+    ident, _ = frontend.register()
+    header = u64s(3, 1, 8)
+    batch = [b"", V3, u32(1), None, u32(0), u64s(len(header)), header, f64(1.0)]
+    frontend.sock.send_multipart([ident, *batch[:3], u32(1), *batch[4:]])
+    start = time.monotonic()
+    beats: list[float] = []
+    asked = False
+    while True:
+        who, *frames = frontend.recv(timeout=5.0)
+        assert who == ident
+        if frames == HEARTBEAT:
+            beats.append(time.monotonic() - start)
+            if len(beats) == 3:  # as if the frontend had forgotten us, with a batch for us already waiting
+                frontend.reply_heartbeat(ident, 1)
+                frontend.sock.send_multipart([ident, *batch[:3], u32(2), *batch[4:]])
+                asked = True
+            else:
+                frontend.reply_heartbeat(ident, 0)
+        elif frames[:2] == [b"", u32(0)]:
+            assert asked and frames == [b"", u32(0), b"m", b"v1", b"3", u32(3)]
+            assert time.monotonic() - start < 1.4, "registered while the batch ran"
+        else:
+            break
+    assert outputs_of(frames, 1) == [b"1"]
+    assert time.monotonic() - start >= 1.5
+    assert len(beats) >= 10, f"heartbeats while the batch ran: {beats}"
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *beats])]
+    assert max(gaps) < 0.5, f"longest silence while busy: {max(gaps):.2f} s"
+    who, *frames = frontend.recv_content(timeout=5.0)
+    assert outputs_of(frames, 2) == [b"1"]  # the batch that arrived meanwhile
+
+
+def test_a_batch_longer_than_the_frontend_heartbeat_timeout(cluster, tmp_path: Path) -> None:
+    """Real processes: a query frontend that drops replicas silent for 1 s, and a model whose batch takes
+    3 s. The request gets the model's prediction, the batch reaches the model once, no replica is dropped."""
+    fe = cluster.frontend({
+        "apps": [{"name": "slow", "input_type": "doubles", "latency_slo_micros": 20_000_000,
+                  "default_output": "-1.0", "models": ["m"]}],
+        "models": [{"name": "m", "version": "1", "input_type": "doubles"}],
+    }, heartbeat_timeout=1)
+    batches = tmp_path / "batches"
+    cluster.container(fe, "m", "sleep", env={"CLIPPER_SLEEP_FIXED_MS": "3000", "CLIPPER_BATCH_LOG": str(batches),
+                                             "CLIPPER_HEARTBEAT_INTERVAL": "0.25"})
+    fe.wait_replicas("m", 1)
+    answer: list[dict] = []
+    request = threading.Thread(target=lambda: answer.append(fe.predict("slow", [1.0])))
+    start = time.monotonic()
+    request.start()
+    replicas_seen = set()
+    while request.is_alive() and time.monotonic() - start < 15:
+        replicas_seen.add(fe.replicas("m"))
+        time.sleep(0.1)
+    request.join(TIMEOUT_S)
+    assert answer, "no answer"
+    assert answer[0]["default"] is False and answer[0]["output"] == 1, answer[0]
+    assert time.monotonic() - start >= 3.0
+    assert batches.read_text().splitlines() == ["1"], "the batch reached the model more than once"
+    assert replicas_seen == {1}, f"replica counts seen while the batch ran: {replicas_seen}"
+    assert "dropped replica" not in fe.log_tail(100_000)
 
 
 def test_sigterm_exits_cleanly(frontend: Frontend, spawn) -> None:

@@ -24,6 +24,7 @@ from clipper.selection import (
     loss,
     policy_allows_many,
 )
+from clipper.selection.selector import ModelSelector, StateUpdate
 
 MODELS = ["m0:1", "m1:1", "m2:1"]
 
@@ -367,3 +368,87 @@ def test_load_falls_back_to_a_fresh_state_and_adopts_other_policies_states() -> 
     assert adopted.arm("m1:1").n == learned.arm("m1:1").n and adopted.models[-1] == "m3:1"
     with pytest.raises(ValueError):
         exp3.deserialize('{"version": 1, "policy": "exp3"}')
+
+
+# --------------------------------------------------------------------------- shared state (ModelSelector)
+
+
+class SharedStore:
+    """Stands in for Redis: the states of one app by uid, changed only by the updates selectors hand over."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, str] = {}
+        self.queued: list[tuple[int, StateUpdate]] = []
+
+    def persist(self, app: str, uid: int, update: StateUpdate) -> None:
+        self.queued.append((uid, update))
+
+    def apply(self, order: list[int]) -> None:
+        """Applies the queued updates in the given order (indices into `queued`), as two writers might."""
+        for i in order:
+            uid, update = self.queued[i]
+            self.states[uid] = update(self.states.get(uid), self.states.get(0))
+        self.queued.clear()
+
+
+@pytest.mark.parametrize("name", ["exp3", "exp4", "epsilon_greedy", "ucb"])
+def test_feedback_through_two_selectors_all_counts_in_the_shared_state(name: str) -> None:
+    """Two frontends' selectors learn from their own feedback; the updates they hand over, applied to the
+    shared state in any interleaving, teach it every feedback, and both selectors then serve that state."""
+    store = SharedStore()
+    models = {m: i for i, m in enumerate(MODELS)}
+    a, b = (ModelSelector("app", name, models, persist=store.persist, seed=s) for s in (1, 2))
+    world = World([0.6, 0.9, 0.7], seed=3)
+    n = 200
+    for t in range(n):
+        for selector in (a, b):
+            y, outputs = world.step(t)
+            asked = [m for m, _ in selector.feedback_models(0)]
+            selector.observe(0, {m: outputs[m] for m in asked}, float(y), asked)
+    assert a.state(0).t == b.state(0).t == n  # each learned only its own feedback
+    order = list(range(len(store.queued)))
+    random.Random(4).shuffle(order)
+    store.apply(order)
+    shared = get_policy(name).deserialize(store.states[0])
+    assert shared.t == 2 * n
+    assert sum(arm.n for arm in shared.arms) >= 2 * n  # every feedback observed at least one model
+    for selector in (a, b):
+        selector.load(0, store.states[0], newer_only=True)
+        assert selector.state(0) == get_policy(name).load(store.states[0], MODELS)
+
+
+def test_a_stored_state_replaces_the_one_in_memory_unless_it_is_older() -> None:
+    selector = ModelSelector("app", "exp3", {m: i for i, m in enumerate(MODELS)})
+    for _ in range(3):
+        selector.observe(0, {"m0:1": "1"}, 1.0, ["m0:1"])
+    mine = selector.state(0)
+    p = get_policy("exp3")
+    older = p.serialize(p.observe(p.init_state(MODELS), {"m1:1": "1"}, 1.0, ["m1:1"]))
+    selector.load(0, older, newer_only=True)
+    assert selector.state(0) is mine  # read before this frontend's updates reached Redis
+    same_t = p.init_state(MODELS)
+    for _ in range(3):
+        same_t = p.observe(same_t, {"m1:1": "0"}, 1.0, ["m1:1"])
+    selector.load(0, p.serialize(same_t), newer_only=True)
+    assert selector.state(0) == same_t, "Redis is the reference when it has learned as much"
+    selector.load(0, older)  # a snapshot replaces whatever is in memory
+    assert selector.state(0).t == 1
+    selector.load(0, None)
+    assert selector.state(0).t == 0  # forgotten (a reset): back to a fresh state
+
+
+def test_a_state_update_is_pure_and_starts_new_users_from_the_default_user() -> None:
+    store = SharedStore()
+    selector = ModelSelector("app", "exp4", {m: i for i, m in enumerate(MODELS)}, persist=store.persist)
+    selector.observe(7, {m: "1" for m in MODELS}, 0.0, list(MODELS))
+    ((uid, update),) = store.queued
+    p = get_policy("exp4")
+    shared = p.init_state(MODELS)
+    for _ in range(4):
+        shared = p.observe(shared, {m: "1" for m in MODELS}, 1.0, list(MODELS))
+    text = p.serialize(shared)
+    first = update(None, text)
+    assert update(None, text) == first, "the same inputs give the same state (a retried write is safe)"
+    assert uid == 7 and p.deserialize(first).t == 5  # user 7 starts from what user 0 learned
+    assert p.deserialize(update(first, text)).t == 6  # then from its own
+    assert p.deserialize(update(None, None)).t == 1

@@ -6,7 +6,9 @@ The `classifier` model answers the class `int(sum(x)) % 2` right for a set fract
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ import pytest
 import requests
 from conftest import Cluster, Frontend, TimeoutSession, free_ports
 
+from clipper.selection import get_policy
+from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer, redis_server_binary
 
 ACCURACY = {"good": 0.9, "fair": 0.75, "poor": 0.55}
@@ -188,3 +192,60 @@ def test_policy_state_is_shared_and_survives_a_restart(shared, http: requests.Se
     while traffic(http, a.url, 30)["good"] > 0.6 * 30 and time.monotonic() < deadline:
         pass  # until the reset reaches frontend a: the learned preference for "good" is gone
     assert len(traffic(http, a.url, 150)) == 3, "after a reset every model is tried again"
+
+
+@redis_only
+def test_feedback_through_two_frontends_all_counts(cluster: Cluster) -> None:
+    """Two query frontends on one Redis, N feedbacks through each at the same time: the state in Redis has
+    learned from all 2N, and both frontends end up serving with it.
+
+    Exp4 over two models whose outputs are numbers, 5.0 (`s`, the sum of the input [5.0]) and 1.0 (`one`),
+    answers their mean weighted by the state, so a frontend's answer shows the state it serves with."""
+    n = 40
+    with RedisServer(log_path=cluster.workdir / "redis.log") as redis_server:
+        store = StateStore.connect(redis_server.host, redis_server.port)
+        store.add_app("app", "doubles", "-1", 5_000_000, policy="exp4")
+        for name in ("one", "s"):
+            store.add_model(name, "1", "doubles")
+        store.add_links("app", ["one", "s"])
+        a = cluster.frontend(redis_port=redis_server.port)
+        b = cluster.frontend(redis_port=redis_server.port)
+        for name, predict in (("s", "sum"), ("one", "noop")):  # one container serves both frontends
+            cluster.container(a, name, predict, env={"CLIPPER_PORT": f"{a.rpc_port},{b.rpc_port}"})
+        for fe in (a, b):
+            fe.wait_replicas("s", 1)
+            fe.wait_replicas("one", 1)
+
+        errors: list[str] = []
+
+        def give_feedback(fe: Frontend) -> None:
+            with TimeoutSession() as http:
+                for _ in range(n):
+                    r = http.post(f"{fe.url}/app/update", json={"uid": 0, "input": [5.0], "label": 5.0})
+                    if r.status_code != 200:
+                        errors.append(r.text)
+
+        threads = [threading.Thread(target=give_feedback, args=(fe,)) for fe in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+
+        exp4 = get_policy("exp4")
+        deadline = time.monotonic() + 10
+        while (stored := exp4.load(store.get_selection_state("app"), ["one", "s"])).t < 2 * n:
+            assert time.monotonic() < deadline, f"the state in Redis learned from {stored.t} of {2 * n} feedbacks"
+            time.sleep(0.05)
+        assert stored.t == 2 * n and [arm.n for arm in stored.arms] == [2 * n, 2 * n]
+        assert stored.arm("one").log_weight == pytest.approx(-0.1 * 2 * n)  # `one` was wrong every time
+        combined = exp4.combine(stored, {"one": "1.0", "s": "5.0"})
+        assert combined is not None
+        expected = json.loads(combined.output)
+        for fe in (a, b):
+            deadline = time.monotonic() + 5
+            while (answer := fe.predict("app", [5.0]))["output"] != expected:
+                assert time.monotonic() < deadline, f"{fe.url} serves {answer}, not the stored state ({expected})"
+                time.sleep(0.05)
+            assert answer["default"] is False and sorted(answer["models"]) == ["one", "s"]
+        store.close()

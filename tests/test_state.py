@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from clipper.frontend.selection_writer import SelectionStateWriter
 from clipper.state import (
     CHANNEL,
     DEFAULT_POLICY,
@@ -132,6 +133,104 @@ def test_get_state_and_selection_state(store: StateStore) -> None:
     store.set_selection_state("a", "state-3", uid=3)
     assert store.get_selection_state("a") == "state-0" and store.get_selection_state("a", 3) == "state-3"
     assert error(store.set_selection_state, "missing", "s") == "No app with name 'missing' exists."
+
+
+def counter_update(own: str | None, shared: str | None) -> str:
+    """A state update for the tests: a JSON counter, started from the default user's when the user has none."""
+    base = json.loads(own if own is not None else shared or '{"t": 0}')
+    return json.dumps({"t": base["t"] + 1})
+
+
+def test_update_selection_state_reads_modifies_writes_and_publishes(store: StateStore, events: Events) -> None:
+    store.add_app("a", "doubles", "0", 1000)
+    assert store.update_selection_state("a", 0, counter_update) == '{"t": 1}'
+    assert store.update_selection_state("a", 0, counter_update) == '{"t": 2}'
+    assert store.update_selection_state("a", 5, counter_update) == '{"t": 3}'  # a new user starts from uid 0's
+    assert store.selection_states("a") == {0: '{"t": 2}', 5: '{"t": 3}'}
+    assert [(e["kind"], e.get("uid")) for e in events.take(4)] == [
+        ("app", None), ("selection_state", 0), ("selection_state", 0), ("selection_state", 5)]
+    assert error(store.update_selection_state, "missing", 0, counter_update) == "No app with name 'missing' exists."
+    with pytest.raises(TypeError):
+        store.update_selection_state("a", 0, lambda own, shared: None)  # type: ignore[arg-type,return-value]
+    assert store.get_selection_state("a") == '{"t": 2}'
+
+
+def test_update_selection_state_starts_over_after_a_concurrent_write(store: StateStore, redis_server) -> None:
+    store.add_app("a", "doubles", "0", 1000)
+    other = StateStore.connect(redis_server.host, redis_server.port)
+    seen: list[str | None] = []
+
+    def update(own: str | None, shared: str | None) -> str:
+        seen.append(own)
+        if len(seen) == 1:  # another frontend writes between this read and this write
+            other.set_selection_state("a", '{"t": 10}')
+        return counter_update(own, shared)
+
+    try:
+        assert store.update_selection_state("a", 0, update) == '{"t": 11}'
+    finally:
+        other.close()
+    assert seen == [None, '{"t": 10}'], "the update ran again over the state the other writer stored"
+
+
+def test_concurrent_updates_of_selection_state_all_count(store: StateStore, redis_server) -> None:
+    """Two writers (two frontends) updating one state at once: no update is lost."""
+    store.add_app("a", "doubles", "0", 1000)
+    n = 150
+
+    def writer() -> None:
+        mine = StateStore.connect(redis_server.host, redis_server.port)
+        try:
+            for _ in range(n):
+                mine.update_selection_state("a", 0, counter_update)
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert json.loads(store.get_selection_state("a") or "{}") == {"t": 2 * n}
+
+
+def test_selection_writers_of_two_frontends_all_count(store: StateStore, redis_server) -> None:
+    """The query frontend's writer: updates queued from two frontends at once all reach the stored state."""
+    store.add_app("a", "doubles", "0", 1000)
+    writers = [SelectionStateWriter(redis_server.host, redis_server.port) for _ in range(2)]
+    n = 300
+    for i in range(n):
+        for w in writers:
+            w.update("a", 0, counter_update)
+        if i % 50 == 0:
+            time.sleep(0.01)  # let some writes go out one by one, others together
+    for w in writers:
+        w.close()
+    assert json.loads(store.get_selection_state("a") or "{}") == {"t": 2 * n}
+
+
+def test_selection_writer_keeps_updates_while_redis_is_away(tmp_path: Path) -> None:
+    server = RedisServer(log_path=tmp_path / "redis.log", extra_args=["--dir", str(tmp_path), "--appendonly", "yes"])
+    with server:
+        store = StateStore.connect(server.host, server.port)
+        store.add_app("a", "doubles", "0", 1000)
+    writer = SelectionStateWriter(server.host, server.port)
+    try:
+        for _ in range(5):  # while Redis is away
+            writer.update("a", 0, counter_update)
+        time.sleep(0.3)
+        server.start()  # with the app, from its append-only file
+        writer.update("deleted", 0, counter_update)  # an app that does not exist: dropped
+        writer.update("a", 0, counter_update)
+        deadline = time.monotonic() + 10
+        while store.get_selection_state("a") != '{"t": 6}':
+            assert time.monotonic() < deadline, store.get_selection_state("a")
+            time.sleep(0.05)
+        assert store.selection_states("deleted") == {}
+    finally:
+        writer.close()
+        store.close()
+        server.stop()
 
 
 def test_policy_allows_many() -> None:

@@ -24,7 +24,7 @@ import uvloop
 from .. import _core, rust_core, selection
 from ..input_types import parse_input_type
 from ..logs import configure_logging
-from ..selection.selector import ModelSelector
+from ..selection.selector import ModelSelector, StateUpdate
 from .config import QueryFrontendConfig
 from .metrics import Metrics, render_prometheus
 from .selection_writer import SelectionStateWriter
@@ -170,9 +170,10 @@ class QueryFrontend:
         selector.set_models(linked)
         return selector
 
-    def _persist_selection(self, app: str, uid: int, state: str) -> None:
+    def _persist_selection(self, app: str, uid: int, update: StateUpdate) -> None:
+        """Has the writer apply what a selector learned from a feedback to the state in Redis (never waits)."""
         if self.selection_writer is not None:
-            self.selection_writer.save(app, uid, state)
+            self.selection_writer.update(app, uid, update)
 
     def load_selection_states(self, app: str, states: dict[int, str | None], *, replace: bool = False) -> None:
         """Policy states read from Redis (`replace`: they are all the app has; None: forgotten)."""

@@ -91,9 +91,7 @@ class StateWatcher:
                 if any(e.get("kind") not in _NOT_CONFIG for e in events):
                     self._apply(self._snapshot(store))
                 else:
-                    for e in events:
-                        if e.get("kind") == "selection_state":
-                            self._load_selection_state(store, e["app"], e.get("uid"))
+                    self._load_selection_states(store, [e for e in events if e.get("kind") == "selection_state"])
                 self.replicas.publish(store)
             self.replicas.withdraw(store)
         finally:
@@ -111,11 +109,23 @@ class StateWatcher:
         self._on_loop(self.apply_snapshot, snapshot)
         self.synced.set()
 
-    def _load_selection_state(self, store: StateStore, app: str, uid: int | None) -> None:
-        if uid is None:  # reset of every user
-            self._on_loop(self.load_selection_states, app, store.selection_states(app), replace=True)
-        else:
-            self._on_loop(self.load_selection_states, app, {uid: store.get_selection_state(app, uid)})
+    def _load_selection_states(self, store: StateStore, events: list[dict[str, Any]]) -> None:
+        """Reads the states a burst of `selection_state` events changed, each once, and hands each app's over
+        in one call (a busy app's state changes with every feedback given through any frontend)."""
+        changed: dict[str, set[int] | None] = {}  # app -> uids, None: every user (a reset)
+        for e in events:
+            app, uid = e["app"], e.get("uid")
+            uids = changed.setdefault(app, set())
+            if uid is None:
+                changed[app] = None
+            elif uids is not None:
+                uids.add(int(uid))
+        for app, uids in changed.items():
+            if uids is None:
+                self._on_loop(self.load_selection_states, app, store.selection_states(app), replace=True)
+            else:
+                self._on_loop(self.load_selection_states, app,
+                              {uid: store.get_selection_state(app, uid) for uid in sorted(uids)})
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Runs `fn` on the event loop, which owns the frontend's state, and waits for it."""

@@ -3,7 +3,8 @@
 Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required),
 CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000; a comma-separated list for a query frontend run with
 --workers), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
-(module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE.
+(module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE,
+CLIPPER_HEARTBEAT_INTERVAL (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10).
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"), help="frontend RPC host")
     ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"),
                     help="frontend RPC port, or comma-separated ports (one per query frontend worker)")
-    ap.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="SECONDS")
-    ap.add_argument("--session-timeout", type=float, default=10.0, metavar="SECONDS")
+    ap.add_argument("--heartbeat-interval", type=float, default=env("CLIPPER_HEARTBEAT_INTERVAL", "1.0"),
+                    metavar="SECONDS", help="heartbeat when this long passes without a message, also while a "
+                    "batch runs; at most a third of the frontend's --heartbeat-timeout (default 1)")
+    ap.add_argument("--session-timeout", type=float, default=env("CLIPPER_SESSION_TIMEOUT", "10.0"),
+                    metavar="SECONDS", help="new connection after this long without a message from the frontend "
+                    "(default 10)")
     ap.add_argument("--log-level", default="WARNING", type=str.upper,
                     choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     return ap

@@ -43,8 +43,16 @@ def echo(inputs: Any) -> list[str]:
 
 
 def sleep(inputs: Any) -> list[str]:
-    """Sleep ``CLIPPER_SLEEP_FIXED_MS + CLIPPER_SLEEP_PER_ITEM_US * n``, return the batch size."""
+    """Sleep ``CLIPPER_SLEEP_FIXED_MS + CLIPPER_SLEEP_PER_ITEM_US * n``, return the batch size.
+
+    When ``CLIPPER_BATCH_LOG`` names a file, a line with the batch size is appended to it as each batch
+    starts, so that a test can count the batches that reached the model.
+    """
     n = len(inputs)
+    batch_log = os.environ.get("CLIPPER_BATCH_LOG")
+    if batch_log:
+        with open(batch_log, "a") as f:
+            f.write(f"{n}\n")
     fixed_ms = float(os.environ.get("CLIPPER_SLEEP_FIXED_MS", "0"))
     per_item_us = float(os.environ.get("CLIPPER_SLEEP_PER_ITEM_US", "0"))
     delay = fixed_ms / 1e3 + per_item_us * n / 1e6

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,19 +31,19 @@ _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence[bytes]) -> None:
-    """``sock.send_multipart(frames)`` for bytes frames, without pyzmq's per-frame Python overhead."""
-    last = len(frames) - 1
+def send_frames(sock: zmq.Socket, frames: Sequence[bytes], flags: int = 0) -> None:
+    """``sock.send_multipart(frames, flags)`` for bytes frames, without pyzmq's per-frame Python overhead."""
+    last, more = len(frames) - 1, flags | zmq.SNDMORE
     for i, frame in enumerate(frames):
-        _send(sock, frame, zmq.SNDMORE if i < last else 0)
+        _send(sock, frame, more if i < last else flags)
 
 
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
-    """``sock.recv_multipart()``, without pyzmq's per-frame Python overhead; raises ``zmq.Again`` on
-    the socket's receive timeout."""
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+    """``sock.recv_multipart(flags)``, without pyzmq's per-frame Python overhead; raises ``zmq.Again`` on
+    the socket's receive timeout (at once with ``zmq.NOBLOCK`` when nothing is waiting)."""
     frames = []
     while True:
-        frame = _recv(sock, 0, False)
+        frame = _recv(sock, flags, False)
         frames.append(frame.bytes)
         if not frame.more:
             return frames
@@ -103,8 +104,20 @@ def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int) ->
     return [p.error_output(message)] * n
 
 
+#: While a batch runs, the keeper thread looks at the sessions this often (at most; a quarter of the
+#: heartbeat interval if that is shorter).
+_KEEPER_TICK_S = 0.05
+
+
 class _Container:
-    """Configuration and state of one `serve` call; `session` runs one DEALER connection."""
+    """Configuration and state of one `serve` call; a `_Session` runs one DEALER connection.
+
+    Batches run on the session thread that received them (no thread hand-off on the hot path). While one
+    runs, the session releases its socket to the container's keeper thread (`keep_alive`), which, once
+    the batch has run for a tick, heartbeats every heartbeat interval and answers the frontend on that
+    socket; the session takes its socket back when the batch is done. So a batch longer than the
+    frontend's heartbeat timeout neither gets the replica dropped nor its batch requeued.
+    """
 
     def __init__(self, predict: PredictFn, name: str, version: str, input_type: int, addresses: Sequence[str],
                  heartbeat_interval: float, session_timeout: float, stop_event: StopEvent | None) -> None:
@@ -113,57 +126,39 @@ class _Container:
         self.predicting = threading.Lock()  # one batch at a time, whichever frontend worker sent it
         self.heartbeat_interval, self.session_timeout = heartbeat_interval, session_timeout
         self.stop_event = stop_event
+        self.halt = threading.Event()  # serve() is ending
+        self.sessions: set[_Session] = set()
         self.ready_file = os.environ.get("CLIPPER_READY_FILE")
         self.feedback_logged = False
         # One session thread only: with several, a spinning thread would hold the GIL from the others.
         self.spin = len(self.addresses) == 1
 
     def stopped(self) -> bool:
-        return self.stop_event is not None and self.stop_event.is_set()
+        return self.halt.is_set() or (self.stop_event is not None and self.stop_event.is_set())
 
-    def session(self, ctx: zmq.Context, address: str) -> None:
-        """Connect to `address`, say hello and serve until nothing is heard for `session_timeout` or stopped."""
-        sock = ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.rcvtimeo = int(1000 * min(self.heartbeat_interval, self.session_timeout, _MAX_POLL_S))
-        try:
-            sock.connect(address)
-            send_frames(sock, p.heartbeat())
-            heard = sent = time.monotonic()
-            connected = False  # like Clipper: no repeated heartbeats before the frontend answers
-            while not self.stopped():
-                now = time.monotonic()
-                if now - heard >= self.session_timeout:
-                    log.warning("nothing heard from %s for %.1f s; reconnecting", address, now - heard)
-                    return
-                if connected and now - max(heard, sent) >= self.heartbeat_interval:
-                    send_frames(sock, p.heartbeat())
-                    sent = now
-                try:
-                    frames = recv_frames(sock)
-                except zmq.Again:
-                    continue
-                connected = True
-                reply = self.reply(frames, address)
-                if reply is not None:
-                    send_frames(sock, reply)
-                    if self.spin and len(reply) - 5 <= _SPIN_MAX_BATCH:
-                        spin_for_next(sock)
-                heard = time.monotonic()
-        finally:
-            sock.close(linger=0)
+    def serve_address(self, ctx: zmq.Context, address: str) -> None:
+        """One session after another with the frontend at `address`, until stopped."""
+        while not self.stopped():
+            _Session(self, ctx, address).run()
 
-    def reply(self, frames: list[bytes], address: str = "") -> list[bytes] | None:
-        """Handle one message from the frontend at `address`; return the message to send back, if any."""
-        try:
-            msg = p.parse_request(frames)
-        except p.ProtocolError as e:
-            log.error("dropping malformed message from the frontend: %s", e)
-            return None
-        if isinstance(msg, p.PredictRequest):
-            with self.predicting:
-                outputs = run_batch(self.predict, msg, self.input_type)
-            return p.prediction_response(msg.msg_id, outputs)
+    def keep_alive(self) -> None:
+        """The keeper thread: speaks for the sessions whose batch has run for at least a tick."""
+        tick = min(_KEEPER_TICK_S, self.heartbeat_interval / 4)
+        while not self.halt.wait(tick):
+            now = time.monotonic()
+            for session in list(self.sessions):
+                since = session.busy_since
+                if since is not None and now - since >= tick and session.owner.acquire(blocking=False):
+                    try:
+                        if session.busy_since is not None:  # still running: the socket is free to use
+                            session.speak_while_busy()
+                    except zmq.ZMQError as e:  # e.g. the send queue is full: the frontend is long gone
+                        log.warning("cannot speak to %s while a batch runs: %s", session.address, e)
+                    finally:
+                        session.owner.release()
+
+    def reply(self, msg: p.Message, address: str = "") -> list[bytes] | None:
+        """The answer to a message from the frontend at `address` other than a batch, if any."""
         if isinstance(msg, p.Heartbeat):
             if msg.heartbeat_type == p.HEARTBEAT_REQUEST_METADATA:
                 self.registered(address)
@@ -178,6 +173,112 @@ class _Container:
         if self.ready_file:
             Path(self.ready_file).touch()
             self.ready_file = None
+
+
+class _Session:
+    """One DEALER connection to a frontend.
+
+    ZeroMQ sockets are not thread-safe; a socket may move between threads across a full memory barrier.
+    `owner` is that barrier: whichever thread uses `sock` holds it. The session thread holds it except
+    while its batch runs (`busy_since` set); then the keeper thread may take it for a moment.
+    """
+
+    def __init__(self, container: _Container, ctx: zmq.Context, address: str) -> None:
+        self.container, self.address = container, address
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.rcvtimeo = int(1000 * min(container.heartbeat_interval, container.session_timeout, _MAX_POLL_S))
+        self.owner = threading.Lock()
+        self.busy_since: float | None = None
+        self.heard = self.sent = time.monotonic()  # last message from the frontend, last message to it
+        self.pending: deque[list[bytes]] = deque()  # batches that arrived while another one ran
+
+    def send(self, frames: list[bytes], flags: int = 0) -> None:
+        send_frames(self.sock, frames, flags)
+        self.sent = time.monotonic()
+
+    def run(self) -> None:
+        """Connect, say hello and serve until nothing is heard for the session timeout, or stopped."""
+        c, sock = self.container, self.sock
+        self.owner.acquire()
+        c.sessions.add(self)
+        try:
+            sock.connect(self.address)
+            self.send(p.heartbeat())
+            connected = False  # like Clipper: no repeated heartbeats before the frontend answers
+            while not c.stopped():
+                now = time.monotonic()
+                if now - self.heard >= c.session_timeout:
+                    log.warning("nothing heard from %s for %.1f s; reconnecting", self.address, now - self.heard)
+                    return
+                if connected and now - max(self.heard, self.sent) >= c.heartbeat_interval:
+                    self.send(p.heartbeat())
+                if self.pending:
+                    frames = self.pending.popleft()
+                else:
+                    try:
+                        frames = recv_frames(sock)
+                    except zmq.Again:
+                        continue
+                    connected = True
+                reply = self.reply(frames)
+                if reply is not None:
+                    send_frames(sock, reply)
+                    self.heard = self.sent = time.monotonic()
+                    if c.spin and len(reply) - 5 <= _SPIN_MAX_BATCH:
+                        spin_for_next(sock)
+                else:
+                    self.heard = time.monotonic()
+        finally:
+            c.sessions.discard(self)
+            sock.close(linger=0)
+            self.owner.release()
+
+    @staticmethod
+    def parse(frames: list[bytes]) -> p.Message | None:
+        try:
+            return p.parse_request(frames)
+        except p.ProtocolError as e:
+            log.error("dropping malformed message from the frontend: %s", e)
+            return None
+
+    def reply(self, frames: list[bytes]) -> list[bytes] | None:
+        """On the session thread: handle one message from the frontend; return the message to send back, if any.
+        A batch runs here, with the socket released to the keeper meanwhile."""
+        msg = self.parse(frames)
+        if msg is None:
+            return None
+        if isinstance(msg, p.PredictRequest):
+            c = self.container
+            self.busy_since = time.monotonic()
+            self.owner.release()  # the keeper may heartbeat meanwhile
+            try:
+                with c.predicting:
+                    outputs = run_batch(c.predict, msg, c.input_type)
+            finally:
+                self.owner.acquire()
+                self.busy_since = None
+            return p.prediction_response(msg.msg_id, outputs)
+        return self.container.reply(msg, self.address)
+
+    def speak_while_busy(self) -> None:
+        """On the keeper thread, holding `owner`: a heartbeat when one is due, and the answers to what the
+        frontend sent meanwhile (batches are kept for the session thread). Never blocks: the session
+        thread waits for the socket when its batch is done."""
+        c = self.container
+        if time.monotonic() - self.sent >= c.heartbeat_interval:
+            self.send(p.heartbeat(), zmq.NOBLOCK)
+        while True:
+            try:
+                frames = recv_frames(self.sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.heard = time.monotonic()
+            msg = self.parse(frames)
+            if isinstance(msg, (p.PredictRequest, p.FeedbackRequest)):
+                self.pending.append(frames)  # for the session thread, after its batch
+            elif msg is not None and (reply := c.reply(msg, self.address)) is not None:
+                self.send(reply, zmq.NOBLOCK)
 
 
 def serve(
@@ -197,12 +298,18 @@ def serve(
     Several ports serve a query frontend run with ``--workers N`` (one RPC port per worker): the
     container connects to each, and runs one batch at a time whichever worker sent it.
 
+    While a batch runs, a keeper thread heartbeats on its behalf, so a batch may take longer than the
+    frontend's heartbeat timeout (as long as the model lets other Python threads run: a call into C that
+    holds the GIL for that long still silences the container).
+
     `predict` receives a batch (an ``(n, k)`` array, a list of 1-D arrays for unequal lengths,
     or a list of ``str`` for strings) and must return a list/tuple/array of `n` outputs; items
     that are not ``str`` are converted with ``str()``. A batch that fails (exception, wrong
     output count, input type mismatch) is answered with ``ERROR_PREFIX + message`` outputs.
-    Heartbeats are sent after `heartbeat_interval` seconds idle; after `session_timeout` seconds
-    without hearing from the frontend the socket is recreated. If ``CLIPPER_READY_FILE`` is set,
+    A heartbeat goes out whenever `heartbeat_interval` seconds pass without a message either way
+    (idle), or without a message to the frontend (while a batch runs): keep it well under the
+    frontend's heartbeat timeout, a third or less. After `session_timeout` seconds without hearing
+    from the frontend the socket is recreated. If ``CLIPPER_READY_FILE`` is set,
     that file is touched once the container has registered.
     """
     _, code = p.parse_input_type(input_type)
@@ -214,18 +321,17 @@ def serve(
     container = _Container(predict, name, str(version), code, [f"tcp://{host}:{int(p)}" for p in ports],
                            heartbeat_interval, session_timeout, stop_event)
     ctx = zmq.Context()
-
-    def sessions(address: str) -> None:
-        while not container.stopped():
-            container.session(ctx, address)
-
+    keeper = threading.Thread(target=container.keep_alive, name="heartbeat keeper", daemon=True)
+    threads = [threading.Thread(target=container.serve_address, args=(ctx, a), name=f"session {a}", daemon=True)
+               for a in container.addresses[1:]]
     try:
-        threads = [threading.Thread(target=sessions, args=(a,), name=f"session {a}", daemon=True)
-                   for a in container.addresses[1:]]
+        keeper.start()
         for t in threads:
             t.start()
-        sessions(container.addresses[0])
+        container.serve_address(ctx, container.addresses[0])
         for t in threads:
             t.join()
     finally:
+        container.halt.set()
+        keeper.join()
         ctx.term()

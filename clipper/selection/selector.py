@@ -2,9 +2,13 @@
 
 Apps with Clipper's default policy never come here: the compiled path sends their queries straight
 to their one model. For the others a `ModelSelector` picks the models to ask per query, combines the
-answers that arrived by the SLO, and learns from feedback. Its state is kept per user id; every
-change is handed to `persist` (Redis, through the state watcher) so that all query frontends share
-it, and states written by other frontends arrive through `load`.
+answers that arrived by the SLO, and learns from feedback. Its state is kept per user id.
+
+Every query frontend learns from the feedback it receives at once, in memory, and hands `persist` an
+*update* of the shared state: a pure function that applies the same feedback (`policy.observe`) to
+whatever state is stored when it runs. The frontend's writer applies it to Redis atomically
+(read-modify-write, retried on a concurrent write), so feedback given through several frontends all
+counts; the stored state, which every frontend then loads (`load`), has learned from all of it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from typing import Any
 from .base import State
 from .registry import get_policy
 
-Persist = Callable[[str, int, str], None]
+#: An update of one user's stored state: called with that user's stored state and the stored state of
+#: user 0 (what a new user starts from), either None when absent, it returns the new state to store.
+#: Pure, so it may run on any thread and be run again when a concurrent write forces a retry.
+StateUpdate = Callable[[str | None, str | None], str]
+Persist = Callable[[str, int, StateUpdate], None]
 
 
-def _no_persist(app: str, uid: int, state: str) -> None:
+def _no_persist(app: str, uid: int, update: StateUpdate) -> None:
     """Static configurations keep policy state in memory only."""
 
 
@@ -45,14 +53,15 @@ class ModelSelector:
         """A state read from Redis (None: forgotten, e.g. after a reset).
 
         With `newer_only`, a state that has learned from fewer feedbacks than the one in memory is
-        ignored: it is an echo of this frontend's own earlier save, read before the later ones landed.
+        ignored: it was read before this frontend's latest updates reached Redis. A stored state that
+        has learned from as many replaces the one in memory: Redis is the reference.
         """
         if text is None:
             self.states.pop(uid, None)
             return
         loaded = self.policy.load(text, self.model_ids, self.seed)
         current = self.states.get(uid)
-        if newer_only and current is not None and loaded.t <= current.t:
+        if newer_only and current is not None and loaded.t < current.t:
             return
         self.states[uid] = loaded
 
@@ -79,9 +88,20 @@ class ModelSelector:
         return None if combined is None else (combined.output, list(combined.models))
 
     def observe(self, uid: int, outputs: Mapping[str, str], label: Any, asked: list[str]) -> None:
-        """Learns from one feedback and shares the new state."""
+        """Learns from one feedback, and hands the same lesson to `persist` for the shared state."""
         before = self.state(uid)
         after = self.policy.observe(before, outputs, label, asked)
         if after is not before:
             self.states[uid] = after
-            self.persist(self.app, uid, self.policy.serialize(after))
+            self.persist(self.app, uid, self.update(outputs, label, asked))
+
+    def update(self, outputs: Mapping[str, str], label: Any, asked: list[str]) -> StateUpdate:
+        """The update that teaches a stored state one feedback (see `StateUpdate`), over the current models."""
+        policy, models, seed = self.policy, list(self.model_ids), self.seed
+        outputs, asked = dict(outputs), list(asked)
+
+        def update(own: str | None, shared: str | None) -> str:
+            stored = policy.load(own if own is not None else shared, models, seed)
+            return policy.serialize(policy.observe(stored, outputs, label, asked))
+
+        return update

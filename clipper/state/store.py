@@ -55,6 +55,8 @@ pointer when it pointed at that version ("current_version" event with version nu
 Concurrency: every config mutation WATCHes `clipper:rev`, validates with plain reads, then writes
 in MULTI/EXEC; a concurrent mutation makes EXEC fail and the whole operation is retried, so the
 checks (duplicates, input-type compatibility, one-model-per-app) hold under concurrent admins.
+Query frontends change a selection state by read-modify-write (`update_selection_state`: WATCH the
+app's state hash, read, compute, MULTI/EXEC, retry), so the feedback of every frontend counts.
 """
 
 from __future__ import annotations
@@ -474,6 +476,37 @@ class StateStore:
                     pipe.publish(CHANNEL, json.dumps({"kind": "selection_state", "app": app, "uid": uid}))
                     pipe.execute()
                     return
+                except redis.WatchError:
+                    continue
+                finally:
+                    pipe.reset()
+        raise StateError("Too many concurrent changes; try again")
+
+    def update_selection_state(self, app: str, uid: int, update: Callable[[str | None, str | None], str]) -> str:
+        """Read-modify-write of the policy state of (app, uid), atomic against every other writer.
+
+        `update` gets the state stored for `uid` and the one stored for the default user (uid 0; what
+        a new user starts from), each None when absent, and returns the state to store. The reads are
+        WATCHed and the write (with a `selection_state` event) is one MULTI/EXEC, so a concurrent
+        write of the app's states makes it start over with fresh reads: `update` may run more than
+        once, and must be pure. Returns the state stored. StateError if the app does not exist.
+        """
+        key = k_selection(app)
+        with self.redis.pipeline() as pipe:
+            for attempt in range(MAX_ATTEMPTS):
+                if attempt >= 2:  # contention: step aside for a moment so that one writer wins
+                    time.sleep(random.uniform(0, 0.0005 * attempt))
+                try:
+                    pipe.watch(k_app(app), key)
+                    if not pipe.exists(k_app(app)):
+                        raise StateError(f"No app with name '{app}' exists.")
+                    own, shared = pipe.hmget(key, str(uid), str(DEFAULT_USER_ID))
+                    state = _check_str(update(own, shared), "state")
+                    pipe.multi()
+                    pipe.hset(key, str(uid), state)
+                    pipe.publish(CHANNEL, json.dumps({"kind": "selection_state", "app": app, "uid": uid}))
+                    pipe.execute()
+                    return state
                 except redis.WatchError:
                     continue
                 finally:
