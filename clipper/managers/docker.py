@@ -174,10 +174,10 @@ class DockerContainerManager(ContainerManager):
 
     Keyword-only additions: `host_ip` is where ports are published (127.0.0.1); `heartbeat_timeout`
     (seconds, None: the frontend's default, `clipper.frontend.config.DEFAULT_HEARTBEAT_TIMEOUT_S`) is
-    passed to the query frontend: a replica silent for longer is dropped and its batch requeued, so it
-    must exceed the time a batch of the slowest model takes (a container does not send heartbeats while
-    it predicts); `start_timeout` bounds the wait for each frontend and each new model replica,
-    `stop_timeout` the grace period of ``docker stop``;
+    passed to the query frontend: a replica silent for longer is dropped and its batch requeued (our
+    runtime heartbeats while a batch runs; Clipper's own `rpc.py` containers do not, so with them it must
+    exceed the time a batch of the slowest model takes); `start_timeout` bounds the wait for each frontend
+    and each new model replica, `stop_timeout` the grace period of ``docker stop``;
     `rebuild_images` rebuilds images that are out of date with the source checkout (default: only
     missing ones are built); `base_image` is the base of built images (`clipper.images`; default
     ``clipper/base``, or ``$CLIPPER_BASE_IMAGE``); `image_progress` gets one line per build step (None:
