@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub aimd: AimdConfig,
     /// Requests a model's queue holds at most; past it, requests are refused (`Status::Overloaded`).
     pub max_queue: usize,
+    /// For tests: the cache keys of inputs keep only this many low bits (64: all), so that different
+    /// inputs share keys and the cache and the queues must tell them apart by their bytes.
+    #[doc(hidden)]
+    pub cache_key_bits: u32,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             aimd: AimdConfig::default(),
             max_queue: DEFAULT_MAX_QUEUE,
+            cache_key_bits: 64,
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Engine {
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
+    /// Applied to every cache key (see [`EngineConfig::cache_key_bits`]).
+    key_mask: u64,
 }
 
 impl Engine {
@@ -127,12 +134,13 @@ impl Engine {
             stats: Mutex::new(Vec::new()),
             replicas: Mutex::new(Vec::new()),
         });
+        let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
         let worker = Worker::new(config, shared.clone(), receiver, socket);
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
             .spawn(move || worker.run())?;
-        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint })
+        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, key_mask })
     }
 
     /// The endpoint the RPC socket is bound to (with the real port when 0 was asked).
@@ -158,11 +166,11 @@ impl Engine {
     /// completes later under `token` (see [`Engine::drain`]). The engine thread picks the
     /// request up at its next wake-up: call [`Engine::wake`] once after a burst of submits.
     pub fn submit(&self, token: u64, model: u32, input_type: InputType, input: &[u8], slo: Duration) -> Option<Arc<[u8]>> {
-        let key = cache_key(model, input);
-        if let Some(hit) = self.shared.cache.lock().get(key) {
+        let key = cache_key(model, input) & self.key_mask;
+        if let Some(hit) = self.shared.cache.lock().get(key, model, input) {
             return Some(hit);
         }
-        let task = Task::new(model, input_type, key, input.to_vec(), slo, Instant::now());
+        let task = Task::new(model, input_type, key, Arc::from(input), slo, Instant::now());
         // The engine thread lives as long as this handle; a send cannot fail before shutdown.
         let _ = self.commands.send(Command::Predict(task, token));
         None
@@ -292,7 +300,7 @@ impl Worker {
     }
 
     fn enqueue(&mut self, task: Task, token: u64) {
-        let hit = self.shared.cache.lock().peek(task.key);
+        let hit = self.shared.cache.lock().peek(task.key, task.model, &task.input);
         if let Some(hit) = hit {
             return self.queues.complete(token, Status::Ok, hit);
         }
@@ -341,13 +349,13 @@ impl Worker {
             let model = replica.model;
             self.replicas.push_idle(model, identity);
             for task in tasks {
-                self.queues.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_task(task.id, Status::ModelError, &message);
             }
             return;
         }
         let msg_id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        let inputs: Vec<&[u8]> = tasks.iter().map(|t| t.input.as_slice()).collect();
+        let inputs: Vec<&[u8]> = tasks.iter().map(|t| &*t.input).collect();
         let head = rpc::predict_request_head(msg_id, input_type, &inputs);
         let more = zmq::SNDMORE | zmq::DONTWAIT;
         let sent = self.socket.send(&identity, more).is_ok()
@@ -381,7 +389,7 @@ impl Worker {
         let Some((replica_id, batch)) = self.replicas.take_inflight(identity) else { return };
         let message: Arc<[u8]> = format!("replica {replica_id} sent a malformed response: {error}").into_bytes().into();
         for task in &batch.tasks {
-            self.queues.complete_key(task.key, Status::ModelError, &message);
+            self.queues.complete_task(task.id, Status::ModelError, &message);
         }
     }
 
@@ -418,16 +426,16 @@ impl Worker {
                     .into_bytes()
                     .into();
             for task in &batch.tasks {
-                self.queues.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_task(task.id, Status::ModelError, &message);
             }
         } else {
             for (task, output) in batch.tasks.iter().zip(outputs) {
                 if let Some(message) = output.strip_prefix(rpc::ERROR_MARKER) {
-                    self.queues.complete_key(task.key, Status::ModelError, &Arc::from(message));
+                    self.queues.complete_task(task.id, Status::ModelError, &Arc::from(message));
                 } else {
                     let fragment = json_fragment(output);
-                    self.shared.cache.lock().put(task.key, fragment.clone());
-                    self.queues.complete_key(task.key, Status::Ok, &fragment);
+                    self.shared.cache.lock().put(task.key, task.model, task.input.clone(), fragment.clone());
+                    self.queues.complete_task(task.id, Status::Ok, &fragment);
                 }
             }
         }

@@ -67,6 +67,7 @@ impl Engine {
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
             aimd: AimdConfig { target: aimd_target, max_batch_size, ..AimdConfig::default() },
             max_queue,
+            ..EngineConfig::default()
         };
         let inner = crate::engine::Engine::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(Engine { inner })

@@ -152,6 +152,50 @@ fn predicts_then_serves_from_cache() {
 }
 
 #[test]
+fn inputs_whose_cache_keys_collide_get_their_own_answers() {
+    // Keys narrowed to one bit: among 30 inputs, every key is shared by about 15.
+    let engine = Engine::start(EngineConfig {
+        rpc_address: "tcp://127.0.0.1:0".into(),
+        cache_key_bits: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let model = engine.model("sum", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "sum", Duration::from_millis(5), sum);
+    wait_for_replicas(&engine, 1);
+    let input = |n: u64| doubles(&[n as f64, 0.5]);
+    let answer = |token: u64| format!("{:?}", (token % 1000) as f64 + 0.5).into_bytes();
+    // Each input twice, all queued together: colliding inputs are never merged into one task.
+    for n in 0..30u64 {
+        for token in [n, n + 1000] {
+            assert!(submit(&engine, token, model, InputType::Doubles, &input(n), SLO).is_none());
+        }
+    }
+    let done = wait_for(&engine, 60, SLO);
+    assert_eq!(done.len(), 60);
+    for c in &done {
+        assert_eq!((c.status, &*c.payload), (Status::Ok, answer(c.token).as_slice()), "token {}", c.token);
+    }
+    // Again: a cache hit is the input's own answer, and another input's entry under its key is a miss.
+    let (mut hits, mut missed) = (0, 0);
+    for n in 0..30u64 {
+        match submit(&engine, 2000 + n, model, InputType::Doubles, &input(n), SLO) {
+            Some(hit) => {
+                assert_eq!(&*hit, answer(n).as_slice(), "input {n} was answered from another input's entry");
+                hits += 1;
+            }
+            None => missed += 1,
+        }
+    }
+    assert!(hits >= 1 && missed >= 20, "{hits} hits, {missed} misses");
+    let done = wait_for(&engine, missed, SLO);
+    assert_eq!(done.len(), missed);
+    for c in &done {
+        assert_eq!((c.status, &*c.payload), (Status::Ok, answer(c.token).as_slice()), "token {}", c.token);
+    }
+}
+
+#[test]
 fn concurrent_requests_for_one_input_share_one_computation() {
     let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
     let model = engine.model("len", "1");
