@@ -43,9 +43,11 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// The monitor reports a new connection on `fd`.
-    pub(crate) fn accepted(&mut self, fd: RawFd) {
-        self.descriptors.insert(fd, Descriptor { open: true, identity: None });
+    /// The monitor reports a new connection on `fd`. The connection open there before, if its loss
+    /// was not reported (libzmq reports no loss when it closes a connection itself, e.g. at a
+    /// handover), is closed all the same: the identity heard on it, if any.
+    pub(crate) fn accepted(&mut self, fd: RawFd) -> Option<Vec<u8>> {
+        self.descriptors.insert(fd, Descriptor { open: true, identity: None })?.identity
     }
 
     /// The monitor reports the loss of the connection on `fd`: the identity heard on it, if any.
@@ -110,7 +112,7 @@ mod tests {
     #[test]
     fn the_identity_heard_on_a_connection_is_named_when_it_is_lost() {
         let mut c = Connections::default();
-        c.accepted(7);
+        assert_eq!(c.accepted(7), None);
         assert_eq!(c.disconnected(7), None, "nobody was heard on it");
         c.accepted(7);
         assert_eq!(c.heard(7, &anonymous(1)), Heard::Live);
@@ -145,6 +147,17 @@ mod tests {
         assert_eq!(c.heard(7, &anonymous(2)), Heard::Live);
         assert_eq!(c.heard(7, &anonymous(1)), Heard::Gone, "the earlier connection's late message");
         assert_eq!(c.disconnected(7), Some(anonymous(2)));
+    }
+
+    #[test]
+    fn a_new_connection_on_a_descriptor_ends_the_one_before_even_unreported() {
+        let mut c = Connections::default();
+        c.accepted(7);
+        assert_eq!(c.heard(7, &anonymous(1)), Heard::Live);
+        assert_eq!(c.accepted(7), Some(anonymous(1)));
+        assert_eq!(c.heard(7, &anonymous(2)), Heard::Live);
+        assert_eq!(c.disconnected(7), Some(anonymous(2)));
+        assert_eq!(c.accepted(7), None, "its loss was reported");
     }
 
     #[test]

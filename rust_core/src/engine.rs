@@ -493,7 +493,11 @@ impl Worker {
             let Some(&[e0, e1, v0, v1, v2, v3]) = frames.first().map(Vec::as_slice) else { continue };
             let fd = u32::from_ne_bytes([v0, v1, v2, v3]) as RawFd;
             match zmq::SocketEvent::from_raw(u16::from_ne_bytes([e0, e1])) {
-                zmq::SocketEvent::ACCEPTED => self.connections.accepted(fd),
+                zmq::SocketEvent::ACCEPTED => {
+                    if let Some(identity) = self.connections.accepted(fd) {
+                        self.drop_replica_over(&identity, fd, "its connection closed");
+                    }
+                }
                 zmq::SocketEvent::DISCONNECTED => {
                     if let Some(identity) = self.connections.disconnected(fd) {
                         self.drop_replica_over(&identity, fd, "its connection closed");
