@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_HEARTBEAT_TIMEOUT_S",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_PING_INTERVAL_S",
+    "DEFAULT_PING_TIMEOUT_S",
     "SAMPLE_WINDOW",
     "INPUT_TYPES",
     "STATUS_OK",
@@ -30,6 +32,8 @@ DEFAULT_RPC_ADDRESS: str
 DEFAULT_CACHE_BYTES: int
 DEFAULT_HEARTBEAT_TIMEOUT_S: float
 DEFAULT_MAX_QUEUE: int
+DEFAULT_PING_INTERVAL_S: float
+DEFAULT_PING_TIMEOUT_S: float
 #: How many recent samples a latency or batch-size window keeps.
 SAMPLE_WINDOW: int
 #: Canonical input type name -> RPC wire code.
@@ -54,10 +58,17 @@ class Engine:
         aimd_target: float = ...,
         max_batch_size: int = ...,
         max_queue: int = ...,
+        ping_interval: float = ...,
+        ping_timeout: float = ...,
     ) -> Engine:
         """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
 
+        A replica whose connection closes (its process died, its host reset the connection) is
+        dropped at once and its batch requeued.
         heartbeat_timeout: seconds of silence after which a replica is dropped and its batch requeued.
+        ping_interval, ping_timeout: ZMTP heartbeats on each container connection (seconds, 0: off):
+            a PING every ping_interval; a connection that sends nothing, not even the PONG, for
+            ping_timeout after a PING is closed, and its replica dropped (a host that vanished).
         aimd_target: fraction of the SLO a batch may take before AIMD backs off by 10%.
         max_queue: requests a model's queue holds; past it requests complete at once as overloaded.
         """

@@ -3,6 +3,14 @@
 //! reads answers and heartbeats, and publishes completions and stats. Callers submit requests
 //! through a channel and collect completions in bulk; an eventfd tells them when completions are
 //! waiting.
+//!
+//! Lost containers: the ROUTER's monitor reports every connection accepted and lost, and
+//! `connections` ties each replica to its connection, so that a replica whose connection closes
+//! (the process died, the host answered with a reset) is dropped at once and its batch requeued.
+//! ZMTP heartbeats (PING/PONG, answered by the container's ZeroMQ I/O thread, even while the
+//! model runs) close a connection whose peer has vanished without a word; the monitor reports that
+//! too. The RPC heartbeat timeout stays as the last resort for a container that hangs while its
+//! connection lives.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -16,6 +24,7 @@ use parking_lot::Mutex;
 
 use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
+use crate::connections::{Connections, Heard};
 use crate::eventfd::EventFd;
 use crate::queue::{Queues, Take, Task};
 use crate::replicas::{Answer, Batch, Registry};
@@ -31,6 +40,14 @@ pub const DEFAULT_RPC_ADDRESS: &str = "tcp://127.0.0.1:7000";
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_QUEUE: usize = 10_000;
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the ROUTER's monitor publishes its events (inproc: within the engine's own ZeroMQ context).
+const MONITOR_ENDPOINT: &str = "inproc://clipper-engine-monitor";
+/// Under a steady load the engine may not reach its poll for a while; it reads the monitor at least
+/// this often all the same.
+const MONITOR_READ_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -39,9 +56,18 @@ pub struct EngineConfig {
     pub cache_bytes: usize,
     /// Replicas silent for longer are dropped and their in-flight work requeued.
     pub heartbeat_timeout: Duration,
+    /// ZMTP heartbeats on each container connection: a PING every `ping_interval`, and a connection
+    /// that has sent nothing (not even the PONG) for `ping_timeout` after a PING is closed, which
+    /// drops its replica. Zero disables them.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     pub aimd: AimdConfig,
     /// Requests a model's queue holds at most; past it, requests are refused (`Status::Overloaded`).
     pub max_queue: usize,
+    /// For tests: the cache keys of inputs keep only this many low bits (64: all), so that different
+    /// inputs share keys and the cache and the queues must tell them apart by their bytes.
+    #[doc(hidden)]
+    pub cache_key_bits: u32,
 }
 
 impl Default for EngineConfig {
@@ -50,8 +76,11 @@ impl Default for EngineConfig {
             rpc_address: DEFAULT_RPC_ADDRESS.into(),
             cache_bytes: DEFAULT_CACHE_BYTES,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
             aimd: AimdConfig::default(),
             max_queue: DEFAULT_MAX_QUEUE,
+            cache_key_bits: 64,
         }
     }
 }
@@ -99,6 +128,8 @@ pub struct Engine {
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
+    /// Applied to every cache key (see [`EngineConfig::cache_key_bits`]).
+    key_mask: u64,
 }
 
 impl Engine {
@@ -110,6 +141,14 @@ impl Engine {
         socket.set_router_handover(true).map_err(io::Error::from)?;
         // Sending to a container that has gone fails at once, instead of vanishing silently.
         socket.set_router_mandatory(true).map_err(io::Error::from)?;
+        socket.set_heartbeat_ivl(millis(config.ping_interval)).map_err(io::Error::from)?;
+        socket.set_heartbeat_timeout(millis(config.ping_timeout)).map_err(io::Error::from)?;
+        // Connections accepted and lost, with their descriptors; watched before the first can come.
+        let events = zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
+        socket.monitor(MONITOR_ENDPOINT, i32::from(events)).map_err(io::Error::from)?;
+        let monitor = context.socket(zmq::PAIR).map_err(io::Error::from)?;
+        monitor.set_linger(0).map_err(io::Error::from)?;
+        monitor.connect(MONITOR_ENDPOINT).map_err(io::Error::from)?;
         socket.bind(&config.rpc_address).map_err(|e| {
             io::Error::new(io::ErrorKind::AddrInUse, format!("cannot bind {}: {e}", config.rpc_address))
         })?;
@@ -127,12 +166,13 @@ impl Engine {
             stats: Mutex::new(Vec::new()),
             replicas: Mutex::new(Vec::new()),
         });
+        let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let worker = Worker::new(config, shared.clone(), receiver, socket);
+        let worker = Worker::new(config, shared.clone(), receiver, socket, monitor);
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
             .spawn(move || worker.run())?;
-        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint })
+        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, key_mask })
     }
 
     /// The endpoint the RPC socket is bound to (with the real port when 0 was asked).
@@ -158,11 +198,11 @@ impl Engine {
     /// completes later under `token` (see [`Engine::drain`]). The engine thread picks the
     /// request up at its next wake-up: call [`Engine::wake`] once after a burst of submits.
     pub fn submit(&self, token: u64, model: u32, input_type: InputType, input: &[u8], slo: Duration) -> Option<Arc<[u8]>> {
-        let key = cache_key(model, input);
-        if let Some(hit) = self.shared.cache.lock().get(key) {
+        let key = cache_key(model, input) & self.key_mask;
+        if let Some(hit) = self.shared.cache.lock().get(key, model, input) {
             return Some(hit);
         }
-        let task = Task::new(model, input_type, key, input.to_vec(), slo, Instant::now());
+        let task = Task::new(model, input_type, key, Arc::from(input), slo, Instant::now());
         // The engine thread lives as long as this handle; a send cannot fail before shutdown.
         let _ = self.commands.send(Command::Predict(task, token));
         None
@@ -237,11 +277,30 @@ fn intern_model(shared: &Shared, name: &str, version: &str) -> u32 {
     (models.len() - 1) as u32
 }
 
+/// A duration in whole milliseconds for a ZeroMQ option (0 stays 0; at least 1 otherwise).
+fn millis(d: Duration) -> i32 {
+    if d.is_zero() {
+        0
+    } else {
+        d.as_millis().clamp(1, i32::MAX as u128) as i32
+    }
+}
+
 /// The engine thread's state: the socket and what it wires together.
 struct Worker {
     shared: Arc<Shared>,
     commands: Receiver<Command>,
     socket: zmq::Socket,
+    /// The PAIR socket that receives the ROUTER's monitor events.
+    monitor: zmq::Socket,
+    /// Its ZMQ_FD: readable when events may be waiting. Polled as a plain descriptor, which spares
+    /// `zmq_poll` a ZMQ_EVENTS check (a system call) per poll; reliable because every read of the
+    /// monitor takes all it holds.
+    monitor_fd: RawFd,
+    connections: Connections,
+    /// The last poll found monitor events waiting.
+    monitor_ready: bool,
+    next_monitor_read: Instant,
     queues: Queues,
     replicas: Registry,
     next_msg_id: u32,
@@ -249,11 +308,23 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(config: EngineConfig, shared: Arc<Shared>, commands: Receiver<Command>, socket: zmq::Socket) -> Worker {
+    fn new(
+        config: EngineConfig,
+        shared: Arc<Shared>,
+        commands: Receiver<Command>,
+        socket: zmq::Socket,
+        monitor: zmq::Socket,
+    ) -> Worker {
+        let monitor_fd = monitor.get_fd().expect("a socket has a descriptor");
         Worker {
             shared,
             commands,
             socket,
+            monitor,
+            monitor_fd,
+            connections: Connections::default(),
+            monitor_ready: false,
+            next_monitor_read: Instant::now(),
             queues: Queues::new(config.max_queue),
             replicas: Registry::new(config.aimd, config.heartbeat_timeout, Instant::now()),
             next_msg_id: 0,
@@ -268,6 +339,10 @@ impl Worker {
             }
             self.receive_all();
             let now = Instant::now();
+            if self.monitor_ready || now >= self.next_monitor_read {
+                self.read_monitor();
+                self.next_monitor_read = now + MONITOR_READ_INTERVAL;
+            }
             self.queues.expire(now);
             for identity in self.replicas.silent(now) {
                 let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());
@@ -292,7 +367,7 @@ impl Worker {
     }
 
     fn enqueue(&mut self, task: Task, token: u64) {
-        let hit = self.shared.cache.lock().peek(task.key);
+        let hit = self.shared.cache.lock().peek(task.key, task.model, &task.input);
         if let Some(hit) = hit {
             return self.queues.complete(token, Status::Ok, hit);
         }
@@ -341,13 +416,13 @@ impl Worker {
             let model = replica.model;
             self.replicas.push_idle(model, identity);
             for task in tasks {
-                self.queues.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_task(task.id, Status::ModelError, &message);
             }
             return;
         }
         let msg_id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        let inputs: Vec<&[u8]> = tasks.iter().map(|t| t.input.as_slice()).collect();
+        let inputs: Vec<&[u8]> = tasks.iter().map(|t| &*t.input).collect();
         let head = rpc::predict_request_head(msg_id, input_type, &inputs);
         let more = zmq::SNDMORE | zmq::DONTWAIT;
         let sent = self.socket.send(&identity, more).is_ok()
@@ -364,13 +439,85 @@ impl Worker {
     }
 
     fn receive_all(&mut self) {
-        while let Ok(frames) = self.socket.recv_multipart(zmq::DONTWAIT) {
-            let Some((identity, rest)) = frames.split_first() else { continue };
-            let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
-            match rpc::decode_inbound(&rest) {
-                Ok(message) => self.handle_inbound(identity, message),
-                Err(e) => self.reject_malformed(identity, e),
+        let (mut identity, mut first) = (zmq::Message::new(), zmq::Message::new());
+        while self.socket.recv(&mut identity, zmq::DONTWAIT).is_ok() {
+            // The rest of a message is there once its first frame is. The frames after the identity
+            // carry the connection's properties (the identity frame not always).
+            if !identity.get_more() || self.socket.recv(&mut first, zmq::DONTWAIT).is_err() {
+                continue;
             }
+            let more = if first.get_more() {
+                let Ok(more) = self.socket.recv_multipart(zmq::DONTWAIT) else { continue };
+                more
+            } else {
+                Vec::new()
+            };
+            let fd = source_fd(&mut first);
+            if !self.connection_is_open(&identity, fd) {
+                continue;
+            }
+            let rest: Vec<&[u8]> = std::iter::once(&*first).chain(more.iter().map(Vec::as_slice)).collect();
+            match rpc::decode_inbound(&rest) {
+                Ok(message) => self.handle_inbound(&identity, fd, message),
+                Err(e) => self.reject_malformed(&identity, e),
+            }
+        }
+    }
+
+    /// Whether a message from `identity` over the connection on `fd` comes from a connection that
+    /// is still open. A registered replica's messages over its own connection are (its loss has not
+    /// been reported, or the replica would be gone); anything else is checked against the monitor's
+    /// events, all of them read first. A message from a closed connection is dropped, and so is its
+    /// replica: no ghost registers, and no late heartbeat revives anything.
+    fn connection_is_open(&mut self, identity: &[u8], fd: Option<RawFd>) -> bool {
+        let Some(fd) = fd else { return true };
+        if self.replicas.get_mut(identity).is_some_and(|r| r.fd == Some(fd)) {
+            return true;
+        }
+        self.read_monitor();
+        match self.connections.heard(fd, identity) {
+            Heard::Live => {}
+            Heard::Replaced(earlier) => self.drop_replica_over(&earlier, fd, "a later connection took its descriptor"),
+            Heard::Gone => {
+                self.drop_replica_over(identity, fd, "its connection closed");
+                return false;
+            }
+        }
+        if let Some(replica) = self.replicas.get_mut(identity) {
+            // It speaks over another connection now (a peer that chose its identity reconnected).
+            replica.fd = Some(fd);
+        }
+        true
+    }
+
+    /// Takes the monitor's events: connections accepted, and lost ones, whose replicas are dropped.
+    fn read_monitor(&mut self) {
+        self.monitor_ready = false;
+        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            // Event version 1: a u16 event and a u32 value (the descriptor), in host order, then the
+            // endpoint.
+            let Some(&[e0, e1, v0, v1, v2, v3]) = frames.first().map(Vec::as_slice) else { continue };
+            let fd = u32::from_ne_bytes([v0, v1, v2, v3]) as RawFd;
+            match zmq::SocketEvent::from_raw(u16::from_ne_bytes([e0, e1])) {
+                zmq::SocketEvent::ACCEPTED => {
+                    if let Some(identity) = self.connections.accepted(fd) {
+                        self.drop_replica_over(&identity, fd, "its connection closed");
+                    }
+                }
+                zmq::SocketEvent::DISCONNECTED => {
+                    if let Some(identity) = self.connections.disconnected(fd) {
+                        self.drop_replica_over(&identity, fd, "its connection closed");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Drops the replica of `identity` if it speaks over the connection on `fd`.
+    fn drop_replica_over(&mut self, identity: &[u8], fd: RawFd, reason: &str) {
+        if self.replicas.get_mut(identity).is_some_and(|r| r.fd == Some(fd)) {
+            self.drop_replica(identity, reason);
         }
     }
 
@@ -381,11 +528,11 @@ impl Worker {
         let Some((replica_id, batch)) = self.replicas.take_inflight(identity) else { return };
         let message: Arc<[u8]> = format!("replica {replica_id} sent a malformed response: {error}").into_bytes().into();
         for task in &batch.tasks {
-            self.queues.complete_key(task.key, Status::ModelError, &message);
+            self.queues.complete_task(task.id, Status::ModelError, &message);
         }
     }
 
-    fn handle_inbound(&mut self, identity: &[u8], message: Inbound<'_>) {
+    fn handle_inbound(&mut self, identity: &[u8], fd: Option<RawFd>, message: Inbound<'_>) {
         let now = Instant::now();
         let known = self.replicas.touch(identity, now);
         match message {
@@ -399,6 +546,7 @@ impl Worker {
             Inbound::NewContainer { name, version, input_type } if !known => {
                 let model = intern_model(&self.shared, name, version);
                 let info = self.replicas.register(identity, model, input_type, now);
+                self.replicas.get_mut(identity).expect("just registered").fd = fd;
                 self.shared.replicas.lock().push(info);
             }
             Inbound::NewContainer { .. } => {}
@@ -418,16 +566,16 @@ impl Worker {
                     .into_bytes()
                     .into();
             for task in &batch.tasks {
-                self.queues.complete_key(task.key, Status::ModelError, &message);
+                self.queues.complete_task(task.id, Status::ModelError, &message);
             }
         } else {
             for (task, output) in batch.tasks.iter().zip(outputs) {
                 if let Some(message) = output.strip_prefix(rpc::ERROR_MARKER) {
-                    self.queues.complete_key(task.key, Status::ModelError, &Arc::from(message));
+                    self.queues.complete_task(task.id, Status::ModelError, &Arc::from(message));
                 } else {
                     let fragment = json_fragment(output);
-                    self.shared.cache.lock().put(task.key, fragment.clone());
-                    self.queues.complete_key(task.key, Status::Ok, &fragment);
+                    self.shared.cache.lock().put(task.key, task.model, task.input.clone(), fragment.clone());
+                    self.queues.complete_task(task.id, Status::Ok, &fragment);
                 }
             }
         }
@@ -498,10 +646,12 @@ impl Worker {
         let mut items = [
             self.socket.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.shared.wake_fd.fd(), zmq::POLLIN),
+            zmq::PollItem::from_fd(self.monitor_fd, zmq::POLLIN),
         ];
         if !self.spin_until_ready(&mut items, until) {
             let _ = zmq::poll(&mut items, timeout_ms);
         }
+        self.monitor_ready = items[2].is_readable();
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.shared.wake_fd.clear();
     }
@@ -528,6 +678,11 @@ const SPIN_MAX_BATCH: usize = 2;
 /// Bounds of that spin.
 const MIN_SPIN: Duration = Duration::from_micros(50);
 const MAX_SPIN: Duration = Duration::from_micros(300);
+
+/// The descriptor of the connection a received message came over (`ZMQ_SRCFD`), when it has one.
+fn source_fd(message: &mut zmq::Message) -> Option<RawFd> {
+    message.gets("__fd")?.parse().ok()
+}
 
 /// The output as it is embedded in a JSON response: itself when it is valid JSON, else a string.
 pub fn json_fragment(output: &[u8]) -> Arc<[u8]> {

@@ -8,7 +8,8 @@
 //!   (`{"input": [numbers]}` bodies), [`http`] (the HTTP/1.1 request parser);
 //! - parts of the engine: [`cache`] (prediction cache), [`aimd`] (adaptive batch size), [`stats`]
 //!   (sample windows), `queue` (tasks, per-model deadline queues, waiting requests, how they end),
-//!   `replicas` (connected containers, batches in flight, liveness), `eventfd`;
+//!   `replicas` (connected containers, batches in flight, liveness), `connections` (which
+//!   connection each replica speaks over, from the socket monitor's events), `eventfd`;
 //! - [`engine`]: the loop on its own thread that wires queues and replicas to the socket, and the
 //!   [`engine::Engine`] handle;
 //! - [`capi`]: the C interface of `rust_core/include/clipper_capi.h` (HTTP parser, simple-body
@@ -20,6 +21,7 @@
 pub mod aimd;
 pub mod cache;
 pub mod capi;
+mod connections;
 pub mod engine;
 mod eventfd;
 pub mod http;

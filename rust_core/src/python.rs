@@ -46,7 +46,10 @@ impl Engine {
         aimd_target=AimdConfig::default().target,
         max_batch_size=AimdConfig::default().max_batch_size,
         max_queue=engine::DEFAULT_MAX_QUEUE,
+        ping_interval=engine::DEFAULT_PING_INTERVAL.as_secs_f64(),
+        ping_timeout=engine::DEFAULT_PING_TIMEOUT.as_secs_f64(),
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rpc_address: &str,
         cache_bytes: usize,
@@ -54,6 +57,8 @@ impl Engine {
         aimd_target: f64,
         max_batch_size: usize,
         max_queue: usize,
+        ping_interval: f64,
+        ping_timeout: f64,
     ) -> PyResult<Self> {
         let valid = heartbeat_timeout > 0.0 && aimd_target > 0.0 && aimd_target <= 1.0 && max_batch_size > 0 && max_queue > 0;
         if !valid {
@@ -61,12 +66,19 @@ impl Engine {
                 "heartbeat_timeout must be positive, aimd_target in (0, 1], max_batch_size and max_queue at least 1",
             ));
         }
+        let seconds = |s: f64| Duration::try_from_secs_f64(s).ok().filter(|d| *d <= Duration::from_secs(86_400));
+        let (Some(ping_interval), Some(ping_timeout)) = (seconds(ping_interval), seconds(ping_timeout)) else {
+            return Err(PyValueError::new_err("ping_interval and ping_timeout must be between 0 (off) and 86400 s"));
+        };
         let config = EngineConfig {
             rpc_address: rpc_address.into(),
             cache_bytes,
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+            ping_interval,
+            ping_timeout,
             aimd: AimdConfig { target: aimd_target, max_batch_size, ..AimdConfig::default() },
             max_queue,
+            ..EngineConfig::default()
         };
         let inner = crate::engine::Engine::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(Engine { inner })
@@ -236,6 +248,8 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CACHE_BYTES", engine::DEFAULT_CACHE_BYTES)?;
     m.add("DEFAULT_HEARTBEAT_TIMEOUT_S", engine::DEFAULT_HEARTBEAT_TIMEOUT.as_secs_f64())?;
     m.add("DEFAULT_MAX_QUEUE", engine::DEFAULT_MAX_QUEUE)?;
+    m.add("DEFAULT_PING_INTERVAL_S", engine::DEFAULT_PING_INTERVAL.as_secs_f64())?;
+    m.add("DEFAULT_PING_TIMEOUT_S", engine::DEFAULT_PING_TIMEOUT.as_secs_f64())?;
     m.add("SAMPLE_WINDOW", crate::stats::SAMPLE_WINDOW)?;
     let input_types = PyDict::new(m.py());
     for t in InputType::ALL {

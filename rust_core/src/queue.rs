@@ -2,9 +2,13 @@
 //! (earliest deadline first), the requests (tokens) that wait on each task with their deadlines, and
 //! how a request ends ([`Status`], [`Completion`]).
 //!
+//! Requests for the same input to the same model version share one task. They are found by the
+//! input's cache key, but a key is a hash: a request joins a task only when its model and input bytes
+//! are those of the task; an input that collides with a waiting one becomes a task of its own.
+//!
 //! Bookkeeping only: no socket, no replica, no clock of its own (whatever needs the time is given
 //! `now`), so that unit tests drive it. The engine loop ([`crate::engine`]) asks it for batches
-//! ([`Queues::take_batch`]) and tells it how tasks ended ([`Queues::complete_key`]).
+//! ([`Queues::take_batch`]) and tells it how tasks ended ([`Queues::complete_task`]).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
@@ -62,23 +66,38 @@ pub struct ModelSettings {
     pub batch_wait: Duration,
 }
 
-/// One queued prediction: the work a replica is sent. Requests for the same key share it.
+/// The id [`Queues`] gives each task it queues; requests wait on it and batches are completed by it.
+pub(crate) type TaskId = u64;
+
+/// One queued prediction: the work a replica is sent. Requests for the same model and input share it.
 #[derive(Debug)]
 pub(crate) struct Task {
     pub(crate) deadline: Instant,
     pub(crate) enqueued: Instant,
     pub(crate) slo: Duration,
+    /// Set by [`Queues::enqueue`].
+    pub(crate) id: TaskId,
+    /// The input's cache key ([`crate::cache::cache_key`]).
     pub(crate) key: u64,
     pub(crate) model: u32,
     pub(crate) input_type: InputType,
-    pub(crate) input: Vec<u8>,
+    /// Shared with the cache entry that the answer fills.
+    pub(crate) input: Arc<[u8]>,
 }
 
 impl Task {
     /// A task submitted at `now` that must be answered within `slo`.
-    pub(crate) fn new(model: u32, input_type: InputType, key: u64, input: Vec<u8>, slo: Duration, now: Instant) -> Task {
-        Task { deadline: now + slo, enqueued: now, slo, key, model, input_type, input }
+    pub(crate) fn new(model: u32, input_type: InputType, key: u64, input: Arc<[u8]>, slo: Duration, now: Instant) -> Task {
+        Task { deadline: now + slo, enqueued: now, slo, id: 0, key, model, input_type, input }
     }
+}
+
+/// What the queues know of a task queued or in flight: what it computes, and who waits on it.
+struct Waiting {
+    key: u64,
+    model: u32,
+    input: Arc<[u8]>,
+    tokens: Vec<u64>,
 }
 
 impl PartialEq for Task {
@@ -121,10 +140,13 @@ pub(crate) struct Queues {
     models: Vec<ModelQueue>,
     /// Tasks a model's queue holds at most (new keys past it are refused).
     max_queue: usize,
-    /// Live requests: token -> cache key of the task they wait on.
-    live: HashMap<u64, u64>,
-    /// Tokens waiting on each queued or in-flight key.
-    waiters: HashMap<u64, Vec<u64>>,
+    /// Live requests: token -> the task they wait on.
+    live: HashMap<u64, TaskId>,
+    /// Every task queued or in flight, with the tokens waiting on it.
+    waiters: HashMap<TaskId, Waiting>,
+    /// Cache key -> the task that requests for that key join (when their model and input match).
+    by_key: HashMap<u64, TaskId>,
+    next_id: TaskId,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Requests that ended, not yet handed to the caller.
     completed: Vec<Completion>,
@@ -137,6 +159,8 @@ impl Queues {
             max_queue,
             live: HashMap::new(),
             waiters: HashMap::new(),
+            by_key: HashMap::new(),
+            next_id: 0,
             deadlines: BinaryHeap::new(),
             completed: Vec::new(),
         }
@@ -180,21 +204,36 @@ impl Queues {
     }
 
     /// Queues `task` for the request `token`, or has it wait on the task already queued or in flight
-    /// for the same key. A new key finds the model's queue full: refused at once (`Overloaded`).
-    pub(crate) fn enqueue(&mut self, task: Task, token: u64) {
-        let max_queue = self.max_queue;
-        if self.queue(task.model).tasks.len() >= max_queue && !self.waiters.contains_key(&task.key) {
+    /// for the same model and input. A new task finds the model's queue full: refused at once
+    /// (`Overloaded`).
+    pub(crate) fn enqueue(&mut self, mut task: Task, token: u64) {
+        if let Some(&id) = self.by_key.get(&task.key) {
+            let waiting = self.waiters.get_mut(&id).expect("an indexed task is waited on");
+            if waiting.model == task.model && *waiting.input == *task.input {
+                waiting.tokens.push(token);
+                self.live.insert(token, id);
+                self.deadlines.push(Reverse((task.deadline, token)));
+                return;
+            }
+            // Another input with the same key: a task of its own (requests for it will not find it).
+        }
+        if self.queue(task.model).tasks.len() >= self.max_queue {
             return self.complete(token, Status::Overloaded, Arc::from([]));
         }
-        self.live.insert(token, task.key);
+        let id = self.next_id;
+        self.next_id += 1;
+        task.id = id;
+        self.by_key.entry(task.key).or_insert(id);
+        let waiting = Waiting { key: task.key, model: task.model, input: task.input.clone(), tokens: vec![token] };
+        self.waiters.insert(id, waiting);
+        self.live.insert(token, id);
         self.deadlines.push(Reverse((task.deadline, token)));
-        match self.waiters.entry(task.key) {
-            Entry::Occupied(mut e) => e.get_mut().push(token),
-            Entry::Vacant(e) => {
-                e.insert(vec![token]);
-                self.queue(task.model).tasks.push(task);
-            }
-        }
+        self.queue(task.model).tasks.push(task);
+    }
+
+    /// Forgets a task that nobody will complete: requests for its input start a new one.
+    fn forget(&mut self, id: TaskId) -> Option<Waiting> {
+        forget(&mut self.waiters, &mut self.by_key, id)
     }
 
     /// Puts tasks back in `model`'s queue (their replica has gone); their requests still wait.
@@ -208,9 +247,9 @@ impl Queues {
     /// Forgets requests whose client has gone: tasks nobody waits for any more are not sent.
     pub(crate) fn cancel(&mut self, tokens: &[u64]) {
         for token in tokens {
-            if let Some(key) = self.live.remove(token) {
-                if let Some(waiting) = self.waiters.get_mut(&key) {
-                    waiting.retain(|t| t != token);
+            if let Some(id) = self.live.remove(token) {
+                if let Some(waiting) = self.waiters.get_mut(&id) {
+                    waiting.tokens.retain(|t| t != token);
                 }
             }
         }
@@ -221,9 +260,10 @@ impl Queues {
         self.completed.push(Completion { token, status, payload });
     }
 
-    /// Completes every live request waiting on `key`.
-    pub(crate) fn complete_key(&mut self, key: u64, status: Status, payload: &Arc<[u8]>) {
-        for token in self.waiters.remove(&key).unwrap_or_default() {
+    /// Completes every live request waiting on the task `id`, which ends.
+    pub(crate) fn complete_task(&mut self, id: TaskId, status: Status, payload: &Arc<[u8]>) {
+        let Some(waiting) = self.forget(id) else { return };
+        for token in waiting.tokens {
             if self.live.remove(&token).is_some() {
                 self.completed.push(Completion { token, status, payload: payload.clone() });
             }
@@ -238,9 +278,9 @@ impl Queues {
                 break;
             }
             self.deadlines.pop();
-            if let Some(key) = self.live.remove(&token) {
-                if let Some(tokens) = self.waiters.get_mut(&key) {
-                    tokens.retain(|&t| t != token);
+            if let Some(id) = self.live.remove(&token) {
+                if let Some(waiting) = self.waiters.get_mut(&id) {
+                    waiting.tokens.retain(|&t| t != token);
                 }
                 self.complete(token, Status::Timeout, Arc::from([]));
             }
@@ -265,9 +305,9 @@ impl Queues {
         let mut late = Vec::new();
         while tasks.len() < size {
             let Some(task) = queue.tasks.pop() else { break };
-            if self.waiters.get(&task.key).is_none_or(Vec::is_empty) {
+            if self.waiters.get(&task.id).is_none_or(|w| w.tokens.is_empty()) {
                 // Every request for it has timed out or gone: do not spend a model on it.
-                self.waiters.remove(&task.key);
+                forget(&mut self.waiters, &mut self.by_key, task.id);
             } else if task.deadline < finish_by {
                 late.push(task);
             } else {
@@ -283,7 +323,7 @@ impl Queues {
             // They would miss their deadline in this batch anyway: their defaults now, and the batch
             // goes to requests that can still make it (goodput under overload).
             for task in late {
-                self.complete_key(task.key, Status::Timeout, &Arc::from([]));
+                self.complete_task(task.id, Status::Timeout, &Arc::from([]));
             }
         }
         if tasks.is_empty() {
@@ -294,6 +334,17 @@ impl Queues {
     }
 }
 
+/// [`Queues::forget`] on the fields it needs, for callers that hold another field.
+fn forget(waiters: &mut HashMap<TaskId, Waiting>, by_key: &mut HashMap<u64, TaskId>, id: TaskId) -> Option<Waiting> {
+    let waiting = waiters.remove(&id)?;
+    if let Entry::Occupied(e) = by_key.entry(waiting.key) {
+        if *e.get() == id {
+            e.remove();
+        }
+    }
+    Some(waiting)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -301,16 +352,21 @@ pub(crate) mod tests {
     const MS: Duration = Duration::from_millis(1);
     const SLO: Duration = Duration::from_secs(1);
 
-    /// A task of model 0 whose key is `key`, submitted at `now` with `slo`.
+    /// A task of model 0 whose key is `key` and input the bytes of `key`, submitted at `now` with
+    /// `slo`.
     pub(crate) fn task(key: u64, slo: Duration, now: Instant) -> Task {
-        Task::new(0, InputType::Doubles, key, key.to_le_bytes().to_vec(), slo, now)
+        Task::new(0, InputType::Doubles, key, key.to_le_bytes().into(), slo, now)
+    }
+
+    fn batch(take: Take) -> Vec<Task> {
+        match take {
+            Take::Batch(tasks) => tasks,
+            other => panic!("expected a batch, got {other:?}"),
+        }
     }
 
     fn keys(take: Take) -> Vec<u64> {
-        match take {
-            Take::Batch(tasks) => tasks.iter().map(|t| t.key).collect(),
-            other => panic!("expected a batch, got {other:?}"),
-        }
+        batch(take).iter().map(|t| t.key).collect()
     }
 
     fn completed(queues: &mut Queues) -> Vec<(u64, Status)> {
@@ -394,8 +450,8 @@ pub(crate) mod tests {
         assert_eq!(completed(&mut queues), [(1, Status::Timeout)]);
         assert_eq!(queues.next_deadline(), Some(now + 50 * MS));
         assert_eq!(keys(queues.take_batch(0, 10, now + 5 * MS, now + 5 * MS)), [2]);
-        // Completing the expired key later completes nobody twice.
-        queues.complete_key(1, Status::Ok, &Arc::from([]));
+        // Completing the expired task (the first queued: id 0) later completes nobody twice.
+        queues.complete_task(0, Status::Ok, &Arc::from([]));
         assert!(completed(&mut queues).is_empty());
     }
 
@@ -428,7 +484,7 @@ pub(crate) mod tests {
         assert!(completed(&mut queues).is_empty(), "joins the queued task");
         assert_eq!(queues.queued(0), 2);
         // The queue of another model is not full.
-        queues.enqueue(Task::new(1, InputType::Doubles, 5, Vec::new(), SLO, now), 5);
+        queues.enqueue(Task::new(1, InputType::Doubles, 5, Arc::from([]), SLO, now), 5);
         assert!(completed(&mut queues).is_empty());
         assert_eq!(queues.queued(1), 1);
     }
@@ -441,14 +497,46 @@ pub(crate) mod tests {
             queues.enqueue(task(1, SLO, now), token);
         }
         assert_eq!(queues.queued(0), 1);
-        assert_eq!(keys(queues.take_batch(0, 10, now, now)), [1]);
+        let sent = batch(queues.take_batch(0, 10, now, now));
+        assert_eq!(sent.len(), 1);
         // In flight: another request for the key waits on it too.
         queues.enqueue(task(1, SLO, now), 10);
         assert_eq!(queues.queued(0), 0);
-        queues.complete_key(1, Status::Ok, &Arc::from(*b"3.5"));
+        queues.complete_task(sent[0].id, Status::Ok, &Arc::from(*b"3.5"));
         let done = queues.completed().drain(..).collect::<Vec<_>>();
         assert_eq!(done.iter().map(|c| c.token).collect::<Vec<_>>(), [7, 8, 9, 10]);
         assert!(done.iter().all(|c| c.status == Status::Ok && &*c.payload == b"3.5"));
+    }
+
+    #[test]
+    fn inputs_that_share_a_key_are_separate_tasks() {
+        let now = Instant::now();
+        let mut queues = Queues::new(100);
+        let with_input = |model: u32, input: &[u8]| Task::new(model, InputType::Doubles, 7, input.into(), SLO, now);
+        queues.enqueue(with_input(0, b"a"), 1);
+        queues.enqueue(with_input(0, b"b"), 2); // another input, same key
+        queues.enqueue(with_input(1, b"a"), 3); // the same input to another model, same key
+        queues.enqueue(with_input(0, b"a"), 4); // joins token 1's task
+        assert_eq!((queues.queued(0), queues.queued(1)), (2, 1));
+        let sent = batch(queues.take_batch(0, 10, now, now));
+        let inputs: Vec<&[u8]> = sent.iter().map(|t| &*t.input).collect();
+        assert_eq!(inputs, [b"a", b"b"]);
+        // Requests for either input, queued or in flight, wait on their own task only.
+        queues.enqueue(with_input(0, b"a"), 5);
+        queues.enqueue(with_input(0, b"b"), 6);
+        assert_eq!(queues.queued(0), 1, "a second task for b: the key finds a's task, not b's");
+        queues.complete_task(sent[0].id, Status::Ok, &Arc::from(*b"A"));
+        queues.complete_task(sent[1].id, Status::Ok, &Arc::from(*b"B"));
+        let done: Vec<(u64, Vec<u8>)> = queues.completed().drain(..).map(|c| (c.token, c.payload.to_vec())).collect();
+        assert_eq!(done, [(1, b"A".to_vec()), (4, b"A".to_vec()), (5, b"A".to_vec()), (2, b"B".to_vec())]);
+        let again = batch(queues.take_batch(0, 10, now, now));
+        assert_eq!(&*again[0].input, b"b");
+        queues.complete_task(again[0].id, Status::Ok, &Arc::from(*b"B"));
+        assert_eq!(completed(&mut queues), [(6, Status::Ok)]);
+        // Once a's task has ended, the key is free: the next request for b's input takes it.
+        queues.enqueue(with_input(0, b"b"), 8);
+        queues.enqueue(with_input(0, b"b"), 9);
+        assert_eq!(queues.queued(0), 1);
     }
 
     #[test]
@@ -459,8 +547,9 @@ pub(crate) mod tests {
         queues.enqueue(task(1, SLO, now), 2);
         queues.enqueue(task(3, SLO, now + MS), 3);
         queues.cancel(&[1, 3]);
-        assert_eq!(keys(queues.take_batch(0, 10, now, now)), [1], "token 2 still waits on key 1");
-        queues.complete_key(1, Status::Ok, &Arc::from([]));
+        let sent = batch(queues.take_batch(0, 10, now, now));
+        assert_eq!(sent.iter().map(|t| t.key).collect::<Vec<_>>(), [1], "token 2 still waits on key 1");
+        queues.complete_task(sent[0].id, Status::Ok, &Arc::from([]));
         assert_eq!(completed(&mut queues), [(2, Status::Ok)]);
         queues.expire(now + 2 * SLO);
         assert!(completed(&mut queues).is_empty(), "a cancelled request does not time out either");

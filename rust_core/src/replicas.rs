@@ -7,6 +7,7 @@
 //! ([`crate::queue`]) to requeue.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::aimd::{Aimd, AimdConfig};
@@ -31,6 +32,8 @@ pub(crate) struct Replica {
     pub(crate) model: u32,
     pub(crate) replica_id: u32,
     pub(crate) input_type: InputType,
+    /// The descriptor of its connection, when known (set by the engine loop): its loss drops the replica.
+    pub(crate) fd: Option<RawFd>,
     last_seen: Instant,
     /// Set by the engine loop when it sends the replica a batch.
     pub(crate) inflight: Option<Batch>,
@@ -119,7 +122,16 @@ impl Registry {
         let aimd = Aimd::new(self.aimd);
         self.replicas.insert(
             identity.to_vec(),
-            Replica { model, replica_id, input_type, last_seen: now, inflight: None, aimd, round_trip: Duration::ZERO },
+            Replica {
+                model,
+                replica_id,
+                input_type,
+                fd: None,
+                last_seen: now,
+                inflight: None,
+                aimd,
+                round_trip: Duration::ZERO,
+            },
         );
         ReplicaInfo { model, replica_id, input_type }
     }

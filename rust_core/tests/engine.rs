@@ -1,5 +1,7 @@
 //! The engine over real ZeroMQ sockets, with containers played by DEALER threads.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -149,6 +151,50 @@ fn predicts_then_serves_from_cache() {
     let hit = submit(&engine, 8, model, InputType::Doubles, &input, SLO);
     assert_eq!(hit.as_deref(), Some(b"3.5".as_slice()));
     assert_eq!(engine.cache_counts(), (2, 1));
+}
+
+#[test]
+fn inputs_whose_cache_keys_collide_get_their_own_answers() {
+    // Keys narrowed to one bit: among 30 inputs, every key is shared by about 15.
+    let engine = Engine::start(EngineConfig {
+        rpc_address: "tcp://127.0.0.1:0".into(),
+        cache_key_bits: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let model = engine.model("sum", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "sum", Duration::from_millis(5), sum);
+    wait_for_replicas(&engine, 1);
+    let input = |n: u64| doubles(&[n as f64, 0.5]);
+    let answer = |token: u64| format!("{:?}", (token % 1000) as f64 + 0.5).into_bytes();
+    // Each input twice, all queued together: colliding inputs are never merged into one task.
+    for n in 0..30u64 {
+        for token in [n, n + 1000] {
+            assert!(submit(&engine, token, model, InputType::Doubles, &input(n), SLO).is_none());
+        }
+    }
+    let done = wait_for(&engine, 60, SLO);
+    assert_eq!(done.len(), 60);
+    for c in &done {
+        assert_eq!((c.status, &*c.payload), (Status::Ok, answer(c.token).as_slice()), "token {}", c.token);
+    }
+    // Again: a cache hit is the input's own answer, and another input's entry under its key is a miss.
+    let (mut hits, mut missed) = (0, 0);
+    for n in 0..30u64 {
+        match submit(&engine, 2000 + n, model, InputType::Doubles, &input(n), SLO) {
+            Some(hit) => {
+                assert_eq!(&*hit, answer(n).as_slice(), "input {n} was answered from another input's entry");
+                hits += 1;
+            }
+            None => missed += 1,
+        }
+    }
+    assert!(hits >= 1 && missed >= 20, "{hits} hits, {missed} misses");
+    let done = wait_for(&engine, missed, SLO);
+    assert_eq!(done.len(), missed);
+    for c in &done {
+        assert_eq!((c.status, &*c.payload), (Status::Ok, answer(c.token).as_slice()), "token {}", c.token);
+    }
 }
 
 #[test]
@@ -353,4 +399,165 @@ fn cancelled_requests_are_not_sent_to_the_model() {
     assert_eq!(tokens, [0, 3]);
     thread::sleep(Duration::from_millis(150));
     assert_eq!(engine.stats()[model as usize].predictions, 2, "the cancelled inputs never reached the model");
+}
+
+#[test]
+fn a_replica_whose_connection_closes_mid_batch_is_dropped_at_once_and_its_batch_resent() {
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
+    let model = engine.model("m", "1");
+    let dying = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::from_secs(60), sum);
+    wait_for_replicas(&engine, 1);
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[2.0, 0.5]), Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(50)); // in flight at the dying replica, which says nothing
+    let _healthy = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 2);
+    assert!(wait_for(&engine, 1, Duration::from_millis(200)).is_empty(), "still in flight");
+    let start = Instant::now();
+    drop(dying); // its socket closes: the TCP connection ends
+    let done = wait_for(&engine, 1, Duration::from_secs(5));
+    let elapsed = start.elapsed();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].status, &*done[0].payload), (Status::Ok, b"2.5".as_slice()));
+    assert!(elapsed < Duration::from_secs(1), "resent after {elapsed:?}, not at the heartbeat timeout");
+    assert_eq!(engine.replicas().len(), 1);
+}
+
+#[test]
+fn a_registration_from_a_connection_already_gone_leaves_no_ghost() {
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
+    let _model = engine.model("m", "1");
+    let ctx = zmq::Context::new();
+    for _ in 0..5 {
+        let socket = ctx.socket(zmq::DEALER).unwrap();
+        socket.set_linger(1000).unwrap(); // what is sent before the close still goes out
+        socket.connect(engine.rpc_endpoint()).unwrap();
+        socket.send_multipart([vec![], rpc::MSG_HEARTBEAT.to_le_bytes().to_vec()], 0).unwrap();
+        let reply = socket.recv_multipart(0).unwrap();
+        assert_eq!(reply[3], rpc::HEARTBEAT_REQUEST_METADATA.to_le_bytes());
+        // Registers and leaves at once: the engine may read the registration before or after the loss.
+        socket.send_multipart(rpc::new_container("m", "1", InputType::Doubles), 0).unwrap();
+        drop(socket);
+    }
+    let start = Instant::now();
+    while !engine.replicas().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(2), "ghost replicas: {:?}", engine.replicas());
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert!(engine.replicas().is_empty(), "a ghost came back: {:?}", engine.replicas());
+    // A container that connects again registers as usual.
+    let _back = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 1);
+}
+
+#[test]
+fn a_container_that_reconnects_registers_again_as_a_new_replica() {
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
+    let model = engine.model("m", "1");
+    let first = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 1);
+    drop(first);
+    let start = Instant::now();
+    while !engine.replicas().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(1), "the closed replica was not dropped");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let _second = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 1);
+    assert_eq!(engine.replicas()[0].replica_id, 1, "a new replica");
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[1.0]), SLO);
+    assert_eq!(wait_for(&engine, 1, SLO)[0].status, Status::Ok);
+}
+
+/// A TCP relay between containers and the engine that can go dark: it stops passing bytes but
+/// keeps both connections open, as a host that vanished without a FIN.
+struct Relay {
+    endpoint: String,
+    dark: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        let upstream = upstream.trim_start_matches("tcp://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+        let (dark, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (dark2, done2) = (dark.clone(), done.clone());
+        thread::spawn(move || {
+            while !done2.load(Ordering::SeqCst) {
+                let Ok((down, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                down.set_nonblocking(false).unwrap();
+                let up = TcpStream::connect(&upstream).unwrap();
+                for (from, to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    let (dark, done) = (dark2.clone(), done2.clone());
+                    thread::spawn(move || Self::pump(from, to, &dark, &done));
+                }
+            }
+        });
+        Relay { endpoint, dark, done }
+    }
+
+    fn pump(mut from: TcpStream, mut to: TcpStream, dark: &AtomicBool, done: &AtomicBool) {
+        from.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let mut buf = [0u8; 65536];
+        while !done.load(Ordering::SeqCst) {
+            if dark.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(10)); // holds both sockets open, passes nothing
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_peer_that_vanishes_without_closing_is_dropped_at_the_ping_timeout() {
+    let engine = Engine::start(EngineConfig {
+        rpc_address: "tcp://127.0.0.1:0".into(),
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(300),
+        ..EngineConfig::default() // the heartbeat timeout of 30 s plays no part
+    })
+    .unwrap();
+    let model = engine.model("m", "1");
+    let relay = Relay::start(engine.rpc_endpoint());
+    let far = FakeContainer::start(&relay.endpoint, "m", Duration::from_secs(60), sum);
+    wait_for_replicas(&engine, 1);
+    submit(&engine, 1, model, InputType::Doubles, &doubles(&[4.0]), Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(50));
+    let _near = FakeContainer::start(engine.rpc_endpoint(), "m", Duration::ZERO, sum);
+    wait_for_replicas(&engine, 2);
+    // Silent in its batch for many ping intervals, its ZeroMQ I/O thread answering the pings: kept.
+    assert!(wait_for(&engine, 1, Duration::from_millis(1000)).is_empty(), "still in flight");
+    assert_eq!(engine.replicas().len(), 2);
+    let start = Instant::now();
+    relay.dark.store(true, Ordering::SeqCst);
+    let done = wait_for(&engine, 1, Duration::from_secs(5));
+    let elapsed = start.elapsed();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].status, &*done[0].payload), (Status::Ok, b"4.0".as_slice()));
+    assert!(elapsed >= Duration::from_millis(250), "dropped before the ping timeout: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1500), "resent after {elapsed:?}");
+    assert_eq!(engine.replicas().len(), 1);
+    far.stop.store(true, Ordering::SeqCst);
 }
