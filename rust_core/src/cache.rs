@@ -273,6 +273,15 @@ mod tests {
     }
 
     #[test]
+    fn the_overhead_charged_covers_the_slot_and_its_shared_allocations() {
+        let slot = std::mem::size_of::<Option<Slot>>();
+        assert_eq!(slot, 48);
+        // The index's bucket (key and slot number, with its control byte and spare capacity) and the
+        // two reference counts of each Arc<[u8]> (strong and weak, 8 bytes each).
+        assert!(slot + 24 + 2 * 16 <= ENTRY_OVERHEAD);
+    }
+
+    #[test]
     fn keys_depend_on_model_and_input() {
         assert_eq!(cache_key(1, b"abc"), cache_key(1, b"abc"));
         assert_ne!(cache_key(1, b"abc"), cache_key(2, b"abc"));
