@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 /// Bytes charged per entry on top of its output and its input: the slot (key, model, the two shared
 /// pointers, the CLOCK bit: 48), the index's bucket (about 24), and the reference counts of the
-/// two shared allocations (16 each).
-pub const ENTRY_OVERHEAD: usize = 96;
+/// two shared allocations (16 each). It was 64 when entries kept no input.
+pub const ENTRY_OVERHEAD: usize = 104;
 
 /// Cache key: a 64-bit hash of the input bytes seeded with the model version's id. It finds the
 /// entry; the entry's model and input decide whether it is a hit.
@@ -270,6 +270,15 @@ mod tests {
         assert!(cache.get(100, 0, &input(100)).is_some());
         cache.put(200, 0, input(200), value(2000));
         assert!(cache.get(200, 0, &input(200)).is_none());
+    }
+
+    #[test]
+    fn the_overhead_charged_covers_the_slot_and_its_shared_allocations() {
+        let slot = std::mem::size_of::<Option<Slot>>();
+        assert_eq!(slot, 48);
+        // The index's bucket (key and slot number, with its control byte and spare capacity) and the
+        // two reference counts of each Arc<[u8]> (strong and weak, 8 bytes each).
+        assert!(slot + 24 + 2 * 16 <= ENTRY_OVERHEAD);
     }
 
     #[test]
