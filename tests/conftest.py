@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 
+from clipper.managers.local import LocalContainerManager
 from clipper.ports import free_ports
 from clipper.state import StateStore
 from clipper.state.redis_server import RedisServer, redis_server_binary
@@ -35,6 +36,16 @@ REPO = Path(__file__).resolve().parents[1]
 HTTP_TIMEOUT_S = 10.0
 #: How long a frontend may take to answer its first request, or containers to register.
 START_TIMEOUT_S = 20.0
+#: The heartbeat timeout of the query frontends `make_manager` starts (Clipper: 30).
+MANAGER_HEARTBEAT_TIMEOUT_S = 3
+
+
+def make_manager(name: str, cluster_dir: Path, **kwargs: Any) -> LocalContainerManager:
+    """A `LocalContainerManager` on free ports (0 = chosen at start) with its state under `cluster_dir`."""
+    settings: dict[str, Any] = {"clipper_query_port": 0, "clipper_management_port": 0, "clipper_rpc_port": 0,
+                                "redis_port": 0, "start_timeout": 30,
+                                "query_frontend_args": ["--heartbeat-timeout", str(MANAGER_HEARTBEAT_TIMEOUT_S)]}
+    return LocalContainerManager(cluster_name=name, cluster_dir=cluster_dir, **{**settings, **kwargs})
 
 
 

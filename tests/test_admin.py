@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import MANAGER_HEARTBEAT_TIMEOUT_S, make_manager
 
 from clipper import ClipperConnection, ClipperException, LocalContainerManager, UnconnectedException
 from clipper.deployers import python as python_deployer
@@ -32,16 +33,6 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 REPO = Path(__file__).resolve().parents[1]
 HTTP_TIMEOUT_S = 10.0
 PROPAGATION_S = 10.0
-#: The query frontend drops a silent replica after this many seconds (Clipper: 30).
-HEARTBEAT_TIMEOUT_S = 3
-
-
-def make_manager(name: str, cluster_dir: Path, **kwargs: Any) -> LocalContainerManager:
-    """A manager on free ports (0 = chosen at start) with its state under `cluster_dir`."""
-    settings: dict[str, Any] = {"clipper_query_port": 0, "clipper_management_port": 0, "clipper_rpc_port": 0,
-                                "redis_port": 0, "start_timeout": 30,
-                                "query_frontend_args": ["--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_S)]}
-    return LocalContainerManager(cluster_name=name, cluster_dir=cluster_dir, **{**settings, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +258,7 @@ def test_set_num_replicas(conn: ClipperConnection) -> None:
     assert len(stopped) == 2 and not any(_pid_alive(p, None) for p in stopped)
     # the frontend notices the stopped replicas after its heartbeat timeout and unregisters them
     wait_for(lambda: len(replicas_of(conn, "scale-model", "1")) == 1, "the stopped replicas to be dropped",
-             timeout=HEARTBEAT_TIMEOUT_S + 10)
+             timeout=MANAGER_HEARTBEAT_TIMEOUT_S + 10)
 
 
 def test_containerless_model_cannot_be_resized(conn: ClipperConnection) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import make_manager
 
 from clipper import ClipperConnection, ClipperException, LocalContainerManager
 from clipper.deployers import python as python_deployer
@@ -44,11 +45,6 @@ RECOVERY_S = 10.0
 FEEDBACK = 20
 
 
-def make_manager(name: str, cluster_dir: Path, **kwargs: Any) -> LocalContainerManager:
-    settings: dict[str, Any] = {"clipper_query_port": 0, "clipper_management_port": 0, "clipper_rpc_port": 0,
-                                "redis_port": 0, "start_timeout": 30,
-                                "query_frontend_args": ["--heartbeat-timeout", "3"]}
-    return LocalContainerManager(cluster_name=name, cluster_dir=cluster_dir, **{**settings, **kwargs})
 
 
 @pytest.fixture

@@ -75,12 +75,25 @@ def parse_model_container_label(label: str) -> tuple[str, str]:
 class ContainerManager(abc.ABC):
     """What `ClipperConnection` needs from a cluster backend.
 
-    Subclasses must set the attribute `cluster_identifier` (a string naming the cluster; it
-    prefixes log messages and image names). Address getters return ``"host:port"`` without a
-    scheme.
+    Subclasses must set the attributes `cluster_identifier` (a string naming the cluster; it
+    prefixes log messages and image names) and `logger`. Address getters return ``"host:port"``
+    without a scheme.
     """
 
     cluster_identifier: str
+    logger: logging.LoggerAdapter
+
+    def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
+        """Starts again the replicas that `stop_all(keep_state=True)` listed (`{"name", "version", "input_type",
+        "image", "count"}` each); a failure is logged, not raised."""
+        for spec in specs:
+            name, version, count = spec["name"], str(spec["version"]), int(spec["count"])
+            try:
+                self.set_num_replicas(name, version, spec["input_type"], spec["image"], count)
+            except ClipperException as e:
+                self.logger.warning(f"Could not start the {count} replica(s) of {name}:{version} again: {e.msg}")
+            else:
+                self.logger.info(f"Started {count} replica(s) of {name}:{version} again")
 
     @abc.abstractmethod
     def start_clipper(self, query_frontend_image: str, mgmt_frontend_image: str, frontend_exporter_image: str,

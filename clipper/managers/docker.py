@@ -543,7 +543,7 @@ class DockerContainerManager(ContainerManager):
         self.connect()
         self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}")
         if not self.external_redis and self.redis_persistence:
-            self._restore_replicas(started[0])
+            self._restore_kept_replicas(started[0])
 
     def _start_containers(self, started: list[Any], redis_image: str, mgmt_image: str, query_image: str,
                           cache_size: int) -> None:
@@ -722,7 +722,7 @@ class DockerContainerManager(ContainerManager):
             self.logger.warning(f"Cannot write the replica list into {container.name}: {e}; the next start_clipper "
                                 "starts no model replica")
 
-    def _restore_replicas(self, redis: Any) -> None:
+    def _restore_kept_replicas(self, redis: Any) -> None:
         """Starts the replicas listed in the Redis volume by `stop_all(keep_state=True)` (then removes the list);
         a failure is logged, not raised."""
         path = f"{REDIS_DATA_DIR}/{KEPT_REPLICAS_FILE}"
@@ -738,14 +738,7 @@ class DockerContainerManager(ContainerManager):
             specs = []
         with contextlib.suppress(Exception):
             redis.exec_run(["rm", "-f", path])
-        for spec in specs:
-            name, version, count = spec["name"], str(spec["version"]), int(spec["count"])
-            try:
-                self.set_num_replicas(name, version, spec["input_type"], spec["image"], count)
-            except ClipperException as e:
-                self.logger.warning(f"Could not start the {count} replica(s) of {name}:{version} again: {e.msg}")
-            else:
-                self.logger.info(f"Started {count} replica(s) of {name}:{version} again")
+        self._restore_replicas(specs)
 
     # ------------------------------------------------------------------ addresses
 

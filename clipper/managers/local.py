@@ -490,17 +490,6 @@ class LocalContainerManager(ContainerManager):
         kept.unlink(missing_ok=True)
         return specs
 
-    def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
-        """Starts the replicas of a cluster that came back with its state; a failure is logged, not raised."""
-        for spec in specs:
-            name, version, count = spec["name"], str(spec["version"]), int(spec["count"])
-            try:
-                self.set_num_replicas(name, version, spec["input_type"], spec["image"], count)
-            except ClipperException as e:
-                self.logger.warning(f"Could not start the {count} replica(s) of {name}:{version} again: {e.msg}")
-            else:
-                self.logger.info(f"Started {count} replica(s) of {name}:{version} again")
-
     def _check_prerequisites(self) -> None:
         if self.redis_ip is None and shutil.which("redis-server") is None:
             raise ClipperException(
