@@ -1,7 +1,8 @@
 """Requests to the management REST API, made as `clipper_admin` makes them.
 
 Every call is a ``POST http://<admin addr>/admin/<route>`` with header ``Content-type: application/json``
-(plus ``Authorization: Bearer $CLIPPER_ADMIN_TOKEN`` when that is set) and a JSON body. Shared by
+(plus ``Authorization: Bearer <token>`` when the cluster requires one: the manager's `admin_token`, else
+``$CLIPPER_ADMIN_TOKEN``) and a JSON body. Shared by
 `ClipperConnection` and the container managers, which count a model's connected replicas here.
 """
 
@@ -23,9 +24,9 @@ _HEADERS = {"Content-type": "application/json"}
 Logger = logging.Logger | logging.LoggerAdapter
 
 
-def admin_headers() -> dict[str, str]:
-    """Clipper's request headers, plus the bearer token when `CLIPPER_ADMIN_TOKEN` is set."""
-    token = os.environ.get(ADMIN_TOKEN_ENV)
+def admin_headers(token: str | None = None) -> dict[str, str]:
+    """Clipper's request headers, plus the bearer `token` (default: `CLIPPER_ADMIN_TOKEN`, when set)."""
+    token = token or os.environ.get(ADMIN_TOKEN_ENV)
     return {**_HEADERS, "Authorization": f"Bearer {token}"} if token else _HEADERS
 
 
@@ -33,12 +34,13 @@ def _url(admin_addr: str, route: str) -> str:
     return f"http://{admin_addr}/admin/{route}"
 
 
-def post(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger) -> requests.Response:
+def post(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger,
+         token: str | None = None) -> requests.Response:
     """POSTs `body` to ``/admin/<route>``; no answer, or one that is not 200, raises Clipper's `ClipperException`
     (``"Received error status code: <code> and message: <text>"``), logged at ERROR on `logger`."""
     url = _url(admin_addr, route)
     try:
-        r = requests.post(url, headers=admin_headers(), data=json.dumps(body), timeout=timeout)
+        r = requests.post(url, headers=admin_headers(token), data=json.dumps(body), timeout=timeout)
     except requests.RequestException as e:
         msg = f"Cannot reach the Clipper management frontend at {url}: {e}"
         logger.error(msg)
@@ -51,20 +53,22 @@ def post(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, l
     return r
 
 
-def get_json(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger) -> Any:
+def get_json(admin_addr: str, route: str, body: dict[str, Any], *, timeout: float, logger: Logger,
+             token: str | None = None) -> Any:
     """`post`, then the answer's JSON (`ClipperException` when it is not JSON)."""
-    r = post(admin_addr, route, body, timeout=timeout, logger=logger)
+    r = post(admin_addr, route, body, timeout=timeout, logger=logger, token=token)
     try:
         return r.json()
     except ValueError as e:
         raise ClipperException(f"/admin/{route} answered with a body that is not JSON: {r.text[:200]!r}") from e
 
 
-def count_replicas(admin_addr: str, name: str, version: str, *, timeout: float = 2.0) -> int:
+def count_replicas(admin_addr: str, name: str, version: str, *, timeout: float = 2.0,
+                   token: str | None = None) -> int:
     """Replicas of ``name:version`` connected to the query frontends, as they publish them (``get_all_containers``,
     within 0.25 s of a change); -1 when the management API does not answer. Quiet: for polling."""
     try:
-        r = requests.post(_url(admin_addr, "get_all_containers"), headers=admin_headers(),
+        r = requests.post(_url(admin_addr, "get_all_containers"), headers=admin_headers(token),
                           data=json.dumps({"verbose": True}), timeout=timeout)
         replicas = r.json() if r.status_code == requests.codes.ok else None
     except (requests.RequestException, ValueError):

@@ -158,12 +158,12 @@ class Cluster:
             f"{CLIPPER_DOCKER_LABEL}={self.name}", f"{CLIPPER_MODEL_CONTAINER_LABEL}={model}_1"]})
 
 
-def new_cluster(prefix: str) -> Cluster:
+def new_cluster(prefix: str, **options: Any) -> Cluster:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     network = f"{name}-net"
     query, mgmt, rpc, redis = free_ports(4)
     cm = DockerContainerManager(cluster_name=name, clipper_query_port=query, clipper_management_port=mgmt,
-                                clipper_rpc_port=rpc, redis_port=redis, docker_network=network)
+                                clipper_rpc_port=rpc, redis_port=redis, docker_network=network, **options)
     return Cluster(name, network, {"query": query, "management": mgmt, "rpc": rpc, "redis": redis}, cm,
                    ClipperConnection(cm, health_check_timeout=120))
 
@@ -173,11 +173,11 @@ def predict(url: str, app: str, value: Any, session: Any = requests) -> requests
                         data=json.dumps({"input": value}), timeout=HTTP_TIMEOUT_S)
 
 
-def predict_until_served(url: str, app: str, value: Any) -> dict[str, Any]:
+def predict_until_served(url: str, app: str, value: Any, session: Any = requests) -> dict[str, Any]:
     """POSTs until the model answers (not the default output: links propagate through Redis)."""
     deadline = time.monotonic() + PROPAGATION_S
     while True:
-        r = predict(url, app, value)
+        r = predict(url, app, value, session)
         assert r.status_code in (200, 404), (r.status_code, r.text)
         if r.status_code == 200 and r.json()["default"] is False:
             return r.json()
@@ -409,11 +409,13 @@ def test_connect_from_another_process(cluster: Cluster) -> None:
         "conn = ClipperConnection(DockerContainerManager(cluster_name=sys.argv[1]))\n"
         "conn.connect()\n"
         "print(json.dumps({'query': conn.get_query_addr(), 'admin': conn.cm.get_admin_addr(),\n"
+        "                  'admin_token': conn.cm.admin_token,\n"
         "                  'models': conn.get_all_models(), 'replicas': conn.get_num_replicas('sum'),\n"
         "                  'network': conn.cm.docker_network}))\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "CLIPPER_ADMIN_TOKEN"}
     out = subprocess.run([sys.executable, "-c", script, cluster.name], capture_output=True, text=True, timeout=60,
-                         cwd=REPO)
+                         cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["query"] == f"localhost:{cluster.ports['query']}"
@@ -421,6 +423,9 @@ def test_connect_from_another_process(cluster: Cluster) -> None:
     assert "sum:1" in seen["models"]
     assert seen["replicas"] == cluster.conn.get_num_replicas("sum")
     assert seen["network"] == cluster.network
+    assert seen["admin_token"] == cluster.cm.admin_token, "connect() reads the drawn token back"
+    admin = f"http://localhost:{cluster.ports['management']}/admin/get_all_models"
+    assert requests.post(admin, json={}, timeout=HTTP_TIMEOUT_S).status_code == 401
 
     other = DockerContainerManager(cluster_name=f"missing-{uuid.uuid4().hex[:8]}")
     with pytest.raises(ClipperException, match="No running Docker Clipper cluster named"):
@@ -502,9 +507,15 @@ def test_pkgs_to_install_without_network(cluster: Cluster, tmp_path: Path) -> No
 
 
 def test_two_clusters_at_once(cluster: Cluster) -> None:
-    other = new_cluster("dcm-second")
+    """A second cluster beside the first; it publishes its ports on every interface, so its predictions
+    need the token its manager drew."""
+    other = new_cluster("dcm-second", host_ip="0.0.0.0")
     try:
         other.conn.start_clipper()
+        token = other.conn.predict_token
+        assert token and len(token) >= 32 and cluster.conn.predict_token is None
+        authorized = requests.Session()
+        authorized.headers["Authorization"] = f"Bearer {token}"
         other.conn.register_application(name="sum-app", input_type="doubles", default_output="-1.0",
                                         slo_micros=10_000_000)
 
@@ -515,7 +526,8 @@ def test_two_clusters_at_once(cluster: Cluster) -> None:
                                               func=doubled_sum)
         other.conn.link_model_to_app(app_name="sum-app", model_name="sum")
         assert other.url != cluster.url
-        assert predict_until_served(other.url, "sum-app", [1.0, 2.0, 3.0])["output"] == 12.0
+        assert predict_until_served(other.url, "sum-app", [1.0, 2.0, 3.0], authorized)["output"] == 12.0
+        assert predict(other.url, "sum-app", [1.0]).status_code == 401
         assert predict_until_served(cluster.url, "sum-app", [1.0, 2.0, 3.0])["output"] == 6.0
         assert {c.name for c in cluster_containers(other.name)}.isdisjoint(
             c.name for c in cluster_containers(cluster.name))

@@ -153,9 +153,11 @@ def _wait_healthy(container: Any, timeout: float, *others: Any) -> None:
     raise AssertionError(f"{container.name} is {container.status}/{status}\n{_logs(container, *others)}")
 
 
-def _http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+def _http(method: str, url: str, body: Any = None, timeout: float = 5.0,
+          headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -227,10 +229,16 @@ def test_redis_and_management_frontend(built: dict[str, Any], cleanup: list[Any]
     assert answer == b"+PONG\r\n", _logs(redis)
     _wait_healthy(redis, 30)
 
+    args = [f"--redis_ip={redis.name}", "--redis_port=6379"]
+    # bound to 0.0.0.0 in its container: without a token the frontend refuses to start, and says why
+    refused = CLIENT.containers.run(image_ref("management_frontend"), args, name=f"mgmt_refused-{suffix}",
+                                    detach=True, network=net.name, labels=TEST_LABEL)
+    cleanup.append(refused)
+    assert refused.wait(timeout=60)["StatusCode"] == 2, _logs(refused)
+    assert "accepts connections from other machines" in _logs(refused)
     mgmt = CLIENT.containers.run(
-        image_ref("management_frontend"), [f"--redis_ip={redis.name}", "--redis_port=6379"],
-        name=f"mgmt_frontend-{suffix}", detach=True, network=net.name,
-        ports={"1338/tcp": ("127.0.0.1", None)}, labels=TEST_LABEL,
+        image_ref("management_frontend"), args, name=f"mgmt_frontend-{suffix}", detach=True, network=net.name,
+        ports={"1338/tcp": ("127.0.0.1", None)}, labels=TEST_LABEL, environment={"CLIPPER_ADMIN_TOKEN": "t0ken"},
     )
     cleanup.append(mgmt)
     mport = _host_port(mgmt, "1338/tcp")
@@ -245,6 +253,9 @@ def test_redis_and_management_frontend(built: dict[str, Any], cleanup: list[Any]
         time.sleep(0.3)
     assert status == 200, _logs(mgmt, redis)
     _wait_healthy(mgmt, 30, redis)
+    url = f"http://127.0.0.1:{mport}/admin/get_all_applications"
+    assert _http("POST", url, {})[0] == 401
+    assert _http("POST", url, {}, headers={"Authorization": "Bearer t0ken"}) == (200, [])
 
 
 def _predict_until(port: int, app: str, body: Any, timeout: float, *containers: Any) -> dict[str, Any]:
@@ -287,7 +298,7 @@ def test_query_frontend_serves_model_containers(built: dict[str, Any], cleanup: 
     net = CLIENT.networks.create(f"clipper-test-{suffix}", driver="bridge", labels=TEST_LABEL)
     cleanup.append(net)
     frontend = CLIENT.containers.run(
-        image_ref("query_frontend"), ["--config", "/config/apps.json"], name=f"query_frontend-{suffix}",
+        image_ref("query_frontend"), ["--config", "/config/apps.json", "--insecure"], name=f"query_frontend-{suffix}",
         detach=True, network=net.name, volumes={str(conf_dir): {"bind": "/config", "mode": "ro"}},
         ports={"1337/tcp": ("127.0.0.1", None), "7000/tcp": ("127.0.0.1", None)}, labels=TEST_LABEL,
     )

@@ -3,6 +3,8 @@ readiness. Real processes, real HTTP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 
@@ -33,6 +35,30 @@ def test_predict_token_is_required_when_configured(cluster: Cluster) -> None:
     assert fe.post("/lonely/update", json={"uid": 0, "input": [1.0], "label": 1.0}).status_code == 401
     assert fe.get("/metrics").status_code == 200, "metrics and health stay open"
     assert fe.get("/healthz").json() == {"status": "alive"}
+
+
+@pytest.mark.parametrize("module, token_flag", [("clipper.frontend.query", "--predict-token"),
+                                                ("clipper.frontend.management", "--token")])
+def test_an_open_bind_needs_a_token_or_insecure(module: str, token_flag: str) -> None:
+    """Bound to every interface with no token, a frontend refuses to start and says both ways out."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPPER_PREDICT_TOKEN", "CLIPPER_ADMIN_TOKEN")}
+    for host in ("0.0.0.0", "::", "my-host.example"):
+        r = subprocess.run([sys.executable, "-m", module, "--host", host, "--port", "0"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (host, r.stderr)
+        assert f"--host {host} accepts connections from other machines" in r.stderr
+        assert token_flag in r.stderr and "--insecure" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_an_open_bind_serves_with_a_token_or_when_told_insecure(cluster: Cluster) -> None:
+    """On 0.0.0.0 the query frontend starts with a token (and requires it) or with --insecure (and does not)."""
+    guarded = cluster.frontend(CONFIG, extra_args=("--host", "0.0.0.0", "--predict-token", "t0ken"))
+    assert guarded.post("/lonely/predict", json={"input": [1.0]}).status_code == 401
+    r = guarded.post("/lonely/predict", json={"input": [1.0]}, headers={"Authorization": "Bearer t0ken"})
+    assert r.status_code == 200 and r.json()["default"] is True
+    open_ = cluster.frontend(CONFIG, extra_args=("--host", "0.0.0.0", "--insecure"))
+    assert open_.post("/lonely/predict", json={"input": [1.0]}).json()["default"] is True
 
 
 def test_metrics_in_prometheus_text_by_content_negotiation(cluster: Cluster) -> None:

@@ -105,11 +105,11 @@ class ClipperConnection:
     def _post(self, route: str, body: dict[str, Any]) -> requests.Response:
         """POSTs `body` to ``/admin/<route>``; non-200 raises Clipper's `ClipperException`."""
         return management_client.post(self.cm.get_admin_addr(), route, body, timeout=self.request_timeout,
-                                      logger=self.logger)
+                                      logger=self.logger, token=self.cm.admin_token)
 
     def _get_json(self, route: str, body: dict[str, Any]) -> Any:
         return management_client.get_json(self.cm.get_admin_addr(), route, body, timeout=self.request_timeout,
-                                          logger=self.logger)
+                                          logger=self.logger, token=self.cm.admin_token)
 
     # ------------------------------------------------------------------ cluster lifecycle
 
@@ -417,6 +417,12 @@ class ClipperConnection:
     def get_metric_addr(self) -> str:
         self._require_connection()
         return self.cm.get_metric_addr()
+
+    @property
+    def predict_token(self) -> str | None:
+        """The bearer token ``POST /<app>/predict`` and ``/update`` require (``Authorization: Bearer <token>``),
+        None when they require none (the default on 127.0.0.1)."""
+        return self.cm.predict_token
 
     # ------------------------------------------------------------------ stopping models
 

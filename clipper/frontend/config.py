@@ -9,6 +9,7 @@ module. What the engine owns (cache size, heartbeat timeout, queue length) comes
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -82,6 +83,8 @@ class QueryFrontendConfig:
                                "--rpc-port + i", "--workers")
     reuse_port: bool = _setting(False, "bind the HTTP port with SO_REUSEPORT, shared with other processes",
                                 "--reuse-port", switch=True)
+    insecure: bool = _setting(False, "serve predict and update without a token on a --host other machines can reach",
+                              "--insecure", switch=True)
     log_level: str = _setting(DEFAULT_LOG_LEVEL, "level of the JSON log lines on stderr", "--log-level")
 
     @classmethod
@@ -117,8 +120,34 @@ class QueryFrontendConfig:
             raise ValueError("--workers must be at least 1")
         if self.workers > 1 and (self.port == 0 or self.rpc_port == 0):
             raise ValueError("--workers > 1 needs fixed --port and --rpc-port (not 0)")
+        refuse_open_without_token(self.host, self.predict_token, self.insecure, "predict and update",
+                                  f"--predict-token (or ${PREDICT_TOKEN_ENV})")
 
     @property
     def rpc_endpoint(self) -> str:
         """The engine's ZeroMQ endpoint, ``tcp://<rpc_host>:<rpc_port>``."""
         return f"tcp://{self.rpc_host}:{self.rpc_port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only: ``localhost``, 127.0.0.0/8 or ``::1``. Any other
+    name counts as open (it may resolve to anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_without_token(host: str, token: str | bytes | None, insecure: bool, routes: str,
+                              token_flag: str) -> None:
+    """The secure default of both frontends: a `host` other machines can reach needs a bearer token for
+    `routes`, or `insecure` to say that none is wanted. Raises ValueError naming both ways out."""
+    if token or insecure or is_loopback(host):
+        return
+    raise ValueError(
+        f"--host {host} accepts connections from other machines, and {routes} would answer anyone: "
+        f"give a bearer token with {token_flag}, or pass --insecure to serve without one "
+        f"(or bind to {DEFAULT_HOST})"
+    )

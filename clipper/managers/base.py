@@ -82,6 +82,10 @@ class ContainerManager(abc.ABC):
 
     cluster_identifier: str
     logger: logging.LoggerAdapter
+    #: The bearer tokens the cluster's management API and predict/update routes require (None: none).
+    #: `ClipperConnection` sends `admin_token`; an application sends `predict_token`.
+    admin_token: str | None = None
+    predict_token: str | None = None
 
     def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
         """Starts again the replicas that `stop_all(keep_state=True)` listed (`{"name", "version", "input_type",
@@ -171,7 +175,7 @@ def http_ok(url: str) -> bool:
 
 
 def wait_frontend_replicas(admin_addr: str, name: str, version: str, want: int, logger: Any,
-                           timeout: float = 5.0) -> None:
+                           timeout: float = 5.0, token: str | None = None) -> None:
     """Waits (briefly) until the query frontend counts `want` replicas of ``name:version``; warns when it does not.
 
     The count is that of the replicas the frontends have published, asked of the management API at
@@ -179,7 +183,7 @@ def wait_frontend_replicas(admin_addr: str, name: str, version: str, want: int, 
     """
     until = time.monotonic() + timeout
     while time.monotonic() < until:
-        if management_client.count_replicas(admin_addr, name, version) >= want:
+        if management_client.count_replicas(admin_addr, name, version, token=token) >= want:
             return
         time.sleep(0.05)
     logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")

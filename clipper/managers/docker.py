@@ -51,6 +51,13 @@ empty as Clipper's did, unless `stop_all(keep_state=True)`: then the volume stay
 the model replicas that ran (``/data/clipper-replicas.json``), and the next `start_clipper()` comes
 back with apps, models, versions, links, selection state and those replicas. `get_logs()` writes one
 ``image_<image short id>:container_<short id>.log`` file per container.
+
+Tokens: the frontends bind 0.0.0.0 inside their containers, so they run with bearer tokens unless the
+manager says why none is needed. The management API always requires one (`admin_token`: given,
+``$CLIPPER_ADMIN_TOKEN`` or drawn at `start_clipper`); `ClipperConnection` sends it, and `connect()` reads
+it back from the management frontend's container. Predictions require one (`predict_token`, drawn when
+not given) when `host_ip` publishes the query port beyond this machine; on 127.0.0.1 (the default, so
+Clipper's quickstart posts without one) or with ``insecure=True`` the query frontend runs ``--insecure``.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ import os
 import platform
 import random
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -83,6 +91,8 @@ from ..frontend.config import (
     DEFAULT_QUERY_PORT,
     DEFAULT_REDIS_PORT,
     DEFAULT_RPC_PORT,
+    PREDICT_TOKEN_ENV,
+    is_loopback,
 )
 from ..image_names import STAGE_LABEL, default_base_image, image_ref, short_image_name
 from ..input_types import parse_input_type
@@ -163,6 +173,15 @@ def _health(container: Any) -> str | None:
     return ((container.attrs.get("State") or {}).get("Health") or {}).get("Status")
 
 
+def _env(container: Any, name: str) -> str | None:
+    """The value of environment variable `name` in a container's configuration (None: unset or empty)."""
+    for entry in (container.attrs.get("Config") or {}).get("Env") or []:
+        key, _, value = entry.partition("=")
+        if key == name:
+            return value or None
+    return None
+
+
 class DockerContainerManager(ContainerManager):
     """Runs Redis, both frontends and the model replicas as Docker containers on this machine.
 
@@ -186,7 +205,9 @@ class DockerContainerManager(ContainerManager):
     of model replicas run by this project's runtime (``python -m clipper.model_runtime``; None: their default).
     `redis_persistence` (default True): the managed Redis keeps an append-only file in the volume
     `redis_volume` and is restarted by Docker when it dies; False keeps it in memory, without volume or
-    restart policy, as this manager used to.
+    restart policy, as this manager used to. `admin_token` / `predict_token` are the bearer tokens of the
+    management API and of predict/update (None: drawn at `start_clipper` where needed, see the module's
+    docstring); `insecure` serves predictions without a token even when `host_ip` is not loopback.
     """
 
     def __init__(
@@ -216,6 +237,9 @@ class DockerContainerManager(ContainerManager):
         management_frontend_args: Sequence[str] = (),
         log_level: str | None = "INFO",
         redis_persistence: bool = True,
+        admin_token: str | None = None,
+        predict_token: str | None = None,
+        insecure: bool = False,
     ) -> None:
         if not cluster_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cluster_name):
             raise ClipperException(f"Invalid cluster name {cluster_name!r}: use letters, digits, '_', '.' and '-'")
@@ -246,6 +270,9 @@ class DockerContainerManager(ContainerManager):
         self.management_frontend_args = [str(a) for a in management_frontend_args]
         self.log_level = log_level
         self.redis_persistence = bool(redis_persistence)
+        self.admin_token = admin_token or os.environ.get(management_client.ADMIN_TOKEN_ENV) or None
+        self.predict_token = predict_token or None
+        self.insecure = bool(insecure)
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
 
         self.extra_container_kwargs = dict(extra_container_kwargs or {})
@@ -332,8 +359,10 @@ class DockerContainerManager(ContainerManager):
                 raise self._failure(container, f"{what} did not become ready within {timeout:g} s")
             time.sleep(0.05)
 
-    def _poll_host(self) -> str:
-        return "127.0.0.1" if self.host_ip in ("0.0.0.0", "") else self.host_ip
+    def _poll_host(self, published: str | None = None) -> str:
+        """Where this machine reaches ports published on `published` (default: `host_ip`)."""
+        published = published or self._published_host()
+        return "127.0.0.1" if published == "0.0.0.0" else published
 
     # ------------------------------------------------------------------ images
 
@@ -419,20 +448,22 @@ class DockerContainerManager(ContainerManager):
     def _run(self, image: str, command: Sequence[str] | None, name_prefix: str, labels: Mapping[str, str],
              ports: Mapping[str, int] | None = None, environment: Mapping[str, str] | None = None,
              port_labels: Mapping[str, str] | None = None,
-             run_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
+             run_kwargs: Mapping[str, Any] | None = None, publish_on: str | None = None) -> tuple[Any, dict[str, int]]:
         """Runs a detached container on the network; returns it and the host ports chosen.
 
         `ports` maps ``"<port>/tcp"`` to the wanted host port (a taken one is replaced by a free one, also
         when Docker finds it taken); `port_labels` maps the same keys to the label that records it;
-        `run_kwargs` are more ``containers.run`` arguments (e.g. ``volumes``).
+        `run_kwargs` are more ``containers.run`` arguments (e.g. ``volumes``); `publish_on` replaces `host_ip`.
         """
+        publish_on = publish_on or self._published_host()
+        poll = self._poll_host(publish_on)
         errors = self._errors()
         wanted = dict(ports or {})
         chosen: dict[str, int] = {}
         for attempt in range(5):
             taken: set[int] = set()
             for key, port in wanted.items():
-                chosen[key] = find_unbound_port(port if attempt == 0 else None, self._poll_host(), taken)
+                chosen[key] = find_unbound_port(port if attempt == 0 else None, poll, taken)
                 taken.add(chosen[key])
             all_labels = {**self.common_labels, **labels}
             for key, label in (port_labels or {}).items():
@@ -441,7 +472,7 @@ class DockerContainerManager(ContainerManager):
             kwargs = dict(self.extra_container_kwargs)
             kwargs.update(
                 name=name, labels=all_labels, detach=True, network=self.docker_network, log_config=_LOG_CONFIG,
-                ports={key: (self.host_ip, port) for key, port in chosen.items()} or None,
+                ports={key: (publish_on, port) for key, port in chosen.items()} or None,
             )
             if environment:
                 kwargs["environment"] = {**dict(kwargs.get("environment") or {}), **environment}
@@ -460,7 +491,7 @@ class DockerContainerManager(ContainerManager):
             for key, port in chosen.items():
                 if wanted[key] and port != wanted[key]:
                     self.logger.warning(f"Host port {wanted[key]} is taken: {container.name} publishes {key} on "
-                                        f"{self.host_ip}:{port}")
+                                        f"{publish_on}:{port}")
             return container, chosen
         raise AssertionError("unreachable")
 
@@ -529,6 +560,7 @@ class DockerContainerManager(ContainerManager):
         mgmt_image = self._resolve_image(mgmt_frontend_image, "management frontend")
         query_image = self._resolve_image(query_frontend_image, "query frontend")
         self._ensure_network()
+        self._draw_tokens()
         started: list[Any] = []
         try:
             self._start_containers(started, redis_image, mgmt_image, query_image, int(cache_size))
@@ -545,10 +577,27 @@ class DockerContainerManager(ContainerManager):
         if not self.external_redis and self.redis_persistence:
             self._restore_kept_replicas(started[0])
 
+    def _draw_tokens(self) -> None:
+        """The management API's token always; the predict token when the query port is published beyond
+        this machine (unless `insecure`)."""
+        if not self.admin_token:
+            self.admin_token = secrets.token_urlsafe(32)
+        if not self.predict_token and not self.insecure and not is_loopback(self._published_host()):
+            self.predict_token = secrets.token_urlsafe(32)
+            self.logger.warning(f"The query port is published on {self.host_ip}: predict and update require "
+                                "'Authorization: Bearer <token>' with the token ClipperConnection.predict_token "
+                                "(or pass predict_token=..., or insecure=True)")
+
+    def _published_host(self) -> str:
+        """Where the ports are published ("" and 0.0.0.0: every interface)."""
+        return self.host_ip or "0.0.0.0"
+
     def _start_containers(self, started: list[Any], redis_image: str, mgmt_image: str, query_image: str,
                           cache_size: int) -> None:
         poll = self._poll_host()
         if not self.external_redis:
+            # Redis has no password: its port is published on loopback, whatever `host_ip` says
+            redis_host_ip = self.host_ip if is_loopback(self._published_host()) else "127.0.0.1"
             self.logger.info("Starting managed Redis instance in Docker")
             key = f"{CLIPPER_INTERNAL_REDIS_PORT}/tcp"
             command = ["redis-server", "--port", str(CLIPPER_INTERNAL_REDIS_PORT)]
@@ -558,11 +607,12 @@ class DockerContainerManager(ContainerManager):
                 command += persistence_args(REDIS_DATA_DIR)
                 run_kwargs["volumes"] = {self.redis_volume: {"bind": REDIS_DATA_DIR, "mode": "rw"}}
             redis, ports = self._run(redis_image, command, "redis", {}, ports={key: self.redis_port},
-                                     port_labels={key: CLIPPER_DOCKER_PORT_LABELS["redis"]}, run_kwargs=run_kwargs)
+                                     port_labels={key: CLIPPER_DOCKER_PORT_LABELS["redis"]}, run_kwargs=run_kwargs,
+                                     publish_on=redis_host_ip)
             started.append(redis)
             self.redis_port = ports[key]
             self.redis_ip = redis.name
-            self._wait_ready(redis, "Redis", lambda: redis_ping(poll, self.redis_port), self.start_timeout)
+            self._wait_ready(redis, "Redis", lambda: redis_ping(redis_host_ip, self.redis_port), self.start_timeout)
             if self.redis_persistence:
                 # only now: a Redis that cannot start fails at once instead of restarting in a loop
                 try:
@@ -583,19 +633,26 @@ class DockerContainerManager(ContainerManager):
         key = f"{CLIPPER_INTERNAL_MANAGEMENT_PORT}/tcp"
         mgmt, ports = self._run(mgmt_image, [*common_args, *self.management_frontend_args], "mgmt_frontend",
                                 {CLIPPER_MGMT_FRONTEND_CONTAINER_LABEL: ""}, ports={key: self.clipper_management_port},
-                                port_labels={key: CLIPPER_DOCKER_PORT_LABELS["management"]})
+                                port_labels={key: CLIPPER_DOCKER_PORT_LABELS["management"]},
+                                environment={management_client.ADMIN_TOKEN_ENV: self.admin_token or ""})
         started.append(mgmt)
         self.clipper_management_port = ports[key]
 
         query_cmd = [*common_args, f"--prediction_cache_size={cache_size}"]
         if self.heartbeat_timeout is not None:
             query_cmd += ["--heartbeat-timeout", f"{self.heartbeat_timeout:g}"]
+        query_env = {}
+        if self.predict_token:
+            query_env[PREDICT_TOKEN_ENV] = self.predict_token
+        else:  # bound to 0.0.0.0 in its container, published on loopback only (or insecure=True)
+            query_cmd.append("--insecure")
         rest, rpc = f"{CLIPPER_INTERNAL_QUERY_PORT}/tcp", f"{CLIPPER_INTERNAL_RPC_PORT}/tcp"
         query, ports = self._run(query_image, [*query_cmd, *self.query_frontend_args], "query_frontend",
                                  {CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL: ""},
                                  ports={rest: self.clipper_query_port, rpc: self.clipper_rpc_port},
                                  port_labels={rest: CLIPPER_DOCKER_PORT_LABELS["query_rest"],
-                                              rpc: CLIPPER_DOCKER_PORT_LABELS["query_rpc"]})
+                                              rpc: CLIPPER_DOCKER_PORT_LABELS["query_rpc"]},
+                                 environment=query_env)
         started.append(query)
         self.clipper_query_port, self.clipper_rpc_port = ports[rest], ports[rpc]
 
@@ -631,6 +688,8 @@ class DockerContainerManager(ContainerManager):
             self.redis_port = int(redis_port)
             redis = [c for c in containers if CLIPPER_DOCKER_PORT_LABELS["redis"] in c.labels]
             self.redis_ip, self.external_redis = redis[0].name, False
+        self.admin_token = _env(mgmt[0], management_client.ADMIN_TOKEN_ENV) or self.admin_token
+        self.predict_token = _env(query[0], PREDICT_TOKEN_ENV)
         networks = list((query[0].attrs.get("NetworkSettings") or {}).get("Networks") or {})
         if networks and self.docker_network not in networks:
             self.docker_network = networks[0]
@@ -962,7 +1021,8 @@ class DockerContainerManager(ContainerManager):
                     raise self._failure(c, f"Model {name}:{version} replica failed to start")
                 ready = self._replica_ready(c) if c.status == "running" else False
                 if ready is None:  # no ready file, no health check: the frontend's count must cover it
-                    ready = management_client.count_replicas(self._admin_poll_addr(), name, version) >= \
+                    ready = management_client.count_replicas(self._admin_poll_addr(), name, version,
+                                                             token=self.admin_token) >= \
                         self.get_num_replicas(name, version)
                 if not ready:
                     still.append(c)
@@ -977,7 +1037,7 @@ class DockerContainerManager(ContainerManager):
                                                     f"query frontend {frontend.name} within {self.start_timeout:g} s")
                 time.sleep(0.1)
         wait_frontend_replicas(self._admin_poll_addr(), name, version, self.get_num_replicas(name, version),
-                               self.logger)
+                               self.logger, token=self.admin_token)
 
     def _admin_poll_addr(self) -> str:
         """The management frontend, as this machine reaches it (the replica counts come from there)."""

@@ -29,6 +29,7 @@ from ..config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_REDIS_PORT,
+    refuse_open_without_token,
 )
 from .errors import HTTP_TEXTS, JsonError, Response, error_response, parse_json
 from .routes import ROUTES, Route
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
                         help="require 'Authorization: Bearer <token>' on every /admin route but ping "
                              "(default: $CLIPPER_ADMIN_TOKEN; none)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve the admin routes without a token on a --host other machines can reach "
+                             "(default: off)")
     parser.add_argument("--max-apps", type=int, default=StateStore.max_apps,
                         help=f"most applications add_app accepts (default {StateStore.max_apps})")
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -164,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.max_apps < 1:
         parser.error("--max-apps must be at least 1")
+    try:
+        refuse_open_without_token(args.host, args.token, args.insecure, "the admin routes",
+                                  "--token (or $CLIPPER_ADMIN_TOKEN)")
+    except ValueError as e:
+        parser.error(str(e))
 
     store = StateStore.connect(args.redis_host, args.redis_port)
     store.max_apps = args.max_apps
