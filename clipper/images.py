@@ -1,6 +1,7 @@
 """Builds Clipper's Docker images locally, with no registry: ``python -m clipper.images build``.
 
-Every image is built on this machine from the recipes in ``containers/`` of a source checkout:
+Every image is built on this machine from the recipes in ``containers/`` (of the source checkout, or
+the copy the installed package carries as ``clipper/containers``):
 
 * ``clipper/base``: a Debian root filesystem made with ``debootstrap --variant=minbase`` (same suite
   and mirror as this machine's apt, with python3 and pip) and ``docker import``-ed. Needs root and the
@@ -8,9 +9,11 @@ Every image is built on this machine from the recipes in ``containers/`` of a so
   ``base_image="python:3.11-slim"`` (or ``CLIPPER_BASE_IMAGE``); the other images use it through
   ``ARG BASE``.
 * ``clipper/python-runtime``: base + clipper-serving and its dependencies, installed from wheels
-  made on the host (``pip wheel`` of this checkout, ``pip download`` of the pinned
-  ``containers/requirements.txt``) and copied into the build context, so ``docker build`` needs no
-  network.
+  made on the host and copied into the build context, so ``docker build`` needs no network: the
+  pinned ``containers/requirements.txt`` (``pip download``), and clipper-serving itself: ``pip wheel``
+  of the source checkout when there is one, else the installed package packed back into a wheel
+  (the same files the user runs, so the images get exactly the user's version; its compiled
+  extensions need the image's Python to be the host's, which holds for the debootstrapped base).
 * ``clipper/query_frontend`` and ``clipper/management_frontend`` (same layers, each with its own
   entrypoint), ``clipper/redis`` (Debian's redis-server), ``clipper/python-closure-container``
   (also tagged ``clipper/python311-closure-container``, the name the deployers pick),
@@ -30,9 +33,11 @@ build directory are kept in ``~/.cache/clipper/images`` (``CLIPPER_IMAGES_CACHE`
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -98,10 +104,15 @@ RECIPES: dict[str, Recipe] = {
 #: What ``build_images()`` builds by default: everything.
 IMAGE_NAMES = tuple(RECIPES)
 
+#: The distribution this package is installed as.
+DISTRIBUTION = "clipper-serving"
+
 # files of the checkout that make the clipper-serving wheel (hashed, and copied to build it)
 _SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE",
                  "Cargo.toml", "Cargo.lock")
-_SOURCE_DIRS = ("clipper", "_core", "rust_core")
+_SOURCE_DIRS = ("clipper", "_core", "rust_core", "containers")
+# files an installer adds to a .dist-info: not part of the wheel
+_INSTALLER_FILES = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 _SKIP_DIRS = {"__pycache__", "target", "build", "dist", ".pytest_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".so", ".pyc", ".pyo", ".pyd", ".o", ".html")
 
@@ -129,13 +140,17 @@ def source_dir() -> Path | None:
 
 
 def containers_dir() -> Path:
+    """The image recipes: the checkout's ``containers/``, else the copy shipped in the package."""
     src = source_dir()
-    if src is None:
-        raise ImageBuildError(
-            "the image recipes (containers/) were not found: build images from a source checkout of "
-            "clipper-serving, or set CLIPPER_SOURCE_DIR to one"
-        )
-    return src / "containers"
+    if src is not None:
+        return src / "containers"
+    shipped = Path(__file__).resolve().parent / "containers"
+    if (shipped / "python-runtime" / "Dockerfile").is_file():
+        return shipped
+    raise ImageBuildError(
+        f"the image recipes were found neither in a source checkout nor in the installed package ({shipped}): "
+        "reinstall clipper-serving, or set CLIPPER_SOURCE_DIR to a checkout"
+    )
 
 
 def cache_dir() -> Path:
@@ -149,28 +164,35 @@ def cache_dir() -> Path:
     return path
 
 
-def debian_suite_and_mirror() -> tuple[str, str]:
+def debian_suite_and_mirror(required: bool = True, root: Path = Path("/")) -> tuple[str, str]:
     """The Debian suite of this machine (``/etc/os-release``) and the mirror its apt uses.
 
-    ``CLIPPER_DEBIAN_SUITE`` / ``CLIPPER_DEBIAN_MIRROR`` override them; defaults: bookworm,
-    http://deb.debian.org/debian.
+    ``CLIPPER_DEBIAN_SUITE`` / ``CLIPPER_DEBIAN_MIRROR`` override them (suite default: bookworm). No
+    mirror is written in the code: when neither apt nor the variable names one, ImageBuildError (or ""
+    when not `required`). `root` is where ``etc/`` is read from.
     """
     suite = os.environ.get("CLIPPER_DEBIAN_SUITE")
     if not suite:
         with contextlib.suppress(OSError):
-            for line in Path("/etc/os-release").read_text().splitlines():
+            for line in (root / "etc/os-release").read_text().splitlines():
                 if line.startswith("VERSION_CODENAME="):
                     suite = line.split("=", 1)[1].strip().strip('"')
         suite = suite or "bookworm"
-    mirror = os.environ.get("CLIPPER_DEBIAN_MIRROR") or _apt_mirror(suite) or "http://deb.debian.org/debian"
+    mirror = os.environ.get("CLIPPER_DEBIAN_MIRROR") or _apt_mirror(suite, root) or ""
+    if not mirror and required:
+        raise ImageBuildError(
+            f"no Debian mirror for {suite}: this machine's apt names none (/etc/apt/sources.list, "
+            "/etc/apt/sources.list.d/); set CLIPPER_DEBIAN_MIRROR to one, or pass base_image= / set "
+            "CLIPPER_BASE_IMAGE to an image with python3"
+        )
     return suite, mirror.rstrip("/")
 
 
-def _apt_mirror(suite: str) -> str | None:
-    """The first apt source (one-line or deb822 format) that serves `suite` itself."""
-    files = [Path("/etc/apt/sources.list")]
+def _apt_mirror(suite: str, root: Path = Path("/")) -> str | None:
+    """The first apt source (one-line or deb822 format) under `root` that serves `suite` itself."""
+    files = [root / "etc/apt/sources.list"]
     with contextlib.suppress(OSError):
-        files += sorted(Path("/etc/apt/sources.list.d").iterdir())
+        files += sorted((root / "etc/apt/sources.list.d").iterdir())
     for f in files:
         if not (f.name == "sources.list" or f.suffix in (".list", ".sources")):
             continue
@@ -248,7 +270,7 @@ def docker_client() -> Any:
     try:
         import docker
     except ImportError as e:
-        raise ImageBuildError("the docker Python package is needed: pip install docker") from e
+        raise ImageBuildError("the docker Python package is needed: pip install 'clipper-serving[admin]'") from e
     try:
         client = docker.from_env(timeout=600)
         client.ping()
@@ -307,10 +329,14 @@ class _Builder:
     # ---- hashes
 
     def source_hash(self) -> str:
+        """The hash of the clipper-serving that goes into the images: the checkout's files, or the installed
+        distribution's RECORD (which lists every file with its hash)."""
         if self._src_hash is None:
-            if self.src is None:
-                raise ImageBuildError("no source checkout to build clipper-serving from (set CLIPPER_SOURCE_DIR)")
-            self._src_hash = _files_hash(self.src, project_files(self.src))
+            if self.src is not None:
+                self._src_hash = _files_hash(self.src, project_files(self.src))
+            else:
+                dist = _installed_distribution()
+                self._src_hash = _sha(dist.version, dist.read_text("RECORD") or "")
         return self._src_hash
 
     def parent_ref(self, recipe: Recipe) -> str:
@@ -326,7 +352,7 @@ class _Builder:
         root = containers_dir()
         parts: list[str] = [recipe.name, _files_hash(root, _recipe_files(recipe.name))]
         if recipe.parent is None:
-            parts += [*debian_suite_and_mirror(), platform.machine()]
+            parts += [*debian_suite_and_mirror(required=False), platform.machine()]
         else:
             parent = _inspect(self.client, self.parent_ref(recipe))
             parts.append(parent["Id"] if parent else "missing")
@@ -342,8 +368,8 @@ class _Builder:
         info = _inspect(self.client, image_ref(name))
         if info is None:
             return False
-        if self.src is None or self.missing_only:
-            return True  # nothing to compare with, or told to accept what is there
+        if self.missing_only:
+            return True  # told to accept what is there
         return _labels(info).get(HASH_LABEL) == self.wanted_hash(RECIPES[name])
 
     # ---- the order of work
@@ -373,9 +399,6 @@ class _Builder:
             if not self.force and self.up_to_date(name):
                 self.tag_aliases(name)
                 continue
-            if self.src is None:
-                raise ImageBuildError(f"{image_ref(name)} is missing and there is no source checkout to build it "
-                                      "from (set CLIPPER_SOURCE_DIR)")
             started = time.monotonic()
             previous = _inspect(self.client, image_ref(name))
             if previous is not None:
@@ -556,6 +579,17 @@ class _Builder:
         """Pinned dependency wheels + the clipper-serving wheel for `base`'s python, into `dest`."""
         python, libc = _probe_python(self.client, base)
         host = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if self.src is None:
+            if python != host:
+                raise ImageBuildError(
+                    f"the base image has Python {python}, but the installed clipper-serving was built for Python "
+                    f"{host}: pick a base image with Python {host} (e.g. python:{host}-slim), or build from a source "
+                    "checkout (CLIPPER_SOURCE_DIR) with that Python on PATH"
+                )
+            self.dependency_wheels("requirements.txt", dest, base)
+            self.say("[images] packing the installed clipper-serving into a wheel")
+            installed_wheel(dest)
+            return
         interpreter = sys.executable if python == host else shutil.which(f"python{python}")
         if not interpreter:
             raise ImageBuildError(
@@ -640,6 +674,46 @@ class _Builder:
             tail = "\n".join(lines[-40:])
             raise ImageBuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
         return lines
+
+
+def _installed_distribution() -> importlib.metadata.Distribution:
+    try:
+        return importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ImageBuildError(f"{DISTRIBUTION} is not installed and there is no source checkout to build it from "
+                              "(pip install it, or set CLIPPER_SOURCE_DIR)") from e
+
+
+def installed_wheel(dest: Path) -> Path:
+    """Packs the installed clipper-serving back into a wheel in `dest`: the files its RECORD lists (the
+    compiled extensions included), its own WHEEL tags, a RECORD made again; not what the installer
+    added (INSTALLER, REQUESTED, direct_url.json) nor the scripts outside site-packages, which
+    entry_points.txt makes again at install."""
+    dist = _installed_distribution()
+    wheel_info = dist.read_text("WHEEL") or ""
+    tags = [line.split(":", 1)[1].strip() for line in wheel_info.splitlines() if line.startswith("Tag:")]
+    if not tags or not dist.files:
+        raise ImageBuildError(f"the installed {DISTRIBUTION} has no WHEEL tags or RECORD: reinstall it from a wheel "
+                              "or an sdist")
+    root = Path(str(dist.locate_file("")))
+    dist_info = next(f.parts[0] for f in dist.files if f.parts[0].endswith(".dist-info"))
+    path = dest / f"{DISTRIBUTION.replace('-', '_')}-{dist.version}-{tags[0]}.whl"
+    dest.mkdir(parents=True, exist_ok=True)
+    record: list[str] = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for f in dist.files:
+            name = f.as_posix()
+            if name.startswith("..") or "__pycache__" in f.parts:
+                continue
+            if f.parts[0].endswith(".dist-info") and f.name in _INSTALLER_FILES:
+                continue
+            data = (root / f).read_bytes()
+            wheel.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{dist_info}/RECORD,,")
+        wheel.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+    return path
 
 
 def _debootstrap_line(line: str) -> bool:

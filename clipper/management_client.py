@@ -13,8 +13,7 @@ import logging
 import os
 from typing import Any
 
-import requests
-
+from ._extras import requests
 from .exceptions import ClipperException
 
 #: The environment variable holding the management API's bearer token, if it requires one.

@@ -25,6 +25,10 @@ PYTHON_TARGETS = {
 #: Rust (cargo-fuzz) targets in rust_core/fuzz.
 RUST_TARGETS = ("decode_inbound", "json_fragment", "http_parser", "simple_input")
 
+#: The fuzzing tools, pinned here and nowhere else: the runner installs exactly these versions.
+ATHERIS_VERSION = "3.0.0"
+CARGO_FUZZ_VERSION = "0.13.2"
+
 
 def corpus_files(name: str, root: Path = CORPUS) -> list[Path]:
     """The corpus inputs of one target, sorted."""

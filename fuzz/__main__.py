@@ -16,6 +16,7 @@ tool could not be installed or built.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import CORPUS, DICTS, PYTHON_TARGETS, ROOT, RUST_TARGETS, corpus_files
+from . import ATHERIS_VERSION, CARGO_FUZZ_VERSION, CORPUS, DICTS, PYTHON_TARGETS, ROOT, RUST_TARGETS, corpus_files
 
 REPO = ROOT.parent
 RUST_FUZZ = REPO / "rust_core" / "fuzz"
@@ -76,10 +77,13 @@ class Result:
 
 def ensure_atheris() -> None:
     try:
-        import atheris  # noqa: F401
-    except ImportError:
-        log("installing atheris (pip install atheris)...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "atheris"], check=True)
+        installed = importlib.metadata.version("atheris")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed != ATHERIS_VERSION:
+        log(f"installing atheris {ATHERIS_VERSION} (pip install atheris=={ATHERIS_VERSION})...")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                        f"atheris=={ATHERIS_VERSION}"], check=True)
 
 
 def cargo_env() -> dict[str, str]:
@@ -92,9 +96,9 @@ def ensure_cargo_fuzz() -> None:
     if shutil.which("cargo") is None:
         raise RuntimeError("cargo is not installed (https://rustup.rs)")
     probe = subprocess.run(["cargo", "fuzz", "--version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        log("installing cargo-fuzz (cargo install cargo-fuzz --locked; about 1-2 minutes)...")
-        subprocess.run(["cargo", "install", "cargo-fuzz", "--locked"], check=True)
+    if probe.returncode != 0 or CARGO_FUZZ_VERSION not in probe.stdout.split():
+        log(f"installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install cargo-fuzz --locked; about 1-2 minutes)...")
+        subprocess.run(["cargo", "install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION], check=True)
 
 
 def rust_flags(sanitizer: str) -> list[str]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine and builds it in place.
-# Needs: Python 3.10+ with pip, a C compiler and Rust (cargo). Idempotent.
+# Needs: Python 3.11+ with pip, a C compiler and Rust (cargo). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -37,13 +37,37 @@ def test_manylinux_platforms_cover_older_glibc() -> None:
     assert tags[-1] == f"linux_{machine}"
 
 
-def test_apt_mirror_from_deb822_and_one_line_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLIPPER_DEBIAN_SUITE", "bookworm")
+@pytest.mark.parametrize("layout", ["one-line", "deb822"])
+def test_the_debian_mirror_comes_from_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
     monkeypatch.delenv("CLIPPER_DEBIAN_MIRROR", raising=False)
-    suite, mirror = images.debian_suite_and_mirror()
-    assert suite == "bookworm" and mirror.startswith(("http://", "https://", "file:/"))
-    monkeypatch.setenv("CLIPPER_DEBIAN_MIRROR", "http://mirror.example/debian/")
-    assert images.debian_suite_and_mirror() == ("bookworm", "http://mirror.example/debian")
+    monkeypatch.delenv("CLIPPER_DEBIAN_SUITE", raising=False)
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True)
+    (tmp_path / "etc/os-release").write_text('NAME="Debian"\nVERSION_CODENAME=trixie\n')
+    if layout == "one-line":
+        (tmp_path / "etc/apt/sources.list").write_text(
+            "# deb http://commented.example/debian trixie main\n"
+            "deb http://security.example/debian-security trixie-security main\n"
+            "deb [arch=amd64] http://mirror.example/debian/ trixie main\n")
+    else:
+        (tmp_path / "etc/apt/sources.list.d/debian.sources").write_text(
+            "Types: deb\nURIs: http://security.example/debian-security\nSuites: trixie-security\n\n"
+            "Types: deb deb-src\nURIs: http://mirror.example/debian\nSuites: trixie trixie-updates\n"
+            "Components: main\n")
+    assert images.debian_suite_and_mirror(root=tmp_path) == ("trixie", "http://mirror.example/debian")
+    monkeypatch.setenv("CLIPPER_DEBIAN_MIRROR", "http://override.example/debian/")
+    assert images.debian_suite_and_mirror(root=tmp_path) == ("trixie", "http://override.example/debian")
+
+
+def test_no_mirror_is_an_error_that_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPPER_DEBIAN_MIRROR", raising=False)
+    monkeypatch.setenv("CLIPPER_DEBIAN_SUITE", "bookworm")
+    with pytest.raises(images.ImageBuildError, match="CLIPPER_DEBIAN_MIRROR"):
+        images.debian_suite_and_mirror(root=tmp_path)
+    assert images.debian_suite_and_mirror(required=False, root=tmp_path) == ("bookworm", "")
+
+
+def test_no_mirror_host_is_written_in_the_code() -> None:
+    assert "debian.org" not in Path(images.__file__).read_text()
 
 
 def test_project_files_skip_build_outputs() -> None:
@@ -184,6 +208,10 @@ def test_images_are_tagged(built: dict[str, Any]) -> None:
     assert f"clipper/python{python}-closure-container:{VERSION}" in closure["RepoTags"]
     assert images.ensure_image("clipper/query_frontend:0.4.1", progress=None, rebuild_stale=False) == image_ref(
         "query_frontend")
+    probe = "import importlib.util as u; print([m for m in ('requests', 'docker') if u.find_spec(m)])"
+    out = CLIENT.containers.run(image_ref("python-runtime"), ["python3", "-c", probe], remove=True,
+                                network_mode="none")
+    assert out.decode().strip() == "[]", "the images leave out the admin extra"
 
 
 @pytest.mark.docker

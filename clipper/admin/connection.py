@@ -31,9 +31,9 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
-import requests
 
 from .. import management_client
+from .._extras import requests
 from ..exceptions import ClipperException, UnconnectedException
 from ..frontend.config import DEFAULT_CACHE_BYTES
 from ..image_names import CONTAINERLESS_MODEL_IMAGE, DEFAULT_IMAGE_VERSION, DEFAULT_REGISTRY, image_ref

@@ -18,9 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import requests
-
 from .. import management_client
+from .._extras import requests
 from ..exceptions import ClipperException
 from ..frontend.config import DEFAULT_MANAGEMENT_PORT, DEFAULT_QUERY_PORT, DEFAULT_REDIS_PORT, DEFAULT_RPC_PORT
 from ..image_names import CONTAINERLESS_MODEL_IMAGE as CONTAINERLESS_MODEL_IMAGE
