@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,13 +80,20 @@ class ImageBuildError(RuntimeError):
 @dataclass(frozen=True)
 class Recipe:
     """How one image is built: its recipe directory, the image it is built from, what else its
-    build context holds (``"wheels"``, ``"sklearn-wheels"``, ``"debs"``) and the build argument that
-    names its parent."""
+    build context holds (``"wheels"``, ``"sklearn-wheels"``, ``"debs"``), the build argument that
+    names its parent, and whether ``build_images()`` builds it by default (the others are built on
+    first use, or when named).
+
+    Debian packages: each ``<list>.debs`` file in the recipe directory names packages (one per line,
+    ``#`` comments) that are fetched, with what they need beyond the parent image, into the build
+    context's ``debs/<list>/`` (by running the parent image once with apt ``--download-only``; cached),
+    so that the Dockerfile installs them with ``dpkg -i`` and ``docker build`` needs no network."""
 
     name: str
     parent: str | None
     context: tuple[str, ...] = ()
     parent_arg: str = "BASE"
+    default: bool = True
 
 
 RECIPES: dict[str, Recipe] = {
@@ -101,8 +109,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe("sklearn-container", "python-closure-container", ("sklearn-wheels",), parent_arg="CLOSURE"),
     )
 }
-#: What ``build_images()`` builds by default: everything.
-IMAGE_NAMES = tuple(RECIPES)
+#: What ``build_images()`` builds by default.
+IMAGE_NAMES = tuple(name for name, recipe in RECIPES.items() if recipe.default)
 
 #: The distribution this package is installed as.
 DISTRIBUTION = "clipper-serving"
@@ -509,6 +517,8 @@ class _Builder:
                 self.runtime_wheels(ctx / "wheels", parent)
             if "sklearn-wheels" in recipe.context:
                 self.dependency_wheels("requirements-sklearn.txt", ctx / "wheels", parent)
+            for listing in sorted((containers_dir() / recipe.name).glob("*.debs")):
+                self.fetch_debs(parent, listing, ctx / "debs" / listing.stem)
             if "debs" in recipe.context:
                 (ctx / "debs").mkdir()
                 if not self.base_image:
@@ -572,6 +582,34 @@ class _Builder:
                 self.client.api.remove_image(image_id)  # refused while containers or child images use it
         with contextlib.suppress(Exception):
             self.client.images.prune(filters={"dangling": True, "label": STAGE_LABEL})
+
+    # ---- Debian packages
+
+    def fetch_debs(self, image: str, listing: Path, dest: Path) -> None:
+        """The .deb files of the packages `listing` names, and of what they need beyond `image`, into `dest`
+        (fetched by running `image` once; kept in the cache by image id and package list)."""
+        packages = [word for line in listing.read_text().splitlines() for word in line.split("#", 1)[0].split()]
+        info = _inspect(self.client, image)
+        key = _sha(info["Id"] if info else image, *packages)[:16]
+        store = self.cache / "debs" / f"{listing.parent.name}-{listing.stem}-{key}"
+        if not (store / ".complete").exists():
+            self.say(f"[images] fetching Debian packages for {listing.parent.name} ({listing.name}): "
+                     f"{' '.join(packages)} and what they need")
+            shutil.rmtree(store, ignore_errors=True)
+            store.mkdir(parents=True)
+            script = ("set -e; apt-get -q update >/dev/null; apt-get -q -y --no-install-recommends install "
+                      f"--download-only {' '.join(shlex.quote(p) for p in packages)} >/dev/null; "
+                      "find /var/cache/apt/archives -maxdepth 1 -name '*.deb' -exec cp {} /out/ \\;")
+            try:
+                self.client.containers.run(image, ["sh", "-c", script], entrypoint=[], user="root", remove=True,
+                                           volumes={str(store): {"bind": "/out", "mode": "rw"}})
+            except Exception as e:
+                raise ImageBuildError(f"fetching {' '.join(packages)} in {image} failed (the image's apt sources must "
+                                      f"be reachable from a container): {e}") from e
+            (store / ".complete").write_text("")
+        dest.mkdir(parents=True, exist_ok=True)
+        for deb in store.glob("*.deb"):
+            _link_or_copy(deb, dest / deb.name)
 
     # ---- wheels
 

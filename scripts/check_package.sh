@@ -58,7 +58,9 @@ PY
 done
 
 if [ "${CHECK_PACKAGE_DOCKER:-1}" != 0 ] && docker info >/dev/null 2>&1; then
-    step "wheel: the quickstart on Docker (images built from the installed package)"
+    step "wheel: python -m clipper.images build (the images get the installed package, not a checkout)"
+    (cd "$work" && "$work/venv-wheel/bin/python" -m clipper.images build)
+    step "wheel: the quickstart on Docker"
     (cd "$work" && "$work/venv-wheel/bin/python" quickstart_docker.py)
 else
     step "Docker quickstart skipped: the Docker engine does not answer (or CHECK_PACKAGE_DOCKER=0)"
