@@ -7,6 +7,7 @@ import sys
 
 from benchmarks.loadtest import LoadOptions
 from benchmarks.throughput import Options, run_throughput
+from clipper import cmdline
 
 
 def _floats(text: str) -> list[float]:
@@ -26,33 +27,34 @@ def _batch_sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def _env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--env wants KEY=VALUE, got {item!r}")
-        env[key] = value
-    return env
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _env(items: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(items)
 
 
 def _load_args(p: argparse.ArgumentParser, search: bool) -> None:
     d = LoadOptions()
-    p.add_argument("--duration", type=float, default=d.duration, help="measured seconds per point (%(default)s)")
-    p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each point (%(default)s)")
-    p.add_argument("--pool", type=int, default=d.connections,
-                   help="open loop: keep-alive connections of the client (%(default)s)")
+    p.add_argument("--duration", type=cmdline.positive_float, default=d.duration, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each point")
+    p.add_argument("--pool", type=cmdline.positive_int, default=d.connections,
+                   help="open loop: keep-alive connections of the client")
     p.add_argument("--max-default-ratio", type=float, default=d.max_default_ratio,
-                   help="a point meets the SLO with at most this share of default answers (%(default)s)")
-    p.add_argument("--input-size", type=int, default=d.input_size, help="doubles per input (%(default)s)")
+                   help="a point meets the SLO with at most this share of default answers")
+    p.add_argument("--input-size", type=cmdline.positive_int, default=d.input_size, help="doubles per input")
     if search:
         p.add_argument("--start-rate", type=float, default=d.start_rate,
-                       help="capacity search: first rate (%(default)s)")
-        p.add_argument("--max-rate", type=float, default=d.max_rate, help="capacity search: highest rate (%(default)s)")
-        p.add_argument("--growth", type=float, default=d.growth, help="capacity search: rate factor (%(default)s)")
-        p.add_argument("--refine", type=int, default=d.refine, help="capacity search: bisection steps (%(default)s)")
+                       help="capacity search: first rate")
+        p.add_argument("--max-rate", type=float, default=d.max_rate, help="capacity search: highest rate")
+        p.add_argument("--growth", type=float, default=d.growth, help="capacity search: rate factor")
+        p.add_argument("--refine", type=int, default=d.refine, help="capacity search: bisection steps")
         p.add_argument("--retries", type=int, default=d.retries,
-                       help="capacity search: tries more before a rate counts as failed (%(default)s)")
+                       help="capacity search: tries more before a rate counts as failed")
 
 
 def _load(a: argparse.Namespace) -> LoadOptions:
@@ -65,10 +67,11 @@ def _load(a: argparse.Namespace) -> LoadOptions:
 
 def _serve_args(p: argparse.ArgumentParser, predict_default: str | None) -> None:
     p.add_argument("--predict", default=predict_default, required=predict_default is None,
-                   help="model function, module:fn (default %(default)s)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="model function, module:fn")
+    p.add_argument("--env", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="environment of the model containers (repeatable)")
-    p.add_argument("--input-type", default="doubles", help="app and model input type (load sends doubles)")
+    p.add_argument("--input-type", type=cmdline.input_type, choices=cmdline.INPUT_TYPES, default="doubles",
+                   help="app and model input type (load sends doubles)")
 
 
 def _add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -86,28 +89,29 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     tu = sub.add_parser("tune", help="for a model and an SLO: best batch settings, 1 vs 2 replicas")
     _serve_args(tu, None)
-    tu.add_argument("--slo-ms", type=float, required=True)
-    tu.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128, -1], help="(default 1,8,32,128,a)")
-    tu.add_argument("--batch-waits-us", type=_ints, default=[0], help="(default 0)")
-    tu.add_argument("--replicas", type=_ints, default=[1, 2], help="(default 1,2)")
+    tu.add_argument("--slo-ms", type=cmdline.positive_float, required=True, help="latency objective, ms")
+    tu.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128, -1],
+                    help="e.g. 1,8,32,128,a (a: adaptive)")
+    tu.add_argument("--batch-waits-us", type=_ints, default=[0], help="e.g. 0,500")
+    tu.add_argument("--replicas", type=_ints, default=[1, 2], help="replica counts to try, e.g. 1,2")
     tu.add_argument("--target-rate", type=float, default=None, help="req/s to size the replica count for")
     _load_args(tu, search=True)
 
     ai = sub.add_parser("aimd", help="AIMD vs the best fixed batch size on sleep (fixed + per-item cost)")
-    ai.add_argument("--slo-ms", type=float, default=20.0)
-    ai.add_argument("--fixed-ms", type=float, default=1.0, help="model cost per batch (%(default)s)")
-    ai.add_argument("--per-item-us", type=float, default=20.0, help="model cost per item (%(default)s)")
+    ai.add_argument("--slo-ms", type=cmdline.positive_float, default=20.0, help="latency objective, ms")
+    ai.add_argument("--fixed-ms", type=float, default=1.0, help="model cost per batch")
+    ai.add_argument("--per-item-us", type=float, default=20.0, help="model cost per item")
     ai.add_argument("--batch-sizes", type=_batch_sizes, default=[8, 32, 128, 256, 512],
-                    help="fixed batch sizes to compare (default 8,32,128,256,512)")
+                    help="fixed batch sizes to compare")
     ai.add_argument("--load-fraction", type=float, default=0.8, help="open-loop check at this share of AIMD's capacity")
     ai.add_argument("--check-duration", type=float, default=10.0, help="seconds of the open-loop check")
     _load_args(ai, search=True)
 
     me = sub.add_parser("memory", help="query frontend RSS over a steady full-load run (wrk, no-op model)")
-    me.add_argument("--duration", type=int, default=60, help="seconds (e.g. 600)")
-    me.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
-    me.add_argument("--connections", type=int, default=64)
-    me.add_argument("--predict", default="clipper.model_runtime.models:noop")
+    me.add_argument("--duration", type=cmdline.positive_int, default=60, help="seconds (e.g. 600)")
+    me.add_argument("--interval", type=cmdline.positive_float, default=5.0, help="seconds between RSS samples")
+    me.add_argument("--connections", type=cmdline.positive_int, default=64, help="wrk connections")
+    me.add_argument("--predict", default="clipper.model_runtime.models:noop", help="model function, module:fn")
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -129,9 +133,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return memory.run_memory(memory.MemoryOptions(args.duration, args.interval, args.connections, args.predict))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m benchmarks``'s parser (every option's help shows its default)."""
+    parser = cmdline.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     tp = sub.add_parser(
         "throughput",
         help="predict req/s and p50/p99: floor server vs. full pipeline (no-op model)",
@@ -141,25 +146,25 @@ def main(argv: list[str] | None = None) -> int:
         "--connections",
         type=int,
         default=d.connections,
-        help="wrk connections (default %(default)s)",
+        help="wrk connections",
     )
     tp.add_argument(
         "--duration",
         type=int,
         default=d.duration,
-        help="measured run, seconds (default %(default)s)",
+        help="measured run, seconds",
     )
     tp.add_argument(
         "--threads",
         type=int,
         default=d.threads,
-        help="wrk threads (default %(default)s)",
+        help="wrk threads",
     )
     tp.add_argument(
         "--warmup",
         type=int,
         default=d.warmup,
-        help="warm-up run, seconds; 0 to skip (default %(default)s)",
+        help="warm-up run, seconds; 0 to skip",
     )
     tp.add_argument(
         "--cache",
@@ -173,25 +178,30 @@ def main(argv: list[str] | None = None) -> int:
         help="what to measure as the pipeline; 'floor' tests the harness alone",
     )
     tp.add_argument(
-        "--app", default=d.app, help="application name (default %(default)s)"
+        "--app", default=d.app, help="application name"
     )
     tp.add_argument(
         "--workers", type=int, default=d.workers,
-        help="query frontend processes (--workers of the frontend; default %(default)s)",
+        help="query frontend processes (--workers of the frontend)",
     )
     tp.add_argument(
         "--ready-timeout",
         type=float,
         default=d.ready_timeout,
-        help="seconds to wait for a server to answer (default %(default)s)",
+        help="seconds to wait for a server to answer",
     )
     tp.add_argument(
         "--wrk-timeout",
         type=int,
         default=d.wrk_timeout,
-        help="wrk per-request timeout, seconds (default %(default)s)",
+        help="wrk per-request timeout, seconds",
     )
     _add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "throughput":
         return _dispatch(args, parser)

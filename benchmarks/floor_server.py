@@ -10,7 +10,6 @@ as a stand-in for the pipeline.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
@@ -19,6 +18,8 @@ from typing import ClassVar
 import httptools
 import orjson
 import uvloop
+
+from clipper import cmdline
 
 PREDICTION = b'{"query_id":0,"output":1.0,"default":false}'
 
@@ -137,11 +138,16 @@ async def serve(host: str, port: int) -> None:
         await stop.wait()
 
 
+def build_parser() -> cmdline.ArgumentParser:
+    """``python -m benchmarks.floor_server``'s parser."""
+    parser = cmdline.ArgumentParser(prog="python -m benchmarks.floor_server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=cmdline.port, default=8080, help="port to listen on")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(args.host, args.port))
 

@@ -19,7 +19,6 @@ unanswered, or if predictions do not resume after the last fault.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from benchmarks.chaos_load import LoadDriver
 from benchmarks.procs import Proc, log, read_metrics, wait_ready
+from clipper import cmdline
 from clipper.frontend.config import DEFAULT_CACHE_BYTES
 from clipper.ports import free_port
 from clipper.state import StateStore
@@ -243,23 +243,33 @@ def run_soak(opts: Options) -> int:
     return 0 if counts.balanced and resumed else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> cmdline.ArgumentParser:
+    """``python -m benchmarks.soak``'s parser."""
     defaults = Options()
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=defaults.duration, help="seconds of load")
-    ap.add_argument("--fault-interval", type=float, default=defaults.fault_interval, help="seconds between faults")
+    ap = cmdline.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=cmdline.positive_float, default=defaults.duration, help="seconds of load")
+    ap.add_argument("--fault-interval", type=cmdline.positive_float, default=defaults.fault_interval,
+                    help="seconds between faults")
     ap.add_argument("--mode", choices=["redis", "config"], default=defaults.mode,
                     help="query frontend following Redis (with Redis restarts), or a static --config")
-    ap.add_argument("--replicas", type=int, default=defaults.replicas)
-    ap.add_argument("--connections", type=int, default=defaults.connections)
+    ap.add_argument("--replicas", type=int, default=defaults.replicas, help="model replicas (at least 2)")
+    ap.add_argument("--connections", type=cmdline.positive_int, default=defaults.connections,
+                    help="client threads sending requests")
     ap.add_argument("--interval", type=float, default=defaults.interval, help="seconds between a thread's requests")
-    ap.add_argument("--slo-ms", type=int, default=defaults.slo_ms)
+    ap.add_argument("--slo-ms", type=cmdline.positive_int, default=defaults.slo_ms, help="the app's latency objective")
     ap.add_argument("--sleep-ms", type=float, default=defaults.sleep_ms, help="the sleep model's time per batch")
-    ap.add_argument("--heartbeat-timeout", type=float, default=defaults.heartbeat_timeout)
-    ap.add_argument("--cache-size", type=int, default=defaults.cache_size,
+    ap.add_argument("--heartbeat-timeout", type=cmdline.positive_float, default=defaults.heartbeat_timeout,
+                    help="the query frontend's --heartbeat-timeout")
+    ap.add_argument("--cache-size", type=cmdline.non_negative_int, default=defaults.cache_size,
                     help="the frontend's prediction cache in bytes: every input is new, so the cache grows to it")
-    ap.add_argument("--progress-interval", type=float, default=defaults.progress_interval)
+    ap.add_argument("--progress-interval", type=cmdline.positive_float, default=defaults.progress_interval,
+                    help="seconds between progress lines")
     ap.add_argument("--log-dir", help="where process logs go (default: a new temporary directory)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.replicas < 2:
         ap.error("--replicas must be at least 2, so that one keeps serving during a fault")

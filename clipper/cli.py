@@ -6,6 +6,8 @@
     curl -X POST -d '{"input": [1.1, 2.2, 3.3]}' http://127.0.0.1:1337/hello-world/predict
     clipper status; clipper apps; clipper models; clipper logs ./clipper_logs
     clipper stop                           # the next start is empty; `clipper stop --keep-state` keeps the state
+    clipper images list                    # Docker images (also: images build, images rm; see clipper.images)
+    clipper --version
 
 Every command takes ``--cluster-name`` (default ``$CLIPPER_CLUSTER`` or ``default-cluster``) and
 ``--cluster-dir`` (default ``/tmp/clipper-clusters/<cluster name>``); commands other than ``start`` connect
@@ -26,9 +28,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .admin.connection import ClipperConnection
+from . import cmdline, images
+from ._version import __version__
 from .exceptions import ClipperException
 from .frontend.config import (
     DEFAULT_CACHE_BYTES,
@@ -37,7 +40,10 @@ from .frontend.config import (
     DEFAULT_REDIS_PORT,
     DEFAULT_RPC_PORT,
 )
-from .managers.local import LocalContainerManager
+
+if TYPE_CHECKING:  # imported when a command needs them, so that --help and --version answer at once
+    from .admin.connection import ClipperConnection
+    from .managers.local import LocalContainerManager
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -49,11 +55,19 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _manager(args: argparse.Namespace, **ports: Any) -> LocalContainerManager:
+    from .managers.local import LocalContainerManager
+
     return LocalContainerManager(cluster_name=args.cluster_name, cluster_dir=args.cluster_dir, **ports)
 
 
+def _connection(cm: LocalContainerManager, **kwargs: Any) -> ClipperConnection:
+    from .admin.connection import ClipperConnection
+
+    return ClipperConnection(cm, **kwargs)
+
+
 def _connect(args: argparse.Namespace) -> ClipperConnection:
-    conn = ClipperConnection(_manager(args))
+    conn = _connection(_manager(args))
     conn.connect()
     return conn
 
@@ -62,7 +76,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     cm = _manager(args, clipper_query_port=args.query_port, clipper_management_port=args.management_port,
                   clipper_rpc_port=args.rpc_port, redis_ip=args.redis_ip, redis_port=args.redis_port,
                   log_dir=args.log_dir, start_timeout=args.timeout)
-    conn = ClipperConnection(cm, health_check_timeout=args.timeout)
+    conn = _connection(cm, health_check_timeout=args.timeout)
     conn.start_clipper(cache_size=args.cache_size)
     st = cm.status()
     print(f"Clipper cluster '{args.cluster_name}' is running")
@@ -78,7 +92,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     cm = _manager(args)
     running = cm.status()["processes"]
-    ClipperConnection(cm).stop_all(graceful=not args.force, keep_state=args.keep_state)
+    _connection(cm).stop_all(graceful=not args.force, keep_state=args.keep_state)
     if running:
         kept = f"; its state is kept in {cm.redis_data_dir}" if args.keep_state and cm.redis_data_dir.is_dir() else ""
         print(f"Stopped Clipper cluster '{args.cluster_name}'{kept}")
@@ -257,24 +271,44 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_size(text: str) -> int:
+    """``--batch-size``: -1 (adaptive) or at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value != -1 and value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size (-1: adaptive, or at least 1)")
+    return value
+
+
+def _cmd_images(args: argparse.Namespace) -> int:
+    return images.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipper", description=__doc__.split("\n\n")[0],
-                                     epilog="Run `clipper COMMAND --help` for a command's options.")
+    """The ``clipper`` command's parser (every option's help shows its default: `cmdline.HelpFormatter`)."""
+    parser = cmdline.ArgumentParser(prog="clipper", description=__doc__.split("\n\n")[0],
+                                    epilog="Run `clipper COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     parser.add_argument("--cluster-name", default=os.environ.get("CLIPPER_CLUSTER", "default-cluster"),
-                        help="cluster name (default: $CLIPPER_CLUSTER or default-cluster)")
+                        help="cluster name (default: $CLIPPER_CLUSTER, else default-cluster)")
     parser.add_argument("--cluster-dir", default=None, help="state directory (default: /tmp/clipper-clusters/NAME)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is being done")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is being done; show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("start", help="start a local cluster (Redis and both frontends) in the background")
-    p.add_argument("--query-port", type=int, default=DEFAULT_QUERY_PORT)
-    p.add_argument("--management-port", type=int, default=DEFAULT_MANAGEMENT_PORT)
-    p.add_argument("--rpc-port", type=int, default=DEFAULT_RPC_PORT)
-    p.add_argument("--redis-port", type=int, default=DEFAULT_REDIS_PORT)
+    p.add_argument("--query-port", type=cmdline.port, default=DEFAULT_QUERY_PORT, help="query frontend HTTP port")
+    p.add_argument("--management-port", type=cmdline.port, default=DEFAULT_MANAGEMENT_PORT,
+                   help="management frontend HTTP port")
+    p.add_argument("--rpc-port", type=cmdline.port, default=DEFAULT_RPC_PORT, help="port model replicas connect to")
+    p.add_argument("--redis-port", type=cmdline.port, default=DEFAULT_REDIS_PORT, help="Redis port")
     p.add_argument("--redis-ip", default=None, help="use the Redis running there instead of starting one")
-    p.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_BYTES, help="prediction cache size in bytes")
-    p.add_argument("--log-dir", default=None)
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each process")
+    p.add_argument("--cache-size", type=cmdline.non_negative_int, default=DEFAULT_CACHE_BYTES,
+                   help="prediction cache size in bytes")
+    p.add_argument("--log-dir", default=None, help="where the processes' logs go (default: CLUSTER_DIR/logs)")
+    p.add_argument("--timeout", type=cmdline.positive_float, default=60.0, help="seconds to wait for each process")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("stop", help="stop every process of the cluster (and forget its state, unless --keep-state)")
@@ -293,63 +327,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deploy", help="deploy a Python function (or a func.pkl directory) as a model")
     p.add_argument("name", help="model name")
-    p.add_argument("--version", default="1")
-    p.add_argument("--input-type", default="doubles", help="integers, floats, doubles, bytes or strings")
+    p.add_argument("--version", default="1", help="model version")
+    _input_type_arg(p, "input type of the model (and of a new --app)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--predict", metavar="MODULE:FUNCTION", help="function taking a batch of inputs")
     source.add_argument("--model-path", metavar="DIR", help="directory holding func.pkl")
-    p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=-1, help="fixed batch size (-1: adaptive)")
-    p.add_argument("--label", action="append", default=None)
-    p.add_argument("--pkg", action="append", default=None, help="pip package to install into the model image")
+    p.add_argument("--replicas", type=cmdline.non_negative_int, default=1, help="replicas to start")
+    p.add_argument("--batch-size", type=_batch_size, default=-1, help="fixed batch size (-1: adaptive)")
+    p.add_argument("--label", action="append", default=None, help="label of the model (repeatable)")
+    p.add_argument("--pkg", action="append", default=None,
+                   help="pip package to install into the model image (repeatable)")
     p.add_argument("--app", help="also serve it from this application (registered if missing, then linked)")
-    p.add_argument("--slo-micros", type=int, default=100000, help="latency objective of a new --app")
+    p.add_argument("--slo-micros", type=cmdline.positive_int, default=100000, help="latency objective of a new --app")
     p.add_argument("--default-output", default="None", help="default output of a new --app")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("set-version", help="make a registered version current (roll back or forward)")
-    p.add_argument("name")
-    p.add_argument("version")
+    p.add_argument("name", help="model name")
+    p.add_argument("version", help="a registered version of it")
     p.set_defaults(func=cmd_set_version)
 
     p = sub.add_parser("replicas", help="set a model version's number of replicas")
-    p.add_argument("name")
-    p.add_argument("num_replicas", type=int)
-    p.add_argument("--version", help="default: the current version")
+    p.add_argument("name", help="model name")
+    p.add_argument("num_replicas", type=cmdline.non_negative_int, help="replicas wanted")
+    p.add_argument("--version", help="model version (default: the current version)")
     p.set_defaults(func=cmd_replicas)
 
     p = sub.add_parser("stop-model", help="stop a model's replicas and unregister its versions")
-    p.add_argument("name")
-    p.add_argument("--version", action="append", help="only this version (repeatable)")
+    p.add_argument("name", help="model name")
+    p.add_argument("--version", action="append", help="only this version (repeatable; default: every version)")
     p.set_defaults(func=cmd_stop_model)
 
     p = sub.add_parser("register-app", help="register an application")
-    p.add_argument("name")
-    p.add_argument("--input-type", default="doubles")
-    p.add_argument("--slo-micros", type=int, default=100000)
-    p.add_argument("--default-output", default="None")
+    p.add_argument("name", help="application name")
+    _input_type_arg(p, "input type of the application")
+    p.add_argument("--slo-micros", type=cmdline.positive_int, default=100000, help="latency objective")
+    p.add_argument("--default-output", default="None", help="answer when no model answers within the objective")
     p.set_defaults(func=cmd_register_app)
 
     p = sub.add_parser("unregister-app", help="remove an application")
-    p.add_argument("name")
+    p.add_argument("name", help="application name")
     p.set_defaults(func=cmd_unregister_app)
 
     p = sub.add_parser("link", help="link a model to an application")
-    p.add_argument("app")
-    p.add_argument("model")
+    p.add_argument("app", help="application name")
+    p.add_argument("model", help="model name")
     p.add_argument("--unlink", action="store_true", help="remove the link instead")
     p.set_defaults(func=cmd_link)
 
     p = sub.add_parser("predict", help="ask an application for a prediction")
-    p.add_argument("app")
+    p.add_argument("app", help="application name")
     p.add_argument("input", help="JSON input, e.g. '[1.0, 2.0]'")
     p.add_argument("--batch", action="store_true", help="INPUT is a list of inputs (input_batch)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("logs", help="copy the cluster's log files into DIR")
-    p.add_argument("dir", nargs="?", default="clipper_logs")
+    p.add_argument("dir", nargs="?", default="clipper_logs", help="destination directory")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("images", help="build, list or remove the Docker images (same as python -m clipper.images)",
+                       description=images.DESCRIPTION)
+    images.add_arguments(p)
+    p.set_defaults(func=_cmd_images)
     return parser
+
+
+def _input_type_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--input-type", type=cmdline.input_type, choices=cmdline.INPUT_TYPES, default="doubles",
+                   help=f"{help}; Clipper's aliases (d, ints, ...) work too")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,9 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ClipperException as e:
         print(f"clipper: error: {e.msg}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a failure (no engine, a refused connection, ...), not a bug to show at length
+        if args.verbose:
+            raise
+        print(f"clipper: error: {type(e).__name__}: {e} (-v shows the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -861,25 +861,106 @@ def _human(size: int | None) -> str:
     return f"{size / 1e6:.0f} MB"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clipper.images", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+def _removal_refs(name: str) -> tuple[str, list[str]] | None:
+    """The recipe name and the references `remove_images` looks at for `name` (None: not one of ours)."""
+    short = short_image_name(name, registry_required="/" in name)
+    if short not in RECIPES:
+        return None
+    if ":" in name.rpartition("/")[2]:  # one tag
+        return short, [name if "/" in name else f"{REPOSITORY}/{name}"]
+    return short, [image_ref(short), image_ref(short, COMPAT_VERSION)]
+
+
+def remove_images(names: Iterable[str] | None = None) -> dict[str, str]:
+    """Removes this project's images `names` (default: all): a short name (``"query_frontend"``) loses
+    both its tags (the package's version and clipper_admin's; for the closure container also its
+    ``pythonXY-closure-container`` aliases); a reference with a tag (``"clipper/noop-container:0.1.0"``)
+    loses only that tag. An image a container uses (running or stopped) is left alone.
+
+    Returns, per name: ``"removed"``, ``"absent"``, ``"in use by container(s) ..."`` or ``"not removed:
+    <why>"``. Raises ImageBuildError for a name not of this project, or when the engine does not answer."""
+    import docker.errors
+
+    wanted = list(names) if names is not None else list(reversed(IMAGE_NAMES))  # children first
+    targets = {name: _removal_refs(name) for name in wanted}
+    unknown = [name for name, target in targets.items() if target is None]
+    if unknown:
+        raise ImageBuildError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    client = docker_client()
+    results: dict[str, str] = {}
+    for name, (short, refs) in ((n, t) for n, t in targets.items() if t is not None):
+        infos = {ref: info for ref in refs if (info := _inspect(client, ref)) is not None}
+        if not infos:
+            results[name] = "absent"
+            continue
+        tags = set(infos)
+        if len(refs) > 1:  # every tag of ours on those images
+            tags |= {t for info in infos.values() for t in info.get("RepoTags") or []
+                     if short_image_name(t, registry_required=True) == short
+                     and t.rpartition(":")[2] in (VERSION, COMPAT_VERSION)}
+            ids = {info["Id"] for info in infos.values()}
+            users = sorted(c["Names"][0].lstrip("/") for c in client.api.containers(all=True)
+                           if c.get("ImageID") in ids)
+            if users:
+                results[name] = f"in use by container(s) {', '.join(users)}; remove them first"
+                continue
+        try:
+            for tag in sorted(tags):
+                client.api.remove_image(tag)
+        except docker.errors.APIError as e:  # e.g. a container uses the image (or started meanwhile)
+            results[name] = f"not removed: {e.explanation or e}"
+            continue
+        results[name] = "removed"
+    return results
+
+
+#: What ``python -m clipper.images --help`` and ``clipper images --help`` say first.
+DESCRIPTION = "Build, list or remove Clipper's Docker images (built locally, with no registry)."
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The ``build``, ``list`` and ``rm`` subcommands, for ``python -m clipper.images`` and ``clipper images``."""
+    ap.set_defaults(images_prog=ap.prog)
+    sub = ap.add_subparsers(dest="images_command", metavar="COMMAND", required=True)
     b = sub.add_parser("build", help="build missing or out-of-date images (all by default)")
-    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)}")
+    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)} (default: all)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    b.add_argument("--base-image", help=f"start from this image instead of debootstrap (${BASE_ENV})")
+    b.add_argument("--base-image", help=f"start from this image instead of debootstrap (default: ${BASE_ENV}, "
+                                        "else clipper/base made with debootstrap)")
     ls = sub.add_parser("list", help="show the images, their state and size")
-    ls.add_argument("--base-image")
-    ls.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    ls.add_argument("--base-image", help=f"the base image builds start from (default: ${BASE_ENV})")
+    ls.add_argument("--json", action="store_true", help="print JSON rows")
+    rm = sub.add_parser("rm", help="remove images (both tags of each); one a container uses is left alone")
+    rm.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"images among: {', '.join(IMAGE_NAMES)}, or a reference such as clipper/NAME:TAG "
+                         "(only that tag)")
+    rm.add_argument("--all", action="store_true", help="remove every image of the project")
+    rm.set_defaults(rm_parser=rm)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a parsed ``build``/``list``/``rm``: 0 when done, 1 on a failure (said in one line on stderr)."""
     try:
-        if args.command == "build":
+        if args.images_command == "build":
             started = time.monotonic()
             built = build_images(args.names or None, base_image=args.base_image, force=args.force,
                                  progress=lambda line: print(line, flush=True))
             print(f"[images] {len(built)} built ({', '.join(built) or 'all up to date'}) "
                   f"in {time.monotonic() - started:.1f} s")
             return 0
+        if args.images_command == "rm":
+            if bool(args.names) == args.all:
+                args.rm_parser.error("name the images to remove, or pass --all")
+            unknown = [name for name in args.names if _removal_refs(name) is None]
+            if unknown:
+                args.rm_parser.error(f"not an image of this project: {', '.join(unknown)} "
+                                     f"(images: {', '.join(IMAGE_NAMES)})")
+            results = remove_images(args.names or None)
+            for name, outcome in results.items():
+                short, refs = _removal_refs(name)  # type: ignore[misc]
+                what = refs[0] if len(refs) == 1 else f"{REPOSITORY}/{short} (tags {VERSION}, {COMPAT_VERSION})"
+                print(f"{what}: {'not present, nothing to remove' if outcome == 'absent' else outcome}")
+            return 0 if all(o in ("removed", "absent") for o in results.values()) else 1
         rows = list_images(base_image=args.base_image)
         if args.json:
             print(json.dumps(rows, indent=2))
@@ -888,8 +969,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r['ref']:<45} {r['status']:<12} {_human(r['size']):>8}  {r['id'] or ''}")
         return 0
     except ImageBuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{args.images_prog}: error: {e}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cmdline import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m clipper.images", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

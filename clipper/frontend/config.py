@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .. import rust_core
+from .. import cmdline, rust_core
 
 #: Where the frontends listen unless told otherwise (Clipper's ports).
 DEFAULT_HOST = "127.0.0.1"
@@ -40,12 +41,13 @@ PREDICT_TOKEN_ENV = "CLIPPER_PREDICT_TOKEN"
 
 
 def _setting(default: Any, help: str, *flags: str, env: str | None = None, switch: bool = False,
-             metavar: str | None = None) -> Any:
+             metavar: str | None = None, type: Callable[[str], Any] | None = None,
+             choices: Sequence[str] | None = None) -> Any:
     """A field of a config dataclass and how the command line shows it: `flags` (the first is the canonical
-    one, the others aliases), `help`, an environment variable that gives the command line's default, and
-    `switch` for an on/off flag."""
+    one, the others aliases), `help`, an environment variable that gives the command line's default,
+    `switch` for an on/off flag, and the argparse `type` (default: the default's type) and `choices`."""
     return field(default=default, metadata={"flags": flags, "help": help, "env": env, "switch": switch,
-                                            "metavar": metavar})
+                                            "metavar": metavar, "type": type, "choices": choices})
 
 
 @dataclass
@@ -59,53 +61,55 @@ class QueryFrontendConfig:
     config_file: str | None = _setting(None, "JSON file with apps and models to serve (instead of Redis)",
                                        "--config", metavar="CONFIG")
     redis_host: str = _setting(DEFAULT_HOST, "Redis holding the apps and models", "--redis-host", "--redis_ip")
-    redis_port: int = _setting(DEFAULT_REDIS_PORT, "Redis port", "--redis-port", "--redis_port")
+    redis_port: int = _setting(DEFAULT_REDIS_PORT, "Redis port", "--redis-port", "--redis_port", type=cmdline.port)
     host: str = _setting(DEFAULT_HOST, "HTTP bind address", "--host")
-    port: int = _setting(DEFAULT_QUERY_PORT, "HTTP port (predictions, /metrics)", "--port")
+    port: int = _setting(DEFAULT_QUERY_PORT, "HTTP port: predictions, /metrics", "--port", type=cmdline.port)
     rpc_host: str = _setting(DEFAULT_HOST, "RPC bind address (model containers connect there)", "--rpc-host")
-    rpc_port: int = _setting(DEFAULT_RPC_PORT, "RPC port", "--rpc-port")
+    rpc_port: int = _setting(DEFAULT_RPC_PORT, "RPC port", "--rpc-port", type=cmdline.port)
     cache_size: int = _setting(DEFAULT_CACHE_BYTES, "prediction cache size in bytes", "--cache-size",
-                               "--prediction_cache_size")
+                               "--prediction_cache_size", type=cmdline.non_negative_int)
     heartbeat_timeout: float = _setting(DEFAULT_HEARTBEAT_TIMEOUT_S,
                                         "seconds of silence after which a model replica is dropped",
-                                        "--heartbeat-timeout")
-    max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, "request body limit (413 above)", "--max-body-bytes")
-    max_header_bytes: int = _setting(DEFAULT_MAX_HEADER_BYTES, "request line + headers limit (431 above)",
-                                     "--max-header-bytes")
-    max_batch_inputs: int = _setting(DEFAULT_MAX_BATCH_INPUTS, "inputs one input_batch may hold (400 above)",
-                                     "--max-batch-inputs")
+                                        "--heartbeat-timeout", type=cmdline.positive_float)
+    max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, "request body limit in bytes; 413 above", "--max-body-bytes",
+                                   type=cmdline.positive_int)
+    max_header_bytes: int = _setting(DEFAULT_MAX_HEADER_BYTES, "request line + headers limit in bytes; 431 above",
+                                     "--max-header-bytes", type=cmdline.positive_int)
+    max_batch_inputs: int = _setting(DEFAULT_MAX_BATCH_INPUTS, "inputs one input_batch may hold; 400 above",
+                                     "--max-batch-inputs", type=cmdline.positive_int)
     max_queue: int = _setting(DEFAULT_MAX_QUEUE,
                               "requests a model's queue holds; past it, predict answers 503 with Retry-After",
-                              "--max-queue")
+                              "--max-queue", type=cmdline.positive_int)
     predict_token: str | None = _setting(None, "require 'Authorization: Bearer <token>' on predict and update",
                                          "--predict-token", env=PREDICT_TOKEN_ENV)
     workers: int = _setting(1, "query frontend processes sharing the HTTP port; worker i takes containers on "
-                               "--rpc-port + i", "--workers")
+                               "--rpc-port + i", "--workers", type=cmdline.positive_int)
     reuse_port: bool = _setting(False, "bind the HTTP port with SO_REUSEPORT, shared with other processes",
                                 "--reuse-port", switch=True)
     insecure: bool = _setting(False, "serve predict and update without a token on a --host other machines can reach",
                               "--insecure", switch=True)
-    log_level: str = _setting(DEFAULT_LOG_LEVEL, "level of the JSON log lines on stderr", "--log-level")
+    log_level: str = _setting(DEFAULT_LOG_LEVEL, "level of the JSON log lines on stderr", "--log-level",
+                              type=str.upper, choices=cmdline.LOG_LEVELS)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Adds one option per field; every help line ends with the default (for a secret read from the
-        environment, the variable's name, never its value)."""
+        """Adds one option per field. A `cmdline.ArgumentParser` ends each help line with the default; for a
+        secret read from the environment the help names the variable, never its value."""
         for f in fields(cls):
             meta = f.metadata
             default = f.default
-            shown = "none" if default is None else ("off" if meta["switch"] else str(default))
+            help = meta["help"]
             if meta["env"]:
                 default = os.environ.get(meta["env"], default)
-                shown = f"${meta['env']}; {shown}"
-            kwargs: dict[str, Any] = {"dest": f.name, "default": default,
-                                      "help": f"{meta['help']} (default: {shown})"}
+                help += f" (default: ${meta['env']}, else {'none' if f.default is None else f.default})"
+            kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help}
             if meta["switch"]:
                 kwargs["action"] = "store_true"
             else:
-                kwargs["type"] = type(f.default) if f.default is not None else str
-                if meta["metavar"]:
-                    kwargs["metavar"] = meta["metavar"]
+                kwargs["type"] = meta["type"] or (type(f.default) if f.default is not None else str)
+                for key in ("metavar", "choices"):
+                    if meta[key]:
+                        kwargs[key] = meta[key]
             parser.add_argument(*meta["flags"], **kwargs)
 
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any
 import uvloop
 
 from .. import _core, rust_core, selection
+from ..cmdline import ArgumentParser
 from ..input_types import parse_input_type
 from ..logs import configure_logging
 from ..selection.selector import ModelSelector, StateUpdate
@@ -282,11 +283,15 @@ class QueryFrontend:
         await self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0]
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m clipper.frontend.query``'s parser, made from `QueryFrontendConfig`."""
+    parser = ArgumentParser(prog="python -m clipper.frontend.query", description=__doc__.splitlines()[0])
     QueryFrontendConfig.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     config = QueryFrontendConfig.from_args(parser.parse_args(argv))
     configure_logging(config.log_level)
     try:

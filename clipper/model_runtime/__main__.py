@@ -16,55 +16,58 @@ import signal
 import sys
 import threading
 
+from .. import cmdline
+from ..cmdline import ArgumentParser
 from .loader import ModelLoadError, load_model
-from .protocol import parse_input_type
 from .runtime import serve
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m clipper.model_runtime``'s parser: each default comes from the environment."""
     env = os.environ.get
-    ap = argparse.ArgumentParser(prog="python -m clipper.model_runtime", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m clipper.model_runtime", description=__doc__)
     ap.add_argument("--predict", default=env("CLIPPER_PREDICT"), metavar="MODULE:FUNCTION",
                     help="model function (default: $CLIPPER_PREDICT, else $CLIPPER_MODEL_PATH/func.pkl)")
-    ap.add_argument("--model-path", default=env("CLIPPER_MODEL_PATH"), help="closure directory")
-    ap.add_argument("--name", default=env("CLIPPER_MODEL_NAME"), help="model name")
-    ap.add_argument("--version", default=env("CLIPPER_MODEL_VERSION"), help="model version")
-    ap.add_argument("--input-type", default=env("CLIPPER_INPUT_TYPE", "doubles"))
-    ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"), help="frontend RPC host")
+    ap.add_argument("--model-path", default=env("CLIPPER_MODEL_PATH"),
+                    help="closure directory (default: $CLIPPER_MODEL_PATH)")
+    ap.add_argument("--name", default=env("CLIPPER_MODEL_NAME"), help="model name (default: $CLIPPER_MODEL_NAME)")
+    ap.add_argument("--version", default=env("CLIPPER_MODEL_VERSION"),
+                    help="model version (default: $CLIPPER_MODEL_VERSION)")
+    ap.add_argument("--input-type", default=env("CLIPPER_INPUT_TYPE", "doubles"), type=cmdline.input_type,
+                    choices=cmdline.INPUT_TYPES,
+                    help="input type; Clipper's aliases (d, ints, ...) work too (default: $CLIPPER_INPUT_TYPE, "
+                         "else doubles)")
+    ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"),
+                    help="frontend RPC host (default: $CLIPPER_IP, else 127.0.0.1)")
     ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"),
-                    help="frontend RPC port, or comma-separated ports (one per query frontend worker)")
-    ap.add_argument("--heartbeat-interval", type=float, default=env("CLIPPER_HEARTBEAT_INTERVAL", "1.0"),
+                    help="frontend RPC port, or comma-separated ports (one per query frontend worker) "
+                         "(default: $CLIPPER_PORT, else 7000)")
+    ap.add_argument("--heartbeat-interval", type=cmdline.positive_float,
+                    default=env("CLIPPER_HEARTBEAT_INTERVAL", "1.0"),
                     metavar="SECONDS", help="heartbeat when this long passes without a message, also while a "
-                    "batch runs; at most a third of the frontend's --heartbeat-timeout (default 1)")
-    ap.add_argument("--session-timeout", type=float, default=env("CLIPPER_SESSION_TIMEOUT", "10.0"),
+                    "batch runs; at most a third of the frontend's --heartbeat-timeout "
+                    "(default: $CLIPPER_HEARTBEAT_INTERVAL, else 1)")
+    ap.add_argument("--session-timeout", type=cmdline.positive_float, default=env("CLIPPER_SESSION_TIMEOUT", "10.0"),
                     metavar="SECONDS", help="new connection after this long without a message from the frontend "
-                    "(default 10)")
-    ap.add_argument("--log-level", default="WARNING", type=str.upper,
-                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+                    "(default: $CLIPPER_SESSION_TIMEOUT, else 10)")
+    ap.add_argument("--log-level", default="WARNING", type=str.upper, choices=cmdline.LOG_LEVELS, help="log level")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and environment, load the model and serve until SIGTERM/SIGINT."""
-    ap = _parser()
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not args.name:
         ap.error("model name is required: set CLIPPER_MODEL_NAME or pass --name")
     if not args.version:
         ap.error("model version is required: set CLIPPER_MODEL_VERSION or pass --version")
     try:
-        parse_input_type(args.input_type)
-    except ValueError as e:
-        ap.error(str(e))
-    try:
         ports = [int(p) for p in str(args.port).split(",")]
         if not all(0 < p < 65536 for p in ports):
             raise ValueError
     except ValueError:
         ap.error(f"invalid port {args.port!r} (CLIPPER_PORT / --port: a port or comma-separated ports)")
-    if args.heartbeat_interval <= 0 or args.session_timeout <= 0:
-        ap.error("--heartbeat-interval and --session-timeout must be positive")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         predict = load_model(args.predict, args.model_path)

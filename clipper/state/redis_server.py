@@ -273,15 +273,36 @@ def supervise(argv: Sequence[str], status_file: str | os.PathLike[str], *, min_b
     return 0
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="redis_server.py", description="Keeps a redis-server running.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sup = sub.add_parser("supervise", help="run a command (redis-server ...) and restart it whenever it exits")
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The supervisor's parser. Standard library only (this file runs as a script with ``python -I``), so
+    argparse's own ArgumentDefaultsHelpFormatter shows the defaults rather than `clipper.cmdline`."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="redis_server.py", description="Keeps a redis-server running.",
+                                     formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sup = sub.add_parser("supervise", help="run a command (redis-server ...) and restart it whenever it exits",
+                         formatter_class=fmt)
     sup.add_argument("--status-file", required=True, help="JSON file: current pid and restart count")
-    sup.add_argument("--min-backoff", type=float, default=MIN_BACKOFF_S)
-    sup.add_argument("--max-backoff", type=float, default=MAX_BACKOFF_S)
-    sup.add_argument("--data-dir", default=None, help="created before each start when missing")
+    sup.add_argument("--min-backoff", type=_seconds, default=MIN_BACKOFF_S, help="seconds before the first restart")
+    sup.add_argument("--max-backoff", type=_seconds, default=MAX_BACKOFF_S,
+                     help="most seconds between restarts (the wait doubles up to it)")
+    sup.add_argument("--data-dir", help="created before each start when missing")
     sup.add_argument("argv", nargs=argparse.REMAINDER, help="-- redis-server flags...")
+    return parser
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     ns = parser.parse_args(args)
     argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
     if not argv:

@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 import uvloop
 
-from ... import _core
+from ... import _core, cmdline
+from ...cmdline import ArgumentParser
 from ...logs import configure_logging
 from ...state import StateError, StateStore
 from ..config import (
@@ -145,29 +146,32 @@ def _pong(body: bytes) -> tuple[int, bytes]:
 
 # ---------------------------------------------------------------------- command line
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipper.frontend.management", description=DESCRIPTION)
-    parser.add_argument("--redis-host", "--redis_ip", default=DEFAULT_HOST, help=f"Redis host (default {DEFAULT_HOST})")
-    parser.add_argument("--redis-port", "--redis_port", type=int, default=DEFAULT_REDIS_PORT,
-                        help=f"Redis port (default {DEFAULT_REDIS_PORT})")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                        help=f"request body limit (413 above; default {DEFAULT_MAX_BODY_BYTES})")
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m clipper.frontend.management``'s parser."""
+    parser = ArgumentParser(prog="python -m clipper.frontend.management", description=DESCRIPTION)
+    parser.add_argument("--redis-host", "--redis_ip", default=DEFAULT_HOST, help="Redis host")
+    parser.add_argument("--redis-port", "--redis_port", type=cmdline.port, default=DEFAULT_REDIS_PORT,
+                        help="Redis port")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=cmdline.port, default=DEFAULT_PORT, help="port to listen on")
+    parser.add_argument("--max-body-bytes", type=cmdline.positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="request body limit in bytes; 413 above")
     parser.add_argument("--token", default=os.environ.get("CLIPPER_ADMIN_TOKEN"),
                         help="require 'Authorization: Bearer <token>' on every /admin route but ping "
-                             "(default: $CLIPPER_ADMIN_TOKEN; none)")
+                             "(default: $CLIPPER_ADMIN_TOKEN, else none)")
     parser.add_argument("--insecure", action="store_true",
-                        help="serve the admin routes without a token on a --host other machines can reach "
-                             "(default: off)")
-    parser.add_argument("--max-apps", type=int, default=StateStore.max_apps,
-                        help=f"most applications add_app accepts (default {StateStore.max_apps})")
-    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        type=str.upper, help=f"log level (default {DEFAULT_LOG_LEVEL})")
+                        help="serve the admin routes without a token on a --host other machines can reach")
+    parser.add_argument("--max-apps", type=cmdline.positive_int, default=StateStore.max_apps,
+                        help="most applications add_app accepts")
+    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=cmdline.LOG_LEVELS, type=str.upper,
+                        help="log level")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    if args.max_apps < 1:
-        parser.error("--max-apps must be at least 1")
     try:
         refuse_open_without_token(args.host, args.token, args.insecure, "the admin routes",
                                   "--token (or $CLIPPER_ADMIN_TOKEN)")
