@@ -162,3 +162,18 @@ def test_served_description_answers_pipelined_requests_in_order(query_frontend: 
     assert [a[0] for a in answers] == [200, 200, 200]
     assert answers[0][2] == answers[2][2] == document_bytes("query")
     assert answers[1][2] == b'{"status":"alive"}'
+
+
+def test_described_leniencies_are_real(query_frontend: Frontend) -> None:
+    """What schemathesis's negative_data_rejection found the description too strict about: a `version` of null
+    is the current version, and an `X-Request-Id` over 200 bytes is ignored (not echoed), not refused."""
+    schemas = document("query")["components"]
+    assert schemas["schemas"]["PredictRequest"]["properties"]["version"]["nullable"] is True
+    assert "maxLength" not in schemas["parameters"]["RequestId"]["schema"]
+    auth = {"Authorization": f"Bearer {PREDICT_TOKEN}"}
+    r = query_frontend.post("/a/predict", json={"input": [1.0], "version": None}, headers=auth)
+    assert r.status_code == 200, r.text
+    r = query_frontend.post("/a/predict", json={"input": [1.0]}, headers={**auth, "X-Request-Id": "x" * 201})
+    assert r.status_code == 200 and "X-Request-Id" not in r.headers
+    r = query_frontend.post("/a/predict", json={"input": [1.0]}, headers={**auth, "X-Request-Id": "x" * 200})
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == "x" * 200

@@ -82,8 +82,9 @@ def common_components(frontend: str) -> dict[str, Any]:
         "parameters": {
             "RequestId": {
                 "name": "X-Request-Id", "in": "header", "required": False,
-                "description": "Echoed on the response (ASCII, at most 200 bytes; others are not echoed).",
-                "schema": {"type": "string", "maxLength": 200},
+                "description": "Echoed on the response and logged when it is ASCII and at most 200 bytes; "
+                               "another value is ignored, not refused.",
+                "schema": {"type": "string"},
             },
         },
         "headers": {
@@ -178,9 +179,11 @@ def query_schemas() -> dict[str, Schema]:
                 "input_batch": {"type": "array", "items": ref("schemas", "Input"),
                                 "maxItems": DEFAULT_MAX_BATCH_INPUTS,
                                 "description": f"at most `--max-batch-inputs` (default {DEFAULT_MAX_BATCH_INPUTS})"},
-                "version": {"type": "string", "description": "a version of the app's model other than the current"},
+                "version": {"type": "string", "nullable": True,
+                            "description": "a version of the app's model other than the current (null: the current)"},
                 "uid": {"type": "integer", "format": "int32", "minimum": 0, "maximum": (1 << 31) - 1,
-                        "description": "the user id, for apps with a selection policy"},
+                        "description": "the user id, for apps with a selection policy (read, and checked, only by "
+                                       "those)"},
             },
             "anyOf": [{"required": ["input"]}, {"required": ["input_batch"]}],
             "example": {"input": [1.1, 2.2, 3.3]},
