@@ -259,7 +259,7 @@ cdef class QueryServer(HttpServer):
     """The query frontend's HttpServer: the engine, the apps and the requests waiting on the engine.
 
     Routes: `/<app>/predict` and `/<app>/update` (POST; the bearer token when `predict_token` is set), then the
-    table QUERY_ROUTES (GET /metrics, /healthz, /readyz; another method there is answered 404).
+    table QUERY_ROUTES (GET /metrics, /healthz, /readyz, /openapi.json; another method there is answered 404).
 
     A client that ends its side (EOF) with predictions still due is taken as gone: they are withdrawn from the
     engine, so that models never spend a batch on abandoned requests (answers_after_eof false; the answers

@@ -57,6 +57,8 @@ cdef int app_action(const char* path, size_t n, size_t* app_start, size_t* app_l
     return ACTION_NONE
 
 
+from clipper.frontend.openapi import document_bytes as _openapi_document
+
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -87,11 +89,17 @@ def _readyz(QueryServer server, HttpProtocol protocol, accept, bint keep_alive):
         protocol.reply_error(503, "Not ready", "the configuration has not been loaded yet", keep_alive)
 
 
+def _openapi(QueryServer server, HttpProtocol protocol, accept, bint keep_alive):
+    """GET /openapi.json: the query API's OpenAPI description, as shipped (clipper/frontend/openapi/query.json)."""
+    protocol.reply_bytes(200, _openapi_document("query"), keep_alive)
+
+
 #: The query frontend's exact paths (besides `/<app>/predict` and `/<app>/update`).
 QUERY_ROUTES = {
     b"/metrics": Route("GET", _metrics),
     b"/healthz": Route("GET", _healthz),
     b"/readyz": Route("GET", _readyz),
+    b"/openapi.json": Route("GET", _openapi),
 }
 
 #: The query frontend's wording of the HTTP layer's errors (HttpServer.texts): the default words.

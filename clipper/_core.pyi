@@ -21,7 +21,7 @@ INPUT_TYPE_NAMES: dict[int, str]
 
 #: Reason phrase of every status the layer writes.
 STATUS_REASONS: dict[int, bytes]
-#: The query frontend's exact paths: GET /metrics, /healthz, /readyz.
+#: The query frontend's exact paths: GET /metrics, /healthz, /readyz, /openapi.json.
 QUERY_ROUTES: dict[bytes, Route]
 #: The layer's own errors in its default words, and in the query frontend's (see `HttpServer`).
 DEFAULT_TEXTS: dict[str, tuple[str, str]]

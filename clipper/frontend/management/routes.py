@@ -1,5 +1,5 @@
 """The management frontend's route table: Clipper's admin paths, each with its method, handler and the
-"Expected JSON schema" its JSON errors quote."""
+"Expected JSON schema" its JSON errors quote; and the routes with a fixed answer (`/admin/ping`, `/openapi.json`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...state import StateStore
+from ..openapi import document_bytes
 from . import handlers as h
 from .errors import (
     ADD_APPLICATION_JSON_SCHEMA,
@@ -27,12 +28,13 @@ from .errors import (
 
 @dataclass(frozen=True)
 class Route:
-    """A route: its method, its handler over the store (None: `GET /admin/ping`, answered "PONG" without the
-    token, the health check) and the schema its JSON errors quote."""
+    """A route: its method, its handler over the store and the schema its JSON errors quote; or, without a
+    handler, `answer`: the body of its fixed 200 answer, served without the token (made once, at start)."""
 
     method: str
     handler: Callable[[StateStore, Any], str] | None
     schema: str = ""
+    answer: Callable[[], bytes] | None = None
 
 
 #: Exact paths (Clipper matched them with regex_match: no trailing slash; the query string is not the path).
@@ -54,5 +56,6 @@ ROUTES: dict[str, Route] = {
     "/admin/get_state": Route("POST", h.get_state, SELECTION_JSON_SCHEMA),
     "/admin/get_selection_state": Route("POST", h.get_selection_state, SELECTION_JSON_SCHEMA),
     "/admin/reset_selection_state": Route("POST", h.reset_selection_state, SELECTION_JSON_SCHEMA),
-    "/admin/ping": Route("GET", None),
+    "/admin/ping": Route("GET", None, answer=lambda: b"PONG"),  # the health check
+    "/openapi.json": Route("GET", None, answer=lambda: document_bytes("management")),
 }

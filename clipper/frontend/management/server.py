@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -41,7 +42,6 @@ DESCRIPTION = "The management frontend: Clipper's admin REST API on :1338, writi
 DEFAULT_PORT = DEFAULT_MANAGEMENT_PORT
 #: Seconds `stop` waits for the answers in flight before closing the connections.
 DRAIN_SECONDS = 5.0
-PONG = Response(200, b"PONG")
 
 
 class ManagementFrontend:
@@ -59,11 +59,13 @@ class ManagementFrontend:
         self.redis_ok: bool | None = None
 
     def compiled_routes(self) -> dict[bytes, _core.Route]:
-        """ROUTES for the compiled layer: every route but ping needs the token and runs in the thread pool."""
+        """ROUTES for the compiled layer: the routes with a handler need the token and run in the thread pool;
+        those with a fixed answer (ping, the OpenAPI description) are answered on the loop, without the token."""
         table = {}
         for path, route in ROUTES.items():
             if route.handler is None:
-                table[path.encode()] = _core.Route(route.method, _pong)
+                assert route.answer is not None, path
+                table[path.encode()] = _core.Route(route.method, _fixed(route.answer()))
             else:
                 table[path.encode()] = _core.Route(route.method, self._bind(route), auth=True, blocking=True)
         return table
@@ -140,8 +142,11 @@ class ManagementFrontend:
             await self.stop()
 
 
-def _pong(body: bytes) -> tuple[int, bytes]:
-    return PONG.status, PONG.body
+def _fixed(answer: bytes) -> Callable[[bytes], tuple[int, bytes]]:
+    """A handler answering 200 with `answer`, whatever the body."""
+    def handler(body: bytes) -> tuple[int, bytes]:
+        return 200, answer
+    return handler
 
 
 # ---------------------------------------------------------------------- command line
