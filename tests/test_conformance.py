@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cluster, Frontend
 
 from tests.conformance import CASES, INPUT_TYPES, Implementation, implementations
-from tests.conftest import Cluster, Frontend
 
 IMPLEMENTATIONS = implementations()
 #: Every case has its answer within this (large inputs included); no answer in time fails the test.
