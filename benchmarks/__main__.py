@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from benchmarks.loadtest import LoadOptions
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="query frontend processes (--workers of the frontend)",
     )
     tp.add_argument(
+        "--container-command", default=None, metavar="COMMAND LINE",
+        help="run this model container program (split like a shell would) in place of the Python no-op; it gets "
+             "CLIPPER_MODEL_NAME=noop, CLIPPER_MODEL_VERSION=1, CLIPPER_INPUT_TYPE=doubles, CLIPPER_IP, CLIPPER_PORT",
+    )
+    tp.add_argument(
         "--ready-timeout",
         type=float,
         default=d.ready_timeout,
@@ -207,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args, parser)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1 or args.threads < 1 or args.workers < 1:
         parser.error("--duration, --connections, --threads, --workers must be >= 1; --warmup >= 0")
+    if args.container_command is not None:
+        try:
+            if not shlex.split(args.container_command):
+                raise ValueError("it is empty")
+        except ValueError as e:
+            parser.error(f"--container-command: {e}")
+        if args.workers != 1:
+            parser.error("--container-command runs with --workers 1 (a container gets one CLIPPER_PORT)")
     opts = Options(**{k: v for k, v in vars(args).items() if k != "command"})
     return run_throughput(opts)
 

@@ -2,6 +2,8 @@
 
 Pipeline: HTTP -> query frontend -> batch -> ZeroMQ RPC -> Python no-op container
 -> response. Both are loaded by the same wrk run (warm-up, then measured run).
+``--container-command`` runs any model container program (another language's no-op) in place of the
+Python one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import http.client
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,6 +51,7 @@ class Options:
     workers: int = 1
     ready_timeout: float = 60.0
     wrk_timeout: int = 2
+    container_command: str | None = None  # a command line run as the model container instead of the Python no-op
 
 
 class Seeds:
@@ -100,8 +104,14 @@ def start_floor(log_dir: Path, name: str = "floor") -> tuple[int, list[Proc]]:
     return port, [Proc(name, cmd, log_dir)]
 
 
-def start_clipper(app: str, log_dir: Path, workers: int = 1) -> tuple[int, list[Proc]]:
-    """Start query frontend (`workers` processes) + no-op container; return HTTP port and processes."""
+#: The default model container: our Python runtime with the no-op model.
+NOOP_CONTAINER = [sys.executable, "-m", "clipper.model_runtime", "--predict", "clipper.model_runtime.models:noop"]
+
+
+def start_clipper(app: str, log_dir: Path, workers: int = 1,
+                  container: list[str] | None = None) -> tuple[int, list[Proc]]:
+    """Start query frontend (`workers` processes) + the model container (`container`, an argv run with Clipper's
+    environment; default the Python no-op); return HTTP port and processes."""
     http_port = free_port()
     rpc_port = free_port()
     while rpc_port <= http_port < rpc_port + workers:
@@ -133,13 +143,7 @@ def start_clipper(app: str, log_dir: Path, workers: int = 1) -> tuple[int, list[
     procs.append(
         Proc(
             "noop_container",
-            [
-                sys.executable,
-                "-m",
-                "clipper.model_runtime",
-                "--predict",
-                "clipper.model_runtime.models:noop",
-            ],
+            container or NOOP_CONTAINER,
             log_dir,
             env={
                 "CLIPPER_MODEL_NAME": "noop",
@@ -308,9 +312,12 @@ def run_throughput(opts: Options) -> int:
     else:
 
         def start_pipeline(d: Path) -> tuple[int, list[Proc]]:
-            return start_clipper(opts.app, d, opts.workers)
+            container = shlex.split(opts.container_command) if opts.container_command else None
+            return start_clipper(opts.app, d, opts.workers, container)
 
         pipeline_label = "pipeline"
+        if opts.container_command:
+            log(f"model container: {opts.container_command}")
     try:
         results["floor"] = run_stage("floor", start_floor, opts, seeds, log_dir)
         results["pipeline"] = run_stage(

@@ -17,6 +17,8 @@ to the cluster recorded there.
 import path) and deploys it as a Python closure (cloudpickle): a module that lives under the
 current directory is pickled by value, so replicas do not need to import it; installed modules
 are pickled by reference. ``deploy --model-path DIR`` deploys a directory holding ``func.pkl``.
+``deploy --command "/path/to/container --flag"`` runs any program as the model's replicas (a model container
+in another language, docs/containers.md), with Clipper's environment plus ``--env KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -173,8 +175,18 @@ def load_predict_function(spec: str) -> Any:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from .deployers import python as python_deployer
 
+    if args.env and not args.command:
+        raise ClipperException("--env goes with --command (a Python model reads its environment from the image)")
+    if args.pkg and args.command:
+        raise ClipperException("--pkg does not go with --command (nothing is installed for a command)")
     conn = _connect(args)
-    if args.predict:
+    if args.command:
+        from .deployers import command as command_deployer
+
+        command_deployer.deploy_command(conn, args.name, args.version, args.input_type, args.command,
+                                        num_replicas=args.replicas, env=dict(args.env or []), labels=args.label,
+                                        batch_size=args.batch_size)
+    elif args.predict:
         func = load_predict_function(args.predict)
         python_deployer.deploy_python_closure(conn, args.name, args.version, args.input_type, func,
                                               labels=args.label, num_replicas=args.replicas,
@@ -271,6 +283,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    """``--env KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _batch_size(text: str) -> int:
     """``--batch-size``: -1 (adaptive) or at least 1."""
     try:
@@ -325,13 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the management API's JSON")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("deploy", help="deploy a Python function (or a func.pkl directory) as a model")
+    p = sub.add_parser("deploy", help="deploy a Python function, a func.pkl directory or any container command "
+                                      "as a model")
     p.add_argument("name", help="model name")
     p.add_argument("--version", default="1", help="model version")
     _input_type_arg(p, "input type of the model (and of a new --app)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--predict", metavar="MODULE:FUNCTION", help="function taking a batch of inputs")
     source.add_argument("--model-path", metavar="DIR", help="directory holding func.pkl")
+    source.add_argument("--command", metavar="COMMAND LINE",
+                        help="any model container program (split like a shell would; docs/containers.md)")
+    p.add_argument("--env", action="append", type=_key_value, default=None, metavar="KEY=VALUE",
+                   help="environment of a --command's replicas (repeatable)")
     p.add_argument("--replicas", type=cmdline.non_negative_int, default=1, help="replicas to start")
     p.add_argument("--batch-size", type=_batch_size, default=-1, help="fixed batch size (-1: adaptive)")
     p.add_argument("--label", action="append", default=None, help="label of the model (repeatable)")

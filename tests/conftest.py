@@ -245,6 +245,20 @@ class Cluster:
         argv = [sys.executable, "-m", "clipper.model_runtime", "--predict", f"clipper.model_runtime.models:{predict}"]
         return self._spawn(argv, self._log_file(f"container-{model}"), container_env)
 
+    def command_container(self, fe: Frontend, model: str, argv: list[str], *, version: str = "1",
+                          input_type: str = "doubles", env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Starts any container command `argv` serving `model:version` to `fe`, with Clipper's environment
+        (CLIPPER_MODEL_NAME/VERSION, CLIPPER_IP/PORT, CLIPPER_INPUT_TYPE) on top of `env`."""
+        container_env = {
+            **(env or {}),
+            "CLIPPER_MODEL_NAME": model,
+            "CLIPPER_MODEL_VERSION": version,
+            "CLIPPER_PORT": str(fe.rpc_port),
+            "CLIPPER_IP": "127.0.0.1",
+            "CLIPPER_INPUT_TYPE": input_type,
+        }
+        return self._spawn(argv, self._log_file(f"container-{model}"), container_env)
+
     def close(self) -> None:
         for fe in self.frontends:
             fe.http.close()

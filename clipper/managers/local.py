@@ -31,7 +31,15 @@ Model "images". A Docker image is replaced by a directory:
 * ``deploy_model(..., image=...)`` accepts ``"local:/path/to/dir"`` or a plain directory path (a
   directory holding ``func.pkl``), or ``"python:package.module:function"`` for a function the
   replica imports (``CLIPPER_PREDICT``; the module must be installed or on ``PYTHONPATH``, e.g.
-  through `extra_env`). Anything else, e.g. a Docker image name, is refused.
+  through `extra_env`), or ``"command:<command line>"``: any program as the replica (a model container
+  in another language), split with `shlex` and run as is (see `command_image`). Anything else, e.g. a
+  Docker image name, is refused.
+
+A replica gets Clipper's environment (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``, ``CLIPPER_IP``,
+``CLIPPER_PORT``, ``CLIPPER_INPUT_TYPE``) plus ``CLIPPER_READY_FILE``, which our runtime touches once it has
+registered. A ``command:`` replica need not touch it: it counts as registered once the query frontend
+reports it (the management API's replica count, as `DockerContainerManager` does for images without a
+ready file). Its working directory is ``<cluster_dir>/run``, so give the program as an absolute path.
 
 Everything runs on 127.0.0.1 and is recorded in ``<cluster_dir>/cluster.json`` (pids, ports,
 replicas), by default ``/tmp/clipper-clusters/<cluster_name>/`` (base directory:
@@ -62,6 +70,7 @@ import json
 import logging
 import operator
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -72,6 +81,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import management_client
 from ..exceptions import ClipperException
 from ..frontend.config import (
     DEFAULT_CACHE_BYTES,
@@ -95,6 +105,7 @@ logger = logging.getLogger("clipper.managers.local")
 
 LOCAL_IMAGE_PREFIX = "local:"
 PYTHON_IMAGE_PREFIX = "python:"
+COMMAND_IMAGE_PREFIX = "command:"
 #: Where clusters keep their state, logs and images unless told otherwise. Not Clipper's
 #: ``/tmp/clipper``: a directory named ``clipper`` in /tmp would shadow this package (as a namespace
 #: package) for every script run from /tmp.
@@ -152,10 +163,27 @@ def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def resolve_image(image: str) -> dict[str, str]:
-    """How a replica runs `image`: ``{"model_path": dir}`` or ``{"predict": "module:function"}``."""
+def command_image(argv: Sequence[str]) -> str:
+    """The ``command:`` image that runs `argv` as a model replica (``shlex``-quoted, so `resolve_image` splits
+    it back into the same argv)."""
+    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ClipperException(f"A command must be a non-empty list of strings, got {argv!r}")
+    return COMMAND_IMAGE_PREFIX + shlex.join(argv)
+
+
+def resolve_image(image: str) -> dict[str, Any]:
+    """How a replica runs `image`: ``{"model_path": dir}``, ``{"predict": "module:function"}`` or
+    ``{"command": [argv...]}``."""
     if not isinstance(image, str) or not image:
         raise ClipperException(f"Invalid model image {image!r}")
+    if image.startswith(COMMAND_IMAGE_PREFIX):
+        try:
+            argv = shlex.split(image[len(COMMAND_IMAGE_PREFIX):])
+        except ValueError as e:
+            raise ClipperException(f"Invalid model image {image!r}: {e}") from e
+        if not argv:
+            raise ClipperException(f"Invalid model image {image!r}: expected 'command:<command line>'")
+        return {"command": argv}
     if image.startswith(PYTHON_IMAGE_PREFIX):
         spec = image[len(PYTHON_IMAGE_PREFIX):]
         module, sep, func = spec.partition(":")
@@ -171,7 +199,8 @@ def resolve_image(image: str) -> dict[str, str]:
         raise ClipperException(f"Model image directory {path} does not exist")
     raise ClipperException(
         f"LocalContainerManager cannot run model image {image!r}: it runs local directories holding func.pkl "
-        "('local:/path/to/dir', as returned by ClipperConnection.build_model) or 'python:package.module:function'. "
+        "('local:/path/to/dir', as returned by ClipperConnection.build_model), 'python:package.module:function' "
+        "or 'command:<command line>'. "
         "Docker images need a Docker container manager."
     )
 
@@ -771,7 +800,7 @@ class LocalContainerManager(ContainerManager):
         state["replicas"] = [r for r in state["replicas"] if self._alive(r)]
 
     def _spawn_replica(self, state: dict[str, Any], name: str, version: str, input_type: str, image: str,
-                       run: Mapping[str, str]) -> dict[str, Any]:
+                       run: Mapping[str, Any]) -> dict[str, Any]:
         seq = state["next_replica"]
         state["next_replica"] = seq + 1
         run_dir = self.cluster_dir / "run"
@@ -789,10 +818,10 @@ class LocalContainerManager(ContainerManager):
             "CLIPPER_PREDICT": run.get("predict", ""),
         }
         log_path = Path(state["log_dir"]) / f"model-{name}-{version}-{seq}.log"
-        rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.model_runtime"],
-                          log_path, env=env)
+        argv = list(run["command"]) if "command" in run else [self.python, "-m", "clipper.model_runtime"]
+        rec = self._spawn(f"model {name}:{version} replica {seq}", argv, log_path, env=env)
         rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
-                    "ready_file": str(ready_file)})
+                    "ready_file": str(ready_file), "foreign": "command" in run})
         return rec
 
     def _wait_registered(self, name: str, version: str, started: Sequence[Mapping[str, Any]]) -> None:
@@ -805,6 +834,10 @@ class LocalContainerManager(ContainerManager):
             for r in pending:
                 if not self._alive(r):
                     raise self._failure(r, f"Model {name}:{version} replica failed to start")
+            if any(r.get("foreign") for r in pending) and \
+                    management_client.count_replicas(self.get_admin_addr(), name, version) >= \
+                    self.get_num_replicas(name, version):
+                pending = [r for r in pending if not r.get("foreign")]  # no ready file: the frontend counts them
             for r in frontend:
                 if pending and not self._alive(r):
                     raise self._failure(r, f"Model {name}:{version} cannot register: the query frontend is down")
