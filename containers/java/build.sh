@@ -17,15 +17,23 @@ if [ -z "$zmq" ] || [ ! -f "$zmq" ]; then
     echo "build.sh: no ZeroMQ Java jar: apt-get install libzmq-java (or libjeromq-java), or set CLIPPER_ZMQ_JAR" >&2
     exit 1
 fi
-command -v javac >/dev/null || { echo "build.sh: javac not found: apt-get install default-jdk-headless" >&2; exit 1; }
+# javac and jar, else the same tools from a JRE's modules (Debian's JRE carries jdk.compiler and jdk.jartool)
+if command -v javac >/dev/null && [ -z "${CLIPPER_JAVA_TOOLS_FROM_JRE:-}" ]; then
+    run_javac() { javac "$@"; }
+    run_jar() { jar "$@"; }
+else
+    command -v java >/dev/null || { echo "build.sh: no java: apt-get install default-jdk-headless" >&2; exit 1; }
+    run_javac() { java -m jdk.compiler/com.sun.tools.javac.Main "$@"; }
+    run_jar() { java -m jdk.jartool/sun.tools.jar.Main "$@"; }
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out" "$tmp/lib" "$tmp/examples"
-javac --release 11 -encoding UTF-8 -Xlint:all,-serial -Werror -d "$tmp/lib" -cp "$zmq" \
+run_javac --release 11 -encoding UTF-8 -Xlint:all,-serial -Werror -d "$tmp/lib" -cp "$zmq" \
     $(find "$here/src" -name '*.java' | sort)
-jar --create --file "$tmp/clipper-container.jar" --main-class ai.clipper.container.ModelContainer -C "$tmp/lib" .
-javac --release 11 -encoding UTF-8 -Xlint:all,-serial -Werror -d "$tmp/examples" -cp "$tmp/clipper-container.jar" \
+run_jar --create --file "$tmp/clipper-container.jar" --main-class ai.clipper.container.ModelContainer -C "$tmp/lib" .
+run_javac --release 11 -encoding UTF-8 -Xlint:all,-serial -Werror -d "$tmp/examples" -cp "$tmp/clipper-container.jar" \
     $(find "$here/examples" -name '*.java' | sort)
-jar --create --file "$tmp/clipper-examples.jar" -C "$tmp/examples" .
+run_jar --create --file "$tmp/clipper-examples.jar" -C "$tmp/examples" .
 mv "$tmp/clipper-container.jar" "$tmp/clipper-examples.jar" "$out/"
 echo "built $out/clipper-container.jar and $out/clipper-examples.jar (against $zmq)"
