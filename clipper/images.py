@@ -112,6 +112,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("noop-container", "python-closure-container", parent_arg="CLOSURE"),
         Recipe("sklearn-container", "python-closure-container", ("sklearn-wheels",), parent_arg="CLOSURE"),
         Recipe("cpp-container", "base", default=False, sources=("cpp",)),
+        Recipe("java-container", "base", default=False, sources=("java",)),
     )
 }
 #: What ``build_images()`` builds by default.
