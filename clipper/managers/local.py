@@ -32,6 +32,11 @@ Model "images". A Docker image is replaced by a directory:
   directory holding ``func.pkl``), or ``"python:package.module:function"`` for a function the
   replica imports (``CLIPPER_PREDICT``; the module must be installed or on ``PYTHONPATH``, e.g.
   through `extra_env`). Anything else, e.g. a Docker image name, is refused.
+* Containers that are not ``python -m clipper.model_runtime`` (e.g. R's, `clipper.deployers.r`): a model
+  directory holding ``container.json`` with ``{"command": [argv...]}`` runs that command instead, in
+  the model directory (relative paths of the command resolve there), with the same environment
+  (``CLIPPER_MODEL_PATH`` is the model directory). Such a container must touch ``CLIPPER_READY_FILE``
+  once registered, as ours does.
 
 Everything runs on 127.0.0.1 and is recorded in ``<cluster_dir>/cluster.json`` (pids, ports,
 replicas), by default ``/tmp/clipper-clusters/<cluster_name>/`` (base directory:
@@ -95,6 +100,8 @@ logger = logging.getLogger("clipper.managers.local")
 
 LOCAL_IMAGE_PREFIX = "local:"
 PYTHON_IMAGE_PREFIX = "python:"
+#: A model directory holding this file runs its ``"command"`` (an argv list) instead of our Python runtime.
+CONTAINER_COMMAND_FILE = "container.json"
 #: Where clusters keep their state, logs and images unless told otherwise. Not Clipper's
 #: ``/tmp/clipper``: a directory named ``clipper`` in /tmp would shadow this package (as a namespace
 #: package) for every script run from /tmp.
@@ -152,8 +159,21 @@ def log_tail(path: str | os.PathLike[str], lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def resolve_image(image: str) -> dict[str, str]:
-    """How a replica runs `image`: ``{"model_path": dir}`` or ``{"predict": "module:function"}``."""
+def _container_command(path: Path) -> list[str]:
+    """The ``"command"`` of ``<path>/container.json`` (a non-empty list of strings)."""
+    spec = path / CONTAINER_COMMAND_FILE
+    try:
+        command = json.loads(spec.read_text()).get("command")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ClipperException(f"Cannot read {spec}: {e}") from e
+    if not (isinstance(command, list) and command and all(isinstance(a, str) and a for a in command)):
+        raise ClipperException(f"{spec} must hold {{\"command\": [argv...]}}, a non-empty list of strings")
+    return command
+
+
+def resolve_image(image: str) -> dict[str, Any]:
+    """How a replica runs `image`: ``{"model_path": dir}``, ``{"model_path": dir, "command": argv}`` (a directory
+    with ``container.json``) or ``{"predict": "module:function"}``."""
     if not isinstance(image, str) or not image:
         raise ClipperException(f"Invalid model image {image!r}")
     if image.startswith(PYTHON_IMAGE_PREFIX):
@@ -164,8 +184,10 @@ def resolve_image(image: str) -> dict[str, str]:
         return {"predict": spec}
     path = Path(image[len(LOCAL_IMAGE_PREFIX):] if image.startswith(LOCAL_IMAGE_PREFIX) else image).expanduser()
     if path.is_dir():
+        if (path / CONTAINER_COMMAND_FILE).is_file():
+            return {"model_path": str(path.resolve()), "command": _container_command(path)}
         if not (path / "func.pkl").is_file():
-            raise ClipperException(f"Model image directory {path} has no func.pkl")
+            raise ClipperException(f"Model image directory {path} has no func.pkl (nor {CONTAINER_COMMAND_FILE})")
         return {"model_path": str(path.resolve())}
     if image.startswith(LOCAL_IMAGE_PREFIX) or image.startswith(("/", ".", "~")):
         raise ClipperException(f"Model image directory {path} does not exist")
@@ -322,15 +344,17 @@ class LocalContainerManager(ContainerManager):
         return proc.poll() if proc is not None else None
 
     def _spawn(self, role: str, argv: list[str], log_path: Path,
-               env: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Starts a process in its own session, output to `log_path`, working directory ``<cluster_dir>/run``.
+               env: Mapping[str, str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
+        """Starts a process in its own session, output to `log_path`, working directory `cwd` (default
+        ``<cluster_dir>/run``).
 
         (A fixed working directory: with ``python -m`` the caller's directory would come first on
         ``sys.path``, and a ``clipper`` directory there would shadow this package.)
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cwd = self.cluster_dir / "run"
-        cwd.mkdir(parents=True, exist_ok=True)
+        if cwd is None:
+            cwd = self.cluster_dir / "run"
+            cwd.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {role}: {' '.join(argv)}\n".encode())
             log.flush()
@@ -771,7 +795,7 @@ class LocalContainerManager(ContainerManager):
         state["replicas"] = [r for r in state["replicas"] if self._alive(r)]
 
     def _spawn_replica(self, state: dict[str, Any], name: str, version: str, input_type: str, image: str,
-                       run: Mapping[str, str]) -> dict[str, Any]:
+                       run: Mapping[str, Any]) -> dict[str, Any]:
         seq = state["next_replica"]
         state["next_replica"] = seq + 1
         run_dir = self.cluster_dir / "run"
@@ -789,8 +813,12 @@ class LocalContainerManager(ContainerManager):
             "CLIPPER_PREDICT": run.get("predict", ""),
         }
         log_path = Path(state["log_dir"]) / f"model-{name}-{version}-{seq}.log"
-        rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.model_runtime"],
-                          log_path, env=env)
+        if "command" in run:  # container.json: its own command, in the model directory
+            rec = self._spawn(f"model {name}:{version} replica {seq}", list(run["command"]), log_path, env=env,
+                              cwd=Path(run["model_path"]))
+        else:
+            rec = self._spawn(f"model {name}:{version} replica {seq}", [self.python, "-m", "clipper.model_runtime"],
+                              log_path, env=env)
         rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
                     "ready_file": str(ready_file)})
         return rec
