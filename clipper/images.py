@@ -87,13 +87,17 @@ class Recipe:
     Debian packages: each ``<list>.debs`` file in the recipe directory names packages (one per line,
     ``#`` comments) that are fetched, with what they need beyond the parent image, into the build
     context's ``debs/<list>/`` (by running the parent image once with apt ``--download-only``; cached),
-    so that the Dockerfile installs them with ``dpkg -i`` and ``docker build`` needs no network."""
+    so that the Dockerfile installs them with ``dpkg -i`` and ``docker build`` needs no network.
+
+    ``sources``: other folders of ``containers/`` copied into the build context under their own name
+    (e.g. ``("cpp",)``: the C++ library as ``cpp/``) and hashed with the recipe (build outputs skipped)."""
 
     name: str
     parent: str | None
     context: tuple[str, ...] = ()
     parent_arg: str = "BASE"
     default: bool = True
+    sources: tuple[str, ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {
@@ -107,6 +111,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("python-closure-container", "python-runtime", parent_arg="RUNTIME"),
         Recipe("noop-container", "python-closure-container", parent_arg="CLOSURE"),
         Recipe("sklearn-container", "python-closure-container", ("sklearn-wheels",), parent_arg="CLOSURE"),
+        Recipe("r-container", "base", default=False, sources=("r",)),
     )
 }
 #: What ``build_images()`` builds by default.
@@ -246,6 +251,13 @@ def _recipe_files(name: str) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
+def _source_files(name: str) -> list[Path]:
+    """The files of ``containers/<name>`` that a recipe's ``sources`` copies: no build outputs."""
+    d = containers_dir() / name
+    return [p for p in _recipe_files(name)
+            if not any(part in _SKIP_DIRS or part.startswith(".") for part in p.relative_to(d).parts)]
+
+
 def _files_hash(root: Path, files: Iterable[Path]) -> str:
     h = hashlib.sha256()
     for p in files:
@@ -359,6 +371,7 @@ class _Builder:
             return self.hashes[recipe.name]
         root = containers_dir()
         parts: list[str] = [recipe.name, _files_hash(root, _recipe_files(recipe.name))]
+        parts += [_files_hash(root, _source_files(name)) for name in recipe.sources]
         if recipe.parent is None:
             parts += [*debian_suite_and_mirror(required=False), platform.machine()]
         else:
@@ -513,6 +526,11 @@ class _Builder:
                 dest = ctx / f.relative_to(containers_dir() / recipe.name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, dest)
+            for name in recipe.sources:
+                for f in _source_files(name):
+                    dest = ctx / f.relative_to(containers_dir())
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, dest)
             if "wheels" in recipe.context:
                 self.runtime_wheels(ctx / "wheels", parent)
             if "sklearn-wheels" in recipe.context:
