@@ -162,7 +162,7 @@ decode_inputs <- function(code, inputs) {
   if (code == 4L) {
     if (length(inputs) == 0L) return(character(0))
     if (any(vapply(inputs, function(b) any(b == as.raw(0L)), logical(1)))) {
-      stop("a string input holds a NUL byte, which R strings cannot hold")
+      batch_stop("a string input holds a NUL byte, which R strings cannot hold")
     }
     out <- vapply(inputs, rawToChar, "", USE.NAMES = FALSE)
     Encoding(out) <- "UTF-8"
@@ -172,7 +172,7 @@ decode_inputs <- function(code, inputs) {
   }
   width <- ELEMENT_BYTES[code + 1L]
   if (any(lengths(inputs) %% width != 0L)) {
-    stop(sprintf("input size is not a multiple of %d bytes (%s)", width, names(INPUT_TYPE_CODES)[code + 1L]))
+    batch_stop(sprintf("input size is not a multiple of %d bytes (%s)", width, names(INPUT_TYPE_CODES)[code + 1L]))
   }
   switch(code + 1L,
          inputs,  # bytes: raw vectors as they are
@@ -185,20 +185,26 @@ decode_inputs <- function(code, inputs) {
 encode_outputs <- function(result, n) {
   if (is.list(result)) {
     if (!all(vapply(result, function(o) is.atomic(o) && length(o) == 1L, logical(1)))) {
-      stop(sprintf("model returned a list that is not of %d single values", n))
+      batch_stop(sprintf("model returned a list that is not of %d single values", n))
     }
     result <- unlist(result, use.names = FALSE)
   }
   if (!is.atomic(result) || is.null(result)) {
-    stop(sprintf("model returned %s, expected a character vector of %d outputs", class(result)[1], n))
+    batch_stop(sprintf("model returned %s, expected a character vector of %d outputs", class(result)[1], n))
   }
-  if (length(result) != n) stop(sprintf("model returned %d outputs for a batch of %d", length(result), n))
+  if (length(result) != n) batch_stop(sprintf("model returned %d outputs for a batch of %d", length(result), n))
   out <- as.character(result)
   out[is.na(out)] <- "NA"
   lapply(enc2utf8(out), charToRaw)
 }
 
+# An error of the container itself (not of the model): its message alone is reported.
+batch_stop <- function(message) {
+  stop(structure(class = c("batch_error", "error", "condition"), list(message = message, call = NULL)))
+}
+
 condition_text <- function(e) {
+  if (inherits(e, "batch_error")) return(conditionMessage(e))
   call <- conditionCall(e)
   where <- if (is.null(call)) "" else paste0(" in ", paste(deparse(call, nlines = 1L), collapse = ""))
   paste0("R error", where, ": ", conditionMessage(e))
@@ -208,14 +214,14 @@ run_batch <- function(predict, request, code) {
   n <- length(request$inputs)
   result <- tryCatch({
     if (request$input_type != code) {
-      stop(sprintf("request input type %s does not match the container's input type %s",
-                   names(INPUT_TYPE_CODES)[match(request$input_type, INPUT_TYPE_CODES)] %||% request$input_type,
-                   names(INPUT_TYPE_CODES)[code + 1L]), call. = FALSE)
+      batch_stop(sprintf("request input type %s does not match the container's input type %s",
+                         names(INPUT_TYPE_CODES)[match(request$input_type, INPUT_TYPE_CODES)] %||% request$input_type,
+                         names(INPUT_TYPE_CODES)[code + 1L]))
     }
     inputs <- decode_inputs(code, request$inputs)
     encode_outputs(predict(inputs), n)
-  }, error = function(e) structure(condition_text(e), class = "batch_error"))
-  if (inherits(result, "batch_error")) {
+  }, error = function(e) structure(condition_text(e), class = "failed_batch"))
+  if (inherits(result, "failed_batch")) {
     log_msg("ERROR", sprintf("batch of %d failed: %s", n, unclass(result)))
     return(rep(list(error_output(unclass(result))), n))
   }
