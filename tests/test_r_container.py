@@ -27,14 +27,14 @@ import pytest
 import requests
 import zmq
 
-from clipper import ClipperConnection
+from clipper import ClipperConnection, ClipperException
 from clipper.deployers import r as r_deployer
 from clipper.managers.local import resolve_image
 from tests.conformance.impl_r import R_DIR, available
 from tests.test_container_runtime import HEARTBEAT, TIMEOUT_S, Frontend, f64, outputs_of, u32, u64s, wait_for_stderr
 
 _MISSING = available()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"needs R with pbdZMQ: {_MISSING}")
+needs_r = pytest.mark.skipif(_MISSING is not None, reason=f"needs R with pbdZMQ: {_MISSING}")
 
 WRAPPER = R_DIR / "clipper-r-container"
 #: Echoes what R received: the class and the values of each input.
@@ -110,6 +110,7 @@ def i32(*xs: int) -> bytes:
 # ---------------------------------------------------------------------- the wire, against a bare ROUTER
 
 
+@needs_r
 def test_handshake_and_batch_byte_for_byte(frontend: Frontend, spawn, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     model = model_file(tmp_path, "predict <- function(inputs) vapply(inputs, function(x) format(sum(x)), '')")
@@ -130,6 +131,7 @@ def test_handshake_and_batch_byte_for_byte(frontend: Frontend, spawn, tmp_path: 
     assert ready.exists(), "CLIPPER_READY_FILE was not touched after registration"
 
 
+@needs_r
 @pytest.mark.parametrize(
     ("input_type", "code", "inputs", "expected"),
     [
@@ -148,6 +150,7 @@ def test_every_input_type_as_r_sees_it(frontend: Frontend, spawn, tmp_path: Path
     assert [o.decode() for o in outputs_of(frontend.predict(ident, 0, code, inputs), 0)] == expected
 
 
+@needs_r
 def test_model_from_an_rds_file_and_from_model_path(frontend: Frontend, spawn, tmp_path: Path) -> None:
     subprocess.run(["Rscript", "-e", "saveRDS(function(inputs) rep('from rds', length(inputs)), 'model.rds')"],
                    cwd=tmp_path, check=True, timeout=60)
@@ -156,6 +159,7 @@ def test_model_from_an_rds_file_and_from_model_path(frontend: Frontend, spawn, t
     assert outputs_of(frontend.predict(ident, 1, 3, [f64(1.0)]), 1) == [b"from rds"]
 
 
+@needs_r
 def test_failures_answer_error_markers_and_the_container_keeps_serving(frontend: Frontend, spawn,
                                                                       tmp_path: Path) -> None:
     spawn(model_file(tmp_path, FAILING_MODEL), env={"CLIPPER_PORT": str(frontend.port), "CLIPPER_INPUT_TYPE": "s"})
@@ -176,6 +180,7 @@ def test_failures_answer_error_markers_and_the_container_keeps_serving(frontend:
     assert outputs_of(frontend.predict(ident, 7, 4, [b"ok", "é".encode()]), 7) == [b"OK", "É".encode()]
 
 
+@needs_r
 def test_malformed_messages_are_skipped_with_a_log_line(frontend: Frontend, spawn, tmp_path: Path) -> None:
     proc = spawn(model_file(tmp_path, ECHO_MODEL), env={"CLIPPER_PORT": str(frontend.port)})
     ident, _ = frontend.register(timeout=30)
@@ -192,6 +197,7 @@ def test_malformed_messages_are_skipped_with_a_log_line(frontend: Frontend, spaw
     assert proc.poll() is None
 
 
+@needs_r
 def test_heartbeats_when_idle_and_a_new_session_after_silence(frontend: Frontend, spawn, tmp_path: Path) -> None:
     spawn(model_file(tmp_path, ECHO_MODEL), env={"CLIPPER_PORT": str(frontend.port),
                                                  "CLIPPER_HEARTBEAT_INTERVAL": "0.1",
@@ -210,6 +216,7 @@ def test_heartbeats_when_idle_and_a_new_session_after_silence(frontend: Frontend
     assert idents[0] == second and idents.count(second) >= 3
 
 
+@needs_r
 def test_sigterm_exits_0(frontend: Frontend, spawn, tmp_path: Path) -> None:
     proc = spawn(model_file(tmp_path, ECHO_MODEL), env={"CLIPPER_PORT": str(frontend.port)})
     frontend.register(timeout=30)
@@ -217,6 +224,7 @@ def test_sigterm_exits_0(frontend: Frontend, spawn, tmp_path: Path) -> None:
     assert proc.wait(TIMEOUT_S) == 0
 
 
+@needs_r
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -239,6 +247,7 @@ def test_bad_configuration_exits_2(spawn, args, env, message) -> None:
     assert message in err.decode()
 
 
+@needs_r
 def test_a_model_without_predict_is_refused(spawn, tmp_path: Path) -> None:
     proc = spawn(model_file(tmp_path, "f <- function(inputs) inputs"))
     _, err = proc.communicate(timeout=60)
@@ -265,6 +274,15 @@ def test_save_r_function_takes_files_rds_and_source(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="neither a file"):
         r_deployer.save_r_function(str(tmp_path / "missing.R"))
     assert r_deployer.default_r_base_image() == "clipper/r-container:0.4.1"
+
+
+def test_container_json_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "container.json").write_text('{"command": ["sh", "run.sh"]}')
+    assert resolve_image(f"local:{tmp_path}") == {"model_path": str(tmp_path.resolve()), "command": ["sh", "run.sh"]}
+    for bad in ('{"command": []}', '{"command": "sh run.sh"}', "[1]", "not json"):
+        (tmp_path / "container.json").write_text(bad)
+        with pytest.raises(ClipperException, match="container.json"):
+            resolve_image(str(tmp_path))
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +312,7 @@ def post(conn: ClipperConnection, app: str, body: dict[str, Any]) -> dict[str, A
         time.sleep(0.1)
 
 
+@needs_r
 def test_deploy_r_function_locally(local_conn: ClipperConnection, tmp_path: Path) -> None:
     conn = local_conn
     r_deployer.create_endpoint(conn, "r-conformance", "doubles", R_DIR / "examples" / "conformance.R",
@@ -313,6 +332,7 @@ def test_deploy_r_function_locally(local_conn: ClipperConnection, tmp_path: Path
     assert [a["output"] for a in batch] == [3, 5, 0]  # JSON-looking outputs are embedded as JSON
 
 
+@needs_r
 def test_deploy_r_function_with_a_broken_model_fails_clearly(local_conn: ClipperConnection) -> None:
     with pytest.raises(Exception, match="does not define a function named predict"):
         r_deployer.deploy_r_function(local_conn, "r-broken", 1, "doubles", "f <- function(inputs) inputs\n")
@@ -335,6 +355,7 @@ def _docker_problem() -> str | None:
     return None
 
 
+@needs_r
 @pytest.mark.docker
 def test_deploy_r_function_with_docker(tmp_path: Path) -> None:
     problem = _docker_problem()
