@@ -367,13 +367,24 @@ serve <- function(cfg, predict, ctx) {
     NULL
   }
 
+  # Started by clipper-r-container: end when it is gone (killed with SIGKILL, R would be left behind)
+  parent <- suppressWarnings(as.integer(Sys.getenv("CLIPPER_R_PARENT_PID", "")))
+  parent_checked <- now()
+
   sessions <- lapply(cfg$addresses, open_session)
   on.exit(for (s in sessions) close_session(s))
   hb <- cfg$heartbeat_interval
   timeout <- cfg$session_timeout
   repeat {
     t <- now()
-    wait <- Inf
+    if (!is.na(parent) && t - parent_checked >= 0.5) {
+      parent_checked <- t
+      if (!tools::pskill(parent, 0L)) {
+        log_msg("WARNING", sprintf("clipper-r-container (pid %d) is gone; stopping", parent))
+        return(invisible())
+      }
+    }
+    wait <- 1  # at least once a second: the parent check
     for (i in seq_along(sessions)) {
       s <- sessions[[i]]
       if (t - s$heard >= timeout) {
