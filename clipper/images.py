@@ -113,6 +113,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("sklearn-container", "python-closure-container", ("sklearn-wheels",), parent_arg="CLOSURE"),
         Recipe("cpp-container", "base", default=False, sources=("cpp",)),
         Recipe("java-container", "base", default=False, sources=("java",)),
+        Recipe("r-container", "base", default=False, sources=("r",)),
     )
 }
 #: What ``build_images()`` builds by default.

@@ -4,14 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: build tools, wrk and redis-server (tests, benchmarks), debootstrap (the Docker base image,
+# clipper.images), and the model-container libraries of the other languages: C++ (cmake, libzmq3-dev,
+# cppzmq-dev), Java (default-jdk-headless, libzmq-java) and R (r-base-core, r-cran-pbdzmq).
+PACKAGES="build-essential pkg-config wrk redis-server debootstrap cmake libzmq3-dev cppzmq-dev
+          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in gcc wrk redis-server debootstrap; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+    for pkg in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+    done
     if [ -n "$missing" ]; then
         echo "[setup] apt-get install$missing" >&2
         apt-get update -qq
-        # debootstrap makes the Debian root filesystem of the Docker base image (clipper.images)
-        apt-get install -y -qq build-essential wrk redis-server debootstrap >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
 fi
 command -v cargo >/dev/null || { echo "[setup] Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
