@@ -119,6 +119,12 @@ def test_addresses(conn: ClipperConnection) -> None:
     assert cm.get_admin_addr() == f"127.0.0.1:{cm.management_port}"
     assert conn.get_metric_addr().startswith("127.0.0.1:")
     assert len({cm.query_port, cm.management_port, cm.rpc_port, cm.redis_port}) == 4
+    # Clipper's attribute names
+    assert (cm.clipper_query_port, cm.clipper_management_port, cm.clipper_rpc_port) == \
+        (cm.query_port, cm.management_port, cm.rpc_port)
+    assert cm.get_metric_addr() == f"{cm.public_hostname}:{cm.prometheus_port}"
+    assert (cm.centralize_log, cm.logging_system, cm.logging_system_instance, cm.external_redis) == \
+        (False, None, None, False)
     assert requests.get(f"http://{cm.get_admin_addr()}/admin/ping", timeout=HTTP_TIMEOUT_S).text == "PONG"
     metrics = conn.inspect_instance()
     assert isinstance(metrics, dict) and "counters" in metrics

@@ -411,7 +411,12 @@ def test_connect_from_another_process(cluster: Cluster) -> None:
         "print(json.dumps({'query': conn.get_query_addr(), 'admin': conn.cm.get_admin_addr(),\n"
         "                  'admin_token': conn.cm.admin_token,\n"
         "                  'models': conn.get_all_models(), 'replicas': conn.get_num_replicas('sum'),\n"
-        "                  'network': conn.cm.docker_network}))\n"
+        "                  'network': conn.cm.docker_network,\n"
+        "                  'clipper': {a: getattr(conn.cm, a) for a in ('cluster_name', 'cluster_identifier',\n"
+        "                      'public_hostname', 'clipper_query_port', 'clipper_management_port',\n"
+        "                      'clipper_rpc_port', 'redis_port', 'prometheus_port', 'external_redis',\n"
+        "                      'centralize_log', 'logging_system',\n"
+        "                      'logging_system_instance', 'log_config')}}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "CLIPPER_ADMIN_TOKEN"}
     out = subprocess.run([sys.executable, "-c", script, cluster.name], capture_output=True, text=True, timeout=60,
@@ -424,6 +429,15 @@ def test_connect_from_another_process(cluster: Cluster) -> None:
     assert seen["replicas"] == cluster.conn.get_num_replicas("sum")
     assert seen["network"] == cluster.network
     assert seen["admin_token"] == cluster.cm.admin_token, "connect() reads the drawn token back"
+    # Clipper's public attributes, as connect() in another process finds them
+    assert seen["clipper"] == {
+        "cluster_name": cluster.name, "cluster_identifier": cluster.name, "public_hostname": "localhost",
+        "clipper_query_port": cluster.ports["query"], "clipper_management_port": cluster.ports["management"],
+        "clipper_rpc_port": cluster.cm.clipper_rpc_port, "redis_port": cluster.cm.redis_port,
+        "prometheus_port": cluster.ports["query"], "external_redis": False, "centralize_log": False,
+        "logging_system": None, "logging_system_instance": None, "log_config": cluster.cm.log_config,
+    }
+    assert seen["clipper"]["log_config"]["type"] == "json-file"
     admin = f"http://localhost:{cluster.ports['management']}/admin/get_all_models"
     assert requests.post(admin, json={}, timeout=HTTP_TIMEOUT_S).status_code == 401
 
@@ -439,6 +453,7 @@ def test_start_refuses_a_running_cluster(cluster: Cluster) -> None:
 
 
 def test_get_clipper_logs(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.cm.centralize_log is False  # Clipper's tests branch on it: no fluentd, logs come from Docker
     paths = cluster.conn.get_clipper_logs(str(tmp_path / "logs"))
     containers = cluster_containers(cluster.name)
     assert len(paths) == len(containers) >= 4

@@ -77,10 +77,21 @@ class ContainerManager(abc.ABC):
     Subclasses must set the attributes `cluster_identifier` (a string naming the cluster; it
     prefixes log messages and image names) and `logger`. Address getters return ``"host:port"``
     without a scheme.
+
+    Clipper's logging attributes keep their names with this project's values: `centralize_log` is
+    always False and `logging_system` / `logging_system_instance` are None, because there is no
+    fluentd (Clipper's centralized logging); `get_logs` collects the logs from where each manager
+    keeps them (Docker's log driver, or log files). Scripts written for Clipper, such as its
+    ``test_get_logs_creates_log_files``, branch on `centralize_log`.
     """
 
     cluster_identifier: str
     logger: logging.LoggerAdapter
+    #: Whether logs go to a central logging system (Clipper's fluentd): never here.
+    centralize_log: bool = False
+    #: Clipper's logging-system class (``Fluentd``) and its running instance: none here.
+    logging_system: Any = None
+    logging_system_instance: Any = None
     #: The bearer tokens the cluster's management API and predict/update routes require (None: none).
     #: `ClipperConnection` sends `admin_token`; an application sends `predict_token`.
     admin_token: str | None = None

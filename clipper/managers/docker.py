@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -191,6 +192,17 @@ class DockerContainerManager(ContainerManager):
     ``GET /metrics``). `extra_container_kwargs` are passed to every ``containers.run`` (its ``labels``
     are added to Clipper's).
 
+    Clipper's public attributes, with this manager's values: `cluster_name`, `cluster_identifier`,
+    `public_hostname` (`docker_ip_address`), `clipper_query_port`, `clipper_management_port`,
+    `clipper_rpc_port`, `redis_ip`, `redis_port` and `external_redis` (the ports are the host ports
+    actually published once started or connected), `docker_network`, `docker_client`,
+    `extra_container_kwargs` and `common_labels` (the ``labels`` taken out of them, plus the cluster label),
+    `logger`, and `log_config` (the ``log_config`` of every container: Docker's json-file driver, rotated).
+    `centralize_log` is False and `logging_system` / `logging_system_instance` are None whatever
+    `use_centralized_log` says (no fluentd); `prometheus_port` is the query frontend's port, where
+    `get_metric_addr()` points (there is no Prometheus server). Clipper's `prom_config_path` and
+    `connect_to_logging_system()` have no counterpart.
+
     Keyword-only additions: `host_ip` is where ports are published (127.0.0.1); `heartbeat_timeout`
     (seconds, None: the frontend's default, `clipper.frontend.config.DEFAULT_HEARTBEAT_TIMEOUT_S`) is
     passed to the query frontend: a replica silent for longer is dropped and its batch requeued (our
@@ -274,6 +286,7 @@ class DockerContainerManager(ContainerManager):
         self.predict_token = predict_token or None
         self.insecure = bool(insecure)
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
+        self.log_config: dict[str, Any] = copy.deepcopy(_LOG_CONFIG)
 
         self.extra_container_kwargs = dict(extra_container_kwargs or {})
         self.common_labels = {str(k): str(v) for k, v in dict(self.extra_container_kwargs.pop("labels", None)
@@ -292,6 +305,12 @@ class DockerContainerManager(ContainerManager):
             self.logger.info(f"Ignoring {', '.join(ignored)}: there is no fluentd or Prometheus container")
 
     # ------------------------------------------------------------------ docker
+
+    @property
+    def prometheus_port(self) -> int:
+        """Clipper's Prometheus port: here the query frontend's (``GET /metrics``, JSON or Prometheus text),
+        which `get_metric_addr()` names; there is no Prometheus server."""
+        return self.clipper_query_port
 
     @property
     def redis_volume(self) -> str:
@@ -471,7 +490,8 @@ class DockerContainerManager(ContainerManager):
             name = f"{name_prefix}-{random.randint(0, 100000)}"
             kwargs = dict(self.extra_container_kwargs)
             kwargs.update(
-                name=name, labels=all_labels, detach=True, network=self.docker_network, log_config=_LOG_CONFIG,
+                name=name, labels=all_labels, detach=True, network=self.docker_network,
+                log_config=copy.deepcopy(self.log_config),
                 ports={key: (publish_on, port) for key, port in chosen.items()} or None,
             )
             if environment:

@@ -238,7 +238,16 @@ class LocalContainerManager(ContainerManager):
     `redis_data_dir` (``<cluster_dir>/redis-data``) and a supervisor restarts it when it dies;
     False runs it in memory and unsupervised, as this manager used to (a Redis restarted empty
     would make the frontends drop their configuration, so it is not restarted).
+
+    Clipper's public attributes that make sense without Docker: `cluster_name`, `cluster_identifier`,
+    `public_hostname` (127.0.0.1), `clipper_query_port`, `clipper_management_port` and `clipper_rpc_port`
+    (the same as `query_port`, `management_port`, `rpc_port`), `redis_ip`, `redis_port`, `external_redis`,
+    `prometheus_port` (the query frontend's: it serves ``GET /metrics``; there is no Prometheus),
+    `logger`, and `centralize_log` (False: the logs are files in `log_dir`, no fluentd).
     """
+
+    #: Where the cluster's ports are reached (Clipper's `docker_ip_address`): everything binds 127.0.0.1.
+    public_hostname = _HOST
 
     def __init__(
         self,
@@ -278,6 +287,45 @@ class LocalContainerManager(ContainerManager):
         self.redis_persistence = bool(redis_persistence)
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
         self._children: dict[int, subprocess.Popen] = {}
+
+    # ------------------------------------------------------------------ Clipper's attribute names
+
+    @property
+    def clipper_query_port(self) -> int:
+        """Clipper's name of `query_port`."""
+        return self.query_port
+
+    @clipper_query_port.setter
+    def clipper_query_port(self, port: int) -> None:
+        self.query_port = port
+
+    @property
+    def clipper_management_port(self) -> int:
+        """Clipper's name of `management_port`."""
+        return self.management_port
+
+    @clipper_management_port.setter
+    def clipper_management_port(self, port: int) -> None:
+        self.management_port = port
+
+    @property
+    def clipper_rpc_port(self) -> int:
+        """Clipper's name of `rpc_port`."""
+        return self.rpc_port
+
+    @clipper_rpc_port.setter
+    def clipper_rpc_port(self, port: int) -> None:
+        self.rpc_port = port
+
+    @property
+    def prometheus_port(self) -> int:
+        """The query frontend's port, where `get_metric_addr()` points (there is no Prometheus server)."""
+        return self.query_port
+
+    @property
+    def external_redis(self) -> bool:
+        """True when the cluster uses a Redis it did not start (`redis_ip`)."""
+        return self.redis_ip is not None
 
     # ------------------------------------------------------------------ state file
 
