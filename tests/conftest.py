@@ -183,9 +183,10 @@ class Cluster:
         return self.workdir / f"{self._logs:02d}-{stem}.log"
 
     def _spawn(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Starts `argv` in its own session (so that `close` ends its children too, e.g. a wrapper's)."""
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -263,8 +264,8 @@ class Cluster:
         for fe in self.frontends:
             fe.http.close()
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the process and whatever it started
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
