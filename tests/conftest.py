@@ -12,6 +12,7 @@ processes and kills all of them at teardown:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -270,6 +271,33 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.procs.clear()
+
+
+
+# ---------------------------------------------------------------------- Docker
+
+@functools.cache
+def docker_engine() -> tuple[Any, str | None]:
+    """``(client, None)`` when a Docker engine answers, else ``(None, why not)``; asked once per run."""
+    try:
+        import docker
+    except ImportError:
+        return None, "the docker Python package is not installed (pip install 'clipper-serving[admin]')"
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means no engine
+        return None, f"the Docker engine does not answer ({type(e).__name__}: {e})"
+    return client, None
+
+
+def docker_problem() -> str | None:
+    """Why the Docker tests cannot run here (None: they can)."""
+    return docker_engine()[1]
+
+
+#: Skips a test, with the reason, when no Docker engine answers (add ``pytest.mark.docker`` too).
+needs_docker = pytest.mark.skipif(docker_problem() is not None, reason=f"needs a Docker engine: {docker_problem()}")
 
 
 @pytest.fixture

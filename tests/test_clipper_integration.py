@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import needs_docker
 
 from clipper.admin.connection import CLIPPER_TEMP_DIR
 from clipper.managers.base import CLIPPER_DOCKER_LABEL
@@ -93,18 +94,6 @@ EXPECTED: dict[str, Expected] = {
 }
 
 
-def _docker_problem() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "the docker Python package is not installed (pip install docker)"
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.close()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return f"the Docker engine does not answer: {e}"
-    return None
 
 
 def _clipper_folder() -> Path | None:
@@ -145,9 +134,7 @@ _FOLDER = _clipper_folder()
 if _FOLDER is None:
     pytest.skip(f"set {ENV} to Clipper's integration-tests folder (or its {TEST_FILE}) to run Clipper's own "
                 "tests against the Docker manager; see this module's docstring", allow_module_level=True)
-_PROBLEM = _docker_problem()
-pytestmark = [pytest.mark.docker, pytest.mark.slow,
-              pytest.mark.skipif(_PROBLEM is not None, reason=f"needs a Docker engine: {_PROBLEM}")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, needs_docker]
 CASES = _cases(_FOLDER / TEST_FILE)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 import zmq
+from conftest import needs_docker
 
 from tests.conformance import cpp_build
 
@@ -418,22 +419,8 @@ def test_a_batch_longer_than_the_frontend_heartbeat_timeout(cluster) -> None:
 # --------------------------------------------------------------------------------------- Docker
 
 
-def _docker_problem() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "the docker Python package is not installed (pip install docker)"
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.close()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return f"the Docker engine does not answer: {e}"
-    return None
 
 
-DOCKER_PROBLEM = _docker_problem()
-needs_docker = pytest.mark.skipif(DOCKER_PROBLEM is not None, reason=f"needs a Docker engine: {DOCKER_PROBLEM}")
 
 USER_MODEL = r"""
 #include <numeric>

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import needs_docker
 
 from clipper import ClipperConnection, ClipperException, DockerContainerManager
 from clipper.deployers import python as python_deployer
@@ -56,23 +57,9 @@ BATCH_SECONDS = 0.01
 LOAD_THREADS = 8
 
 
-def _docker_problem() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "the docker Python package is not installed (pip install docker)"
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.close()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return f"the Docker engine does not answer: {e}"
-    return None
 
 
-_PROBLEM = _docker_problem()
-pytestmark = [pytest.mark.docker,
-              pytest.mark.skipif(_PROBLEM is not None, reason=f"needs a Docker engine: {_PROBLEM}")]
+pytestmark = [pytest.mark.docker, needs_docker]
 
 
 # ---------------------------------------------------------------------- helpers

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import docker_engine, needs_docker
 
 from clipper import images
 from clipper.images import COMPAT_VERSION, VERSION, image_ref
@@ -92,21 +93,9 @@ def test_every_recipe_has_a_dockerfile() -> None:
 # ----------------------------------------------------------------------------- with Docker
 
 
-def _engine() -> tuple[Any, str]:
-    try:
-        import docker
-    except ImportError:
-        return None, "the docker Python package is not installed"
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return None, f"the Docker engine does not answer ({type(e).__name__}: {e})"
-    return client, ""
 
 
-CLIENT, WHY = _engine()
-needs_docker = pytest.mark.skipif(CLIENT is None, reason=WHY or "no Docker engine")
+CLIENT, _ = docker_engine()
 TEST_LABEL = {"ai.clipper.test": "test_images"}
 
 

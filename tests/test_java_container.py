@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Cluster, Frontend
+from conftest import Cluster, Frontend, docker_engine, needs_docker
 
 from tests.conformance import java_build
 
@@ -178,21 +178,9 @@ def test_malformed_frames_are_skipped_and_sigterm_exits_zero(cluster: Cluster) -
 # ---------------------------------------------------------------------- Docker
 
 
-def _docker() -> tuple[Any, str]:
-    try:
-        import docker
-    except ImportError:
-        return None, "the docker Python package is not installed"
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return None, f"the Docker engine does not answer ({type(e).__name__}: {e})"
-    return client, ""
 
 
-CLIENT, WHY = _docker()
-needs_docker = pytest.mark.skipif(CLIENT is None, reason=WHY or "no Docker engine")
+CLIENT, _ = docker_engine()
 LABEL = {"ai.clipper.test": "test_java_container"}
 
 USER_MODEL = """

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 import zmq
+from conftest import docker_problem
 
 from clipper import ClipperConnection
 from clipper.deployers import r as r_deployer
@@ -330,24 +331,12 @@ def test_deploy_r_function_with_a_broken_model_fails_clearly(local_conn: Clipper
 # ---------------------------------------------------------------------- Docker
 
 
-def _docker_problem() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "the docker Python package is not installed (pip install docker)"
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        client.close()
-    except Exception as e:  # noqa: BLE001 - any failure means no engine
-        return f"the Docker engine does not answer: {e}"
-    return None
 
 
 @needs_r
 @pytest.mark.docker
 def test_deploy_r_function_with_docker(tmp_path: Path) -> None:
-    problem = _docker_problem()
+    problem = docker_problem()
     if problem:
         pytest.skip(f"needs a Docker engine: {problem}")
     from clipper import DockerContainerManager
