@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: build tools, wrk and redis-server (tests, benchmarks), debootstrap (the Docker base image,
 # clipper.images), and the model-container libraries of the other languages: C++ (cmake, libzmq3-dev,
-# cppzmq-dev), Java (default-jdk-headless, libzmq-java) and R (r-base-core, r-cran-pbdzmq).
+# cppzmq-dev), Java (default-jdk-headless, libzmq-java) and R (r-base-core, r-cran-pbdzmq); prometheus (the
+# cluster's metrics server) and chromium (the status page's browser test).
 PACKAGES="build-essential pkg-config wrk redis-server debootstrap cmake libzmq3-dev cppzmq-dev
-          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq"
+          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq prometheus chromium"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PACKAGES; do
