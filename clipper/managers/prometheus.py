@@ -47,8 +47,9 @@ _SD_REFRESH = "5s"
 
 
 def duration(seconds: float) -> str:
-    """A Prometheus duration (``"1500ms"``) of `seconds` (at least 1 ms)."""
-    return f"{max(1, round(seconds * 1000))}ms"
+    """A Prometheus duration of `seconds`: ``"2s"``, or ``"1500ms"`` (at least 1 ms)."""
+    millis = max(1, round(seconds * 1000))
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 def targets_file(targets_dir: str | os.PathLike[str], job: str) -> str:
