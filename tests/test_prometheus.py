@@ -371,7 +371,7 @@ def test_docker_cluster_with_prometheus() -> None:
     cm = DockerContainerManager(cluster_name=name, clipper_query_port=free_port(), clipper_management_port=free_port(),
                                 clipper_rpc_port=free_port(), redis_port=free_port(), prometheus_port=free_port(),
                                 docker_network=f"{name}-net", prometheus_scrape_interval=SCRAPE_S,
-                                redis_persistence=False, image_progress=None)
+                                redis_persistence=False, image_progress=None, rebuild_images=True)
     c = ClipperConnection(cm, health_check_timeout=120)
     try:
         c.start_clipper()

@@ -211,8 +211,10 @@ class DockerContainerManager(ContainerManager):
 
     Prometheus: `start_clipper` also runs ``clipper/prometheus`` (Debian's server; the image is built on first
     use; `prometheus_image` replaces it) named ``metric_frontend-<rand>`` (Clipper's name), published on
-    `host_ip`:`prometheus_port` (a taken port is replaced by a free one), scraping the query frontend and every
-    model replica every `prometheus_scrape_interval` seconds over the cluster's network. Replicas started while
+    127.0.0.1:`prometheus_port` (on `host_ip` when that is a loopback address; like Redis it has no
+    authentication, so it never faces the network; a taken port is replaced by a free one), scraping the
+    query frontend and every model replica every `prometheus_scrape_interval` seconds over the cluster's
+    network. Replicas started while
     it runs get ``CLIPPER_METRICS_HOST=0.0.0.0`` and ``CLIPPER_METRICS_PORT=1390`` (not published). Targets
     are found with file_sd: the manager writes the target files into the container's ``/prometheus/targets``
     whenever replicas come or go (computed from the running containers, so any process that `connect()`-ed
