@@ -77,7 +77,8 @@ def _connect(args: argparse.Namespace) -> ClipperConnection:
 def cmd_start(args: argparse.Namespace) -> int:
     cm = _manager(args, clipper_query_port=args.query_port, clipper_management_port=args.management_port,
                   clipper_rpc_port=args.rpc_port, redis_ip=args.redis_ip, redis_port=args.redis_port,
-                  log_dir=args.log_dir, start_timeout=args.timeout)
+                  log_dir=args.log_dir, start_timeout=args.timeout, prometheus_port=args.prometheus_port,
+                  use_prometheus=False if args.no_prometheus else None)
     conn = _connection(cm, health_check_timeout=args.timeout)
     conn.start_clipper(cache_size=args.cache_size)
     st = cm.status()
@@ -86,6 +87,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(f"  management frontend: http://{cm.get_admin_addr()}")
     redis = st["redis"]
     print(f"  redis:               {redis['host']}:{redis['port']}{'' if redis['managed'] else ' (external)'}")
+    if st["metric_addr"]:
+        print(f"  prometheus:          http://{st['metric_addr']}")
     print(f"  logs:                {st['log_dir']}")
     print(f"Stop it with: clipper --cluster-name {args.cluster_name} stop")
     return 0
@@ -110,8 +113,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     state = "running" if st["running"] else "NOT HEALTHY (a process died; see its log, then `clipper stop`)"
     print(f"Clipper cluster '{args.cluster_name}': {state}")
-    print(f"  query frontend: http://{st['query_addr']}   management frontend: http://{st['admin_addr']}")
+    print(f"  query frontend: http://{st['query_addr']}   management frontend: http://{st['admin_addr']}"
+          + (f"   prometheus: http://{st['metric_addr']}" if st["metric_addr"] else ""))
     rows = [[r["role"], str(r["pid"]), "alive" if r["alive"] else "DEAD", r["log"]] for r in st["processes"]]
+    if st.get("prometheus"):
+        prom = st["prometheus"]
+        rows.append(["prometheus", str(prom["pid"]), "alive" if prom["alive"] else "DEAD", prom["log"]])
     rows += [[f"model {r['name']}:{r['version']}", str(r["pid"]), "alive" if r["alive"] else "DEAD", r["log"]]
              for r in st["replicas"]]
     print(_table(rows, ["PROCESS", "PID", "STATE", "LOG"]))
@@ -325,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-port", type=cmdline.port, default=DEFAULT_RPC_PORT, help="port model replicas connect to")
     p.add_argument("--redis-port", type=cmdline.port, default=DEFAULT_REDIS_PORT, help="Redis port")
     p.add_argument("--redis-ip", default=None, help="use the Redis running there instead of starting one")
+    p.add_argument("--prometheus-port", type=cmdline.port, default=9090,  # managers.prometheus.DEFAULT_PROMETHEUS_PORT
+                   help="Prometheus's port (0 or taken: a free one)")
+    p.add_argument("--no-prometheus", action="store_true",
+                   help="start no Prometheus server (by default one runs when the `prometheus` binary is installed)")
     p.add_argument("--cache-size", type=cmdline.non_negative_int, default=DEFAULT_CACHE_BYTES,
                    help="prediction cache size in bytes")
     p.add_argument("--log-dir", default=None, help="where the processes' logs go (default: CLUSTER_DIR/logs)")

@@ -114,6 +114,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("cpp-container", "base", default=False, sources=("cpp",)),
         Recipe("java-container", "base", default=False, sources=("java",)),
         Recipe("r-container", "base", default=False, sources=("r",)),
+        Recipe("prometheus", "base", default=False),
     )
 }
 #: What ``build_images()`` builds by default.

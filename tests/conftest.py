@@ -44,7 +44,7 @@ MANAGER_HEARTBEAT_TIMEOUT_S = 3
 def make_manager(name: str, cluster_dir: Path, **kwargs: Any) -> LocalContainerManager:
     """A `LocalContainerManager` on free ports (0 = chosen at start) with its state under `cluster_dir`."""
     settings: dict[str, Any] = {"clipper_query_port": 0, "clipper_management_port": 0, "clipper_rpc_port": 0,
-                                "redis_port": 0, "start_timeout": 30,
+                                "redis_port": 0, "start_timeout": 30, "use_prometheus": False,
                                 "query_frontend_args": ["--heartbeat-timeout", str(MANAGER_HEARTBEAT_TIMEOUT_S)]}
     return LocalContainerManager(cluster_name=name, cluster_dir=cluster_dir, **{**settings, **kwargs})
 

@@ -117,12 +117,13 @@ def test_addresses(conn: ClipperConnection) -> None:
     assert isinstance(cm, LocalContainerManager)
     assert conn.get_query_addr() == f"127.0.0.1:{cm.query_port}" == cm.get_query_addr()
     assert cm.get_admin_addr() == f"127.0.0.1:{cm.management_port}"
-    assert conn.get_metric_addr().startswith("127.0.0.1:")
+    # make_manager runs no Prometheus (tests/test_prometheus.py does): get_metric_addr says so
+    with pytest.raises(ClipperException, match=r"runs no Prometheus server.*serves its metrics at http://127\.0\.0\.1:"):
+        conn.get_metric_addr()
     assert len({cm.query_port, cm.management_port, cm.rpc_port, cm.redis_port}) == 4
     # Clipper's attribute names
     assert (cm.clipper_query_port, cm.clipper_management_port, cm.clipper_rpc_port) == \
         (cm.query_port, cm.management_port, cm.rpc_port)
-    assert cm.get_metric_addr() == f"{cm.public_hostname}:{cm.prometheus_port}"
     assert (cm.centralize_log, cm.logging_system, cm.logging_system_instance, cm.external_redis) == \
         (False, None, None, False)
     assert requests.get(f"http://{cm.get_admin_addr()}/admin/ping", timeout=HTTP_TIMEOUT_S).text == "PONG"

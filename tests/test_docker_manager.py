@@ -150,7 +150,8 @@ def new_cluster(prefix: str, **options: Any) -> Cluster:
     network = f"{name}-net"
     query, mgmt, rpc, redis = free_ports(4)
     cm = DockerContainerManager(cluster_name=name, clipper_query_port=query, clipper_management_port=mgmt,
-                                clipper_rpc_port=rpc, redis_port=redis, docker_network=network, **options)
+                                clipper_rpc_port=rpc, redis_port=redis, docker_network=network,
+                                **{"use_prometheus": False, **options})  # tests/test_prometheus.py runs it
     return Cluster(name, network, {"query": query, "management": mgmt, "rpc": rpc, "redis": redis}, cm,
                    ClipperConnection(cm, health_check_timeout=120))
 
@@ -421,7 +422,7 @@ def test_connect_from_another_process(cluster: Cluster) -> None:
         "cluster_name": cluster.name, "cluster_identifier": cluster.name, "public_hostname": "localhost",
         "clipper_query_port": cluster.ports["query"], "clipper_management_port": cluster.ports["management"],
         "clipper_rpc_port": cluster.cm.clipper_rpc_port, "redis_port": cluster.cm.redis_port,
-        "prometheus_port": cluster.ports["query"], "external_redis": False, "centralize_log": False,
+        "prometheus_port": cluster.cm.prometheus_port, "external_redis": False, "centralize_log": False,
         "logging_system": None, "logging_system_instance": None, "log_config": cluster.cm.log_config,
     }
     assert seen["clipper"]["log_config"]["type"] == "json-file"

@@ -100,10 +100,12 @@ from ..input_types import parse_input_type
 from ..ports import port_free
 from ..state.redis_server import persistence_args
 from ..state.redis_server import ping as redis_ping
+from . import prometheus
 from .base import (
     CLIPPER_DOCKER_LABEL,
     CLIPPER_DOCKER_PORT_LABELS,
     CLIPPER_INTERNAL_MANAGEMENT_PORT,
+    CLIPPER_INTERNAL_METRIC_PORT,
     CLIPPER_INTERNAL_QUERY_PORT,
     CLIPPER_INTERNAL_REDIS_PORT,
     CLIPPER_INTERNAL_RPC_PORT,
@@ -132,6 +134,11 @@ REDIS_DATA_DIR = "/data"
 KEPT_REPLICAS_FILE = "clipper-replicas.json"
 #: Docker's restart policy of the managed Redis.
 REDIS_RESTART_POLICY = {"Name": "unless-stopped"}
+#: Prometheus's folder in its container (the volume's mount point): ``data/`` (its database), ``targets/``.
+PROMETHEUS_DIR = "/prometheus"
+PROMETHEUS_TARGETS_DIR = f"{PROMETHEUS_DIR}/targets"
+#: The port Prometheus listens on in its container.
+PROMETHEUS_INTERNAL_PORT = 9090
 
 
 def find_unbound_port(start: int | None = None, host: str = "127.0.0.1", taken: Iterable[int] = (),
@@ -186,11 +193,10 @@ def _env(container: Any, name: str) -> str | None:
 class DockerContainerManager(ContainerManager):
     """Runs Redis, both frontends and the model replicas as Docker containers on this machine.
 
-    Arguments as `clipper_admin.DockerContainerManager` (same order): `use_centralized_log`,
-    `fluentd_port` and `prometheus_port` are accepted and ignored (there is no fluentd or Prometheus
-    container; container logs stay with Docker, metrics are served by the query frontend's
-    ``GET /metrics``). `extra_container_kwargs` are passed to every ``containers.run`` (its ``labels``
-    are added to Clipper's).
+    Arguments as `clipper_admin.DockerContainerManager` (same order): `use_centralized_log` and
+    `fluentd_port` are accepted and ignored (there is no fluentd: container logs stay with Docker);
+    `prometheus_port` is where the cluster's Prometheus container is published (see below).
+    `extra_container_kwargs` are passed to every ``containers.run`` (its ``labels`` are added to Clipper's).
 
     Clipper's public attributes, with this manager's values: `cluster_name`, `cluster_identifier`,
     `public_hostname` (`docker_ip_address`), `clipper_query_port`, `clipper_management_port`,
@@ -199,9 +205,24 @@ class DockerContainerManager(ContainerManager):
     `extra_container_kwargs` and `common_labels` (the ``labels`` taken out of them, plus the cluster label),
     `logger`, and `log_config` (the ``log_config`` of every container: Docker's json-file driver, rotated).
     `centralize_log` is False and `logging_system` / `logging_system_instance` are None whatever
-    `use_centralized_log` says (no fluentd); `prometheus_port` is the query frontend's port, where
-    `get_metric_addr()` points (there is no Prometheus server). Clipper's `prom_config_path` and
-    `connect_to_logging_system()` have no counterpart.
+    `use_centralized_log` says (no fluentd); `prometheus_port` is the Prometheus container's published port
+    once started or connected. Clipper's `prom_config_path` and `connect_to_logging_system()` have no
+    counterpart.
+
+    Prometheus: `start_clipper` also runs ``clipper/prometheus`` (Debian's server; the image is built on first
+    use; `prometheus_image` replaces it) named ``metric_frontend-<rand>`` (Clipper's name), published on
+    127.0.0.1:`prometheus_port` (on `host_ip` when that is a loopback address; like Redis it has no
+    authentication, so it never faces the network; a taken port is replaced by a free one), scraping the
+    query frontend and every model replica every `prometheus_scrape_interval` seconds over the cluster's
+    network. Replicas started while
+    it runs get ``CLIPPER_METRICS_HOST=0.0.0.0`` and ``CLIPPER_METRICS_PORT=1390`` (not published). Targets
+    are found with file_sd: the manager writes the target files into the container's ``/prometheus/targets``
+    whenever replicas come or go (computed from the running containers, so any process that `connect()`-ed
+    keeps them right). The Docker socket is not mounted: docker_sd_configs would need it, and whoever holds
+    the socket is root on the host. Its database is in the named volume ``clipper-prometheus-<cluster_name>``
+    (`prometheus_volume`): a volume rather than a tmpfs, so that the series take disk, not memory, and
+    outlive the container; `stop_all()` removes it unless ``keep_state=True``, as for Redis.
+    `use_prometheus=False` runs none (`get_metric_addr` then raises); None (default) and True run it.
 
     Keyword-only additions: `host_ip` is where ports are published (127.0.0.1); `heartbeat_timeout`
     (seconds, None: the frontend's default, `clipper.frontend.config.DEFAULT_HEARTBEAT_TIMEOUT_S`) is
@@ -252,6 +273,9 @@ class DockerContainerManager(ContainerManager):
         admin_token: str | None = None,
         predict_token: str | None = None,
         insecure: bool = False,
+        use_prometheus: bool | None = None,
+        prometheus_scrape_interval: float = prometheus.DEFAULT_SCRAPE_INTERVAL_S,
+        prometheus_image: str | None = None,
     ) -> None:
         if not cluster_name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cluster_name):
             raise ClipperException(f"Invalid cluster name {cluster_name!r}: use letters, digits, '_', '.' and '-'")
@@ -285,6 +309,14 @@ class DockerContainerManager(ContainerManager):
         self.admin_token = admin_token or os.environ.get(management_client.ADMIN_TOKEN_ENV) or None
         self.predict_token = predict_token or None
         self.insecure = bool(insecure)
+        self.prometheus_port = int(prometheus_port or 0)
+        self.use_prometheus = use_prometheus
+        if not prometheus_scrape_interval or prometheus_scrape_interval <= 0:
+            raise ClipperException(f"Invalid prometheus_scrape_interval {prometheus_scrape_interval!r}: must be > 0 s")
+        self.prometheus_scrape_interval = float(prometheus_scrape_interval)
+        self.prometheus_image = prometheus_image
+        #: Whether the cluster runs Prometheus (known once started or connected).
+        self._prometheus_running = False
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
         self.log_config: dict[str, Any] = copy.deepcopy(_LOG_CONFIG)
 
@@ -299,18 +331,15 @@ class DockerContainerManager(ContainerManager):
             ignored.append("use_centralized_log=True (container logs stay in Docker's json-file driver)")
         if fluentd_port != 24224:
             ignored.append(f"fluentd_port={fluentd_port}")
-        if prometheus_port != 9090:
-            ignored.append(f"prometheus_port={prometheus_port} (the query frontend serves GET /metrics)")
         if ignored:
-            self.logger.info(f"Ignoring {', '.join(ignored)}: there is no fluentd or Prometheus container")
+            self.logger.info(f"Ignoring {', '.join(ignored)}: there is no fluentd container")
 
     # ------------------------------------------------------------------ docker
 
     @property
-    def prometheus_port(self) -> int:
-        """Clipper's Prometheus port: here the query frontend's (``GET /metrics``, JSON or Prometheus text),
-        which `get_metric_addr()` names; there is no Prometheus server."""
-        return self.clipper_query_port
+    def prometheus_volume(self) -> str:
+        """The named volume of Prometheus's database and target files (``/prometheus`` in its container)."""
+        return f"clipper-prometheus-{self.cluster_name}"
 
     @property
     def redis_volume(self) -> str:
@@ -579,11 +608,16 @@ class DockerContainerManager(ContainerManager):
         redis_image = self._resolve_image(self.redis_image or image_ref("redis"), "Redis")
         mgmt_image = self._resolve_image(mgmt_frontend_image, "management frontend")
         query_image = self._resolve_image(query_frontend_image, "query frontend")
+        prometheus_image = None
+        if self.use_prometheus is not False:
+            prometheus_image = self._resolve_image(self.prometheus_image or image_ref("prometheus"), "Prometheus")
         self._ensure_network()
         self._draw_tokens()
         started: list[Any] = []
         try:
             self._start_containers(started, redis_image, mgmt_image, query_image, int(cache_size))
+            if prometheus_image is not None:
+                self._start_prometheus(started, prometheus_image)
         except BaseException:
             # every container of the cluster: those started, and one created that could not start
             failures = self._remove(started + [c for c in self._containers(all=True) if c not in started],
@@ -593,7 +627,9 @@ class DockerContainerManager(ContainerManager):
             self._remove_networks([self.docker_network])
             raise
         self.connect()
-        self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}")
+        metrics = f", Prometheus {self.get_metric_addr()}" if self._prometheus_running else ""
+        self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}"
+                         f"{metrics}")
         if not self.external_redis and self.redis_persistence:
             self._restore_kept_replicas(started[0])
 
@@ -682,6 +718,87 @@ class DockerContainerManager(ContainerManager):
         self._wait_ready(query, "The query frontend",
                          lambda: http_ok(f"http://{poll}:{self.clipper_query_port}/metrics"), self.start_timeout)
 
+    # ------------------------------------------------------------------ Prometheus
+
+    def _prometheus_containers(self) -> list[Any]:
+        """The cluster's running Prometheus container (the one carrying the metric port label), if any."""
+        return self._containers(CLIPPER_DOCKER_PORT_LABELS["metric"])
+
+    def _start_prometheus(self, started: list[Any], image: str) -> None:
+        """Runs Prometheus (its volume created when missing), waits until it is ready, writes its targets.
+
+        Published on loopback unless `host_ip` is loopback itself: like Redis, it has no authentication."""
+        published = self._published_host()
+        publish_on = self.host_ip if is_loopback(published) else "127.0.0.1"
+        errors = self._errors()
+        try:
+            self.docker_client.volumes.get(self.prometheus_volume)
+        except errors.NotFound:
+            try:
+                self.docker_client.volumes.create(self.prometheus_volume, labels=dict(self.common_labels))
+            except errors.APIError as e:
+                raise ClipperException(f"Cannot create the Docker volume {self.prometheus_volume}: {e}") from e
+        key = f"{PROMETHEUS_INTERNAL_PORT}/tcp"
+        config = prometheus.config(PROMETHEUS_TARGETS_DIR, self.prometheus_scrape_interval)
+        prom, ports = self._run(image, None, "metric_frontend", {}, ports={key: self.prometheus_port},
+                                port_labels={key: CLIPPER_DOCKER_PORT_LABELS["metric"]},
+                                environment={"CLIPPER_PROMETHEUS_CONFIG": config},
+                                run_kwargs={"volumes": {self.prometheus_volume: {"bind": PROMETHEUS_DIR,
+                                                                                 "mode": "rw"}}},
+                                publish_on=publish_on)
+        started.append(prom)
+        self.prometheus_port = ports[key]
+        poll = self._poll_host(publish_on)
+        self._wait_ready(prom, "Prometheus", lambda: prometheus.ready(f"{poll}:{self.prometheus_port}"),
+                         self.start_timeout)
+        self._prometheus_running = True
+        self._sync_prometheus_targets()
+
+    def _sync_prometheus_targets(self) -> None:
+        """Writes Prometheus's file_sd files from the running containers: every query frontend, and every model
+        replica that serves metrics (``CLIPPER_METRICS_PORT`` set). Renamed into place, so that Prometheus never
+        reads half a file. A failure is logged, not raised: monitoring must not break a deployment."""
+        proms = self._prometheus_containers()
+        self._prometheus_running = bool(proms)
+        if not proms:
+            return
+        frontends, replicas = [], []
+        for c in self._containers():
+            if CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL in c.labels:
+                frontends.append(prometheus.frontend_group(f"{c.name}:{CLIPPER_INTERNAL_QUERY_PORT}",
+                                                           self.cluster_name))
+            elif CLIPPER_MODEL_CONTAINER_LABEL in c.labels and _env(c, prometheus.METRICS_PORT_ENV):
+                name, version = parse_model_container_label(c.labels[CLIPPER_MODEL_CONTAINER_LABEL])
+                replicas.append(prometheus.replica_group(f"{c.name}:{_env(c, prometheus.METRICS_PORT_ENV)}",
+                                                         self.cluster_name, name, version, c.name))
+        buf = io.BytesIO()
+        moves = []
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for job, groups in ((prometheus.QUERY_FRONTEND_JOB, frontends),
+                                (prometheus.MODEL_CONTAINER_JOB, replicas)):
+                data = prometheus.render_targets(groups)
+                info = tarfile.TarInfo(f".{job}.json.new")
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+                moves.append(f"mv -f .{job}.json.new {job}.json")
+        try:
+            proms[0].put_archive(PROMETHEUS_TARGETS_DIR, buf.getvalue())
+            done = proms[0].exec_run(["sh", "-c", " && ".join(moves)], workdir=PROMETHEUS_TARGETS_DIR)
+            if done.exit_code != 0:
+                raise RuntimeError(done.output.decode(errors="replace").strip())
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.logger.warning(f"Cannot update Prometheus's targets in {proms[0].name}: {e}")
+
+    def _remove_prometheus_volume(self) -> list[str]:
+        errors = self._errors()
+        try:
+            self.docker_client.volumes.get(self.prometheus_volume).remove(force=True)
+        except errors.NotFound:
+            pass
+        except errors.APIError as e:
+            return [f"the volume {self.prometheus_volume} ({e})"]
+        return []
+
     def connect(self) -> None:
         """Finds the running cluster and reads its ports from the containers' labels (any process)."""
         containers = self._containers()
@@ -703,6 +820,10 @@ class DockerContainerManager(ContainerManager):
         self.clipper_query_port = int(labels[CLIPPER_DOCKER_PORT_LABELS["query_rest"]])
         self.clipper_rpc_port = int(labels[CLIPPER_DOCKER_PORT_LABELS["query_rpc"]])
         self.clipper_management_port = int(labels[CLIPPER_DOCKER_PORT_LABELS["management"]])
+        metric_port = labels.get(CLIPPER_DOCKER_PORT_LABELS["metric"])
+        self._prometheus_running = metric_port is not None
+        if metric_port is not None:
+            self.prometheus_port = int(metric_port)
         redis_port = labels.get(CLIPPER_DOCKER_PORT_LABELS["redis"])
         if redis_port is not None:
             self.redis_port = int(redis_port)
@@ -736,6 +857,9 @@ class DockerContainerManager(ContainerManager):
         self._remove_networks(networks)
         if not keep_state and not self.external_redis and not failures:
             failures += self._remove_redis_volume()
+        if not keep_state and not failures:
+            failures += self._remove_prometheus_volume()
+        self._prometheus_running = False
         if failures:
             raise ClipperException(f"Could not stop {', '.join(failures)}")
         kept = f"; the state is kept in the volume {self.redis_volume}" if keep_state and redis else ""
@@ -828,8 +952,17 @@ class DockerContainerManager(ContainerManager):
         return f"{self.public_hostname}:{self.clipper_query_port}"
 
     def get_metric_addr(self) -> str:
-        """There is no Prometheus container: the query frontend's address (it serves ``GET /metrics``)."""
-        return self.get_query_addr()
+        """``host:port`` of the cluster's Prometheus container (its HTTP API: ``/api/v1/query``, ...).
+
+        Raises a `ClipperException` when the cluster runs none (``use_prometheus=False``, or not started nor
+        connected): the query frontend still serves its own metrics at ``GET http://<get_query_addr()>/metrics``.
+        """
+        if not self._prometheus_running:
+            raise ClipperException(
+                f"The Docker Clipper cluster '{self.cluster_name}' runs no Prometheus container (use_prometheus=False, "
+                f"or not started nor connected); the query frontend serves its metrics at "
+                f"http://{self.get_query_addr()}/metrics")
+        return f"{self.public_hostname}:{self.prometheus_port}"
 
     # ------------------------------------------------------------------ model images
 
@@ -980,6 +1113,7 @@ class DockerContainerManager(ContainerManager):
             surplus = current[num_replicas:]
             self.logger.info(f"Found {len(current)} replicas for {name}:{version}. Removing {len(surplus)}")
             failures = self._remove(surplus)
+            self._sync_prometheus_targets()
             if failures:
                 raise ClipperException(f"Could not stop {', '.join(failures)}")
             return
@@ -1000,6 +1134,9 @@ class DockerContainerManager(ContainerManager):
             "CLIPPER_PORT": str(CLIPPER_INTERNAL_RPC_PORT),
             "CLIPPER_INPUT_TYPE": canonical,
         }
+        if self._prometheus_containers():
+            env[prometheus.METRICS_HOST_ENV] = "0.0.0.0"
+            env[prometheus.METRICS_PORT_ENV] = str(CLIPPER_INTERNAL_METRIC_PORT)
         command = None
         config = self.docker_client.images.get(image).attrs.get("Config") or {}
         if self.log_level and list(config.get("Entrypoint") or [])[-2:] == ["-m", "clipper.model_runtime"] \
@@ -1011,9 +1148,11 @@ class DockerContainerManager(ContainerManager):
                 container, _ports = self._run(image, command, label, {CLIPPER_MODEL_CONTAINER_LABEL: label},
                                               environment=env)
                 started.append(container)
+            self._sync_prometheus_targets()
             self._wait_registered(name, version, started, frontend)
         except BaseException:
             self._remove(started, graceful=False)
+            self._sync_prometheus_targets()
             raise
         self.logger.info(f"Started {len(started)} replica(s) of {name}:{version}: "
                          f"{', '.join(c.name for c in started)}")
@@ -1069,12 +1208,14 @@ class DockerContainerManager(ContainerManager):
         doomed = [c for c in self._containers(CLIPPER_MODEL_CONTAINER_LABEL)
                   if parse_model_container_label(c.labels[CLIPPER_MODEL_CONTAINER_LABEL]) in wanted]
         failures = self._remove(doomed)
+        self._sync_prometheus_targets()
         if failures:
             raise ClipperException(f"Could not stop {', '.join(failures)}")
 
     def stop_all_model_containers(self) -> None:
         """Stops and removes every model replica of the cluster."""
         failures = self._remove(self._containers(CLIPPER_MODEL_CONTAINER_LABEL, all=True))
+        self._sync_prometheus_targets()
         if failures:
             raise ClipperException(f"Could not stop {', '.join(failures)}")
 

@@ -94,6 +94,7 @@ from ..input_types import parse_input_type
 from ..ports import free_port, port_free
 from ..state import redis_server
 from ..state.redis_server import ping as redis_ping
+from . import prometheus
 from .base import ClusterAdapter, ContainerManager, http_ok, wait_frontend_replicas
 
 try:
@@ -239,10 +240,22 @@ class LocalContainerManager(ContainerManager):
     False runs it in memory and unsupervised, as this manager used to (a Redis restarted empty
     would make the frontends drop their configuration, so it is not restarted).
 
+    Prometheus (`clipper.managers.prometheus`): `start_clipper` also runs Debian's ``prometheus`` binary on
+    127.0.0.1:`prometheus_port` (default 9090; 0 or a taken port: a free one, with a warning when one was
+    asked for), scraping the query frontend and every model replica every `prometheus_scrape_interval`
+    seconds; each replica then gets ``CLIPPER_METRICS_PORT`` (a free port on 127.0.0.1) and the manager
+    rewrites the file_sd target files in ``<cluster_dir>/prometheus/targets/`` whenever replicas come or
+    go. Its data lives in ``<cluster_dir>/prometheus-data`` (removed by `stop_all()` unless
+    ``keep_state=True``), its log in ``<log_dir>/prometheus.log``; `prometheus_args` are appended to its
+    command line (e.g. ``["--storage.tsdb.retention.time=1d"]``). `use_prometheus`: None (default) runs it
+    when the binary is installed and otherwise warns and runs without; True requires it (a
+    `ClipperException` naming the package when it is missing); False runs none (`get_metric_addr` then
+    raises). Prometheus is an onlooker: its death does not make the cluster unhealthy.
+
     Clipper's public attributes that make sense without Docker: `cluster_name`, `cluster_identifier`,
     `public_hostname` (127.0.0.1), `clipper_query_port`, `clipper_management_port` and `clipper_rpc_port`
     (the same as `query_port`, `management_port`, `rpc_port`), `redis_ip`, `redis_port`, `external_redis`,
-    `prometheus_port` (the query frontend's: it serves ``GET /metrics``; there is no Prometheus),
+    `prometheus_port` (where Prometheus listens, once started or connected),
     `logger`, and `centralize_log` (False: the logs are files in `log_dir`, no fluentd).
     """
 
@@ -266,6 +279,10 @@ class LocalContainerManager(ContainerManager):
         query_frontend_args: Sequence[str] = (),
         management_frontend_args: Sequence[str] = (),
         redis_persistence: bool = True,
+        prometheus_port: int | None = prometheus.DEFAULT_PROMETHEUS_PORT,
+        use_prometheus: bool | None = None,
+        prometheus_scrape_interval: float = prometheus.DEFAULT_SCRAPE_INTERVAL_S,
+        prometheus_args: Sequence[str] = (),
     ) -> None:
         if not cluster_name or "/" in cluster_name or cluster_name in (".", ".."):
             raise ClipperException(f"Invalid cluster name {cluster_name!r}")
@@ -285,8 +302,17 @@ class LocalContainerManager(ContainerManager):
         self.query_frontend_args = [str(a) for a in query_frontend_args]
         self.management_frontend_args = [str(a) for a in management_frontend_args]
         self.redis_persistence = bool(redis_persistence)
+        self.prometheus_port = prometheus_port or 0
+        self.use_prometheus = use_prometheus
+        if not prometheus_scrape_interval or prometheus_scrape_interval <= 0:
+            raise ClipperException(f"Invalid prometheus_scrape_interval {prometheus_scrape_interval!r}: must be > 0 s")
+        self.prometheus_scrape_interval = float(prometheus_scrape_interval)
+        self.prometheus_args = [str(a) for a in prometheus_args]
+        #: The running Prometheus's port once started or connected (None: the cluster runs none).
+        self._prometheus_running_port: int | None = None
         self.logger = ClusterAdapter(logger, {"cluster_name": cluster_name})
         self._children: dict[int, subprocess.Popen] = {}
+        self._assigned_metrics_ports: set[int] = set()
 
     # ------------------------------------------------------------------ Clipper's attribute names
 
@@ -318,11 +344,6 @@ class LocalContainerManager(ContainerManager):
         self.rpc_port = port
 
     @property
-    def prometheus_port(self) -> int:
-        """The query frontend's port, where `get_metric_addr()` points (there is no Prometheus server)."""
-        return self.query_port
-
-    @property
     def external_redis(self) -> bool:
         """True when the cluster uses a Redis it did not start (`redis_ip`)."""
         return self.redis_ip is not None
@@ -332,6 +353,16 @@ class LocalContainerManager(ContainerManager):
     @property
     def state_path(self) -> Path:
         return self.cluster_dir / "cluster.json"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus's configuration (``prometheus.yml``) and its file_sd target files (``targets/``)."""
+        return self.cluster_dir / "prometheus"
+
+    @property
+    def prometheus_data_dir(self) -> Path:
+        """Prometheus's time series database (removed by `stop_all()` unless ``keep_state=True``)."""
+        return self.cluster_dir / "prometheus-data"
 
     @property
     def redis_data_dir(self) -> Path:
@@ -364,6 +395,8 @@ class LocalContainerManager(ContainerManager):
         with os.fdopen(fd, "w") as f:
             json.dump(state, f, indent=2)
         os.replace(tmp, self.state_path)
+        if state.get("prometheus"):
+            self._write_targets(state)
 
     def _apply_state(self, state: dict[str, Any]) -> None:
         self.query_port = state["query_port"]
@@ -374,6 +407,10 @@ class LocalContainerManager(ContainerManager):
             self.redis_persistence = bool(state["redis"].get("persistence", False))
         self.redis_port = state["redis"]["port"]
         self.log_dir = Path(state["log_dir"])
+        prom = state.get("prometheus")
+        self._prometheus_running_port = prom["port"] if prom else None
+        if prom:
+            self.prometheus_port = prom["port"]
 
     def _connected_state(self) -> dict[str, Any]:
         state = self._read_state()
@@ -502,7 +539,8 @@ class LocalContainerManager(ContainerManager):
             state = self._read_state()
             ended: list[dict[str, Any]] = []
             if state is not None:
-                alive = [r for r in state["processes"] + state["replicas"] if self._alive(r)]
+                alive = [r for r in state["processes"] + state["replicas"] + self._prometheus_records(state)
+                         if self._alive(r)]
                 if alive:
                     names = ", ".join(f"{r['role']} (pid {r['pid']})" for r in alive)
                     raise ClipperException(
@@ -513,11 +551,13 @@ class LocalContainerManager(ContainerManager):
                 ended = list(state["replicas"])
                 self.state_path.unlink()
             self._check_prerequisites()
+            prometheus_binary = self._prometheus_binary()
             restore = self._replicas_to_restore(ended)
             ports = self._choose_ports()
             self.query_port, self.management_port, self.rpc_port = ports["query"], ports["management"], ports["rpc"]
             if self.redis_ip is None:
                 self.redis_port = ports["redis"]
+            self._prometheus_running_port = None
             self.log_dir.mkdir(parents=True, exist_ok=True)
             state = {
                 "cluster_name": self.cluster_name,
@@ -532,15 +572,24 @@ class LocalContainerManager(ContainerManager):
                 "processes": [],
                 "replicas": [],
                 "next_replica": 0,
+                "prometheus": None,
             }
             try:
+                if prometheus_binary is not None:
+                    self._start_prometheus(state, prometheus_binary, self._choose_prometheus_port(ports.values()))
                 self._start_processes(state)
+                if state["prometheus"] is not None:
+                    rec = state["prometheus"]
+                    self._wait_until(rec, lambda: prometheus.ready(f"{_HOST}:{rec['port']}"), "Prometheus",
+                                     self.start_timeout)
             except BaseException:
-                self._terminate(list(reversed(state["processes"])), graceful=False)
+                self._terminate(list(reversed(state["processes"])) + self._prometheus_records(state), graceful=False)
                 raise
             self._write_state(state)
-        self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}, "
-                         f"logs in {self.log_dir}")
+            self._apply_state(state)
+        metrics = f", Prometheus {self.get_metric_addr()}" if self._prometheus_running_port else ""
+        self.logger.info(f"Clipper is running: query {self.get_query_addr()}, management {self.get_admin_addr()}"
+                         f"{metrics}, logs in {self.log_dir}")
         self._restore_replicas(restore)
 
     # ------------------------------------------------------------------ kept state
@@ -598,6 +647,76 @@ class LocalContainerManager(ContainerManager):
             chosen[role] = port
         return chosen
 
+    # ------------------------------------------------------------------ Prometheus
+
+    @staticmethod
+    def _prometheus_records(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        prom = state.get("prometheus")
+        return [prom] if prom and prom.get("pid") else []
+
+    def _prometheus_binary(self) -> str | None:
+        """The ``prometheus`` binary to run, or None (not wanted, or missing while not required: a warning)."""
+        if self.use_prometheus is False:
+            return None
+        binary = shutil.which(prometheus.PROMETHEUS_PACKAGE)
+        if binary is None:
+            missing = (f"the Prometheus server is not installed (no `{prometheus.PROMETHEUS_PACKAGE}` on PATH; Debian "
+                       f"package `{prometheus.PROMETHEUS_PACKAGE}`: apt-get install --no-install-recommends "
+                       f"{prometheus.PROMETHEUS_PACKAGE})")
+            if self.use_prometheus:
+                raise ClipperException(f"use_prometheus=True, but {missing}")
+            self.logger.warning(f"Starting without Prometheus: {missing}. LocalContainerManager(use_prometheus=False) "
+                                "starts without it quietly.")
+        return binary
+
+    def _choose_prometheus_port(self, taken: Any) -> int:
+        """`prometheus_port` when free, else (or for 0) a free port; a replaced port is warned about."""
+        taken = set(taken)
+        port = self.prometheus_port
+        if port and port not in taken and port_free(port, _HOST):
+            return port
+        while (chosen := free_port(_HOST)) in taken:
+            pass
+        if port:
+            self.logger.warning(f"Port {port} on {_HOST} is taken: Prometheus listens on {_HOST}:{chosen} "
+                                "(ClipperConnection.get_metric_addr() names it)")
+        return chosen
+
+    def _start_prometheus(self, state: dict[str, Any], binary: str, port: int) -> None:
+        """Writes Prometheus's configuration and target files, then starts it (not waited for here)."""
+        conf_dir = self.prometheus_dir.resolve()
+        targets = conf_dir / "targets"
+        shutil.rmtree(targets, ignore_errors=True)
+        targets.mkdir(parents=True)
+        config_path = conf_dir / "prometheus.yml"
+        prometheus.write_atomic(config_path, prometheus.config(targets, self.prometheus_scrape_interval).encode())
+        data_dir = self.prometheus_data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        state["prometheus"] = {"port": port, "config": str(config_path), "targets_dir": str(targets),
+                               "data_dir": str(data_dir), "scrape_interval": self.prometheus_scrape_interval}
+        self._write_targets(state)
+        argv = [binary, f"--config.file={config_path}", f"--storage.tsdb.path={data_dir}",
+                f"--web.listen-address={_HOST}:{port}", "--log.level=warn", *self.prometheus_args]
+        state["prometheus"].update(self._spawn("prometheus", argv, self.log_dir / "prometheus.log"))
+
+    def _write_targets(self, state: Mapping[str, Any]) -> None:
+        """Rewrites the file_sd files from `state`: the query frontend and every replica with a metrics port."""
+        targets_dir = state["prometheus"]["targets_dir"]
+        frontends = [prometheus.frontend_group(f"{_HOST}:{state['query_port']}", self.cluster_name)]
+        replicas = [prometheus.replica_group(f"{_HOST}:{r['metrics_port']}", self.cluster_name, r["name"],
+                                             r["version"], str(r["seq"]))
+                    for r in state["replicas"] if r.get("metrics_port")]
+        for job, groups in ((prometheus.QUERY_FRONTEND_JOB, frontends), (prometheus.MODEL_CONTAINER_JOB, replicas)):
+            prometheus.write_atomic(prometheus.targets_file(targets_dir, job), prometheus.render_targets(groups))
+
+    def _metrics_port(self, state: Mapping[str, Any]) -> int:
+        """A free port for a new replica's metrics endpoint, not given to another replica."""
+        used = {r.get("metrics_port") for r in state["replicas"]} | self._assigned_metrics_ports
+        while (port := free_port(_HOST)) in used:
+            pass
+        self._assigned_metrics_ports.add(port)
+        return port
+
     def _start_processes(self, state: dict[str, Any]) -> None:
         redis_host = state["redis"]["host"]
         redis_port = state["redis"]["port"]
@@ -654,6 +773,9 @@ class LocalContainerManager(ContainerManager):
                 "Call stop_all(keep_state=True) to clean up, then start_clipper() to come back with the state "
                 "(plain stop_all() forgets it)."
             )
+        for r in self._prometheus_records(state):
+            if not self._alive(r):
+                self.logger.warning(f"Prometheus (pid {r['pid']}) is no longer running; see {r['log']}")
 
     def status(self) -> dict[str, Any]:
         """What runs: ``{"running": bool, "processes": [...], "replicas": [...], addresses}``.
@@ -669,7 +791,7 @@ class LocalContainerManager(ContainerManager):
             return {"running": False, "cluster_name": self.cluster_name, "state_path": str(self.state_path),
                     "processes": [], "replicas": []}
         self._apply_state(state)
-        for r in state["processes"] + state["replicas"]:
+        for r in state["processes"] + state["replicas"] + self._prometheus_records(state):
             r["alive"] = self._alive(r)
         redis = state["redis"]
         if redis.get("supervisor_status"):
@@ -685,6 +807,7 @@ class LocalContainerManager(ContainerManager):
             "state_path": str(self.state_path),
             "query_addr": self.get_query_addr(),
             "admin_addr": self.get_admin_addr(),
+            "metric_addr": f"{_HOST}:{self._prometheus_running_port}" if self._prometheus_running_port else None,
         }
 
     def stop_all(self, graceful: bool = True, keep_state: bool = False) -> None:
@@ -702,7 +825,8 @@ class LocalContainerManager(ContainerManager):
             redis_records: list[dict[str, Any]] = []
             if state is not None:
                 self._apply_state(state)
-                records = list(state["replicas"]) + [r for r in reversed(state["processes"]) if r["role"] != "redis"]
+                records = self._prometheus_records(state) + list(state["replicas"]) + \
+                    [r for r in reversed(state["processes"]) if r["role"] != "redis"]
                 redis_records = [r for r in state["processes"] if r["role"] == "redis"]
             known = {r["pid"] for r in records + redis_records}
             records += [{"role": "process", "pid": pid, "start_time": None, "log": ""}
@@ -716,6 +840,11 @@ class LocalContainerManager(ContainerManager):
                 self.state_path.unlink(missing_ok=True)
             if not keep_state and self.redis_ip is None and not redis_survivors:
                 shutil.rmtree(self.redis_data_dir, ignore_errors=True)
+            if state is not None and state.get("prometheus") and not survivors:
+                shutil.rmtree(self.prometheus_dir, ignore_errors=True)
+                if not keep_state:
+                    shutil.rmtree(self.prometheus_data_dir, ignore_errors=True)
+            self._prometheus_running_port = None
         survivors += redis_survivors
         if survivors:
             raise ClipperException(f"Could not stop {', '.join(survivors)}")
@@ -747,8 +876,22 @@ class LocalContainerManager(ContainerManager):
         return f"{_HOST}:{self.query_port}"
 
     def get_metric_addr(self) -> str:
-        """There is no Prometheus locally: the query frontend's address (it serves ``GET /metrics``)."""
-        return self.get_query_addr()
+        """``host:port`` of the cluster's Prometheus server (its HTTP API: ``/api/v1/query``, ...).
+
+        Raises a `ClipperException` when the cluster runs none (``use_prometheus=False``, or the binary was
+        missing): the query frontend still serves its own metrics at ``GET http://<get_query_addr()>/metrics``.
+        """
+        if self._prometheus_running_port is None:
+            with self._lock():
+                state = self._read_state()
+            if state is not None:
+                self._apply_state(state)
+        if self._prometheus_running_port is None:
+            raise ClipperException(
+                f"The local Clipper cluster '{self.cluster_name}' runs no Prometheus server (use_prometheus=False, "
+                f"the `{prometheus.PROMETHEUS_PACKAGE}` binary missing, or the cluster not started); the query "
+                f"frontend serves its metrics at http://{self.get_query_addr()}/metrics")
+        return f"{_HOST}:{self._prometheus_running_port}"
 
     # ------------------------------------------------------------------ model images
 
@@ -865,11 +1008,15 @@ class LocalContainerManager(ContainerManager):
             "CLIPPER_MODEL_PATH": run.get("model_path", ""),
             "CLIPPER_PREDICT": run.get("predict", ""),
         }
+        metrics_port = self._metrics_port(state) if state.get("prometheus") else None
+        if metrics_port is not None:
+            env[prometheus.METRICS_HOST_ENV] = _HOST
+            env[prometheus.METRICS_PORT_ENV] = str(metrics_port)
         log_path = Path(state["log_dir"]) / f"model-{name}-{version}-{seq}.log"
         argv = list(run["command"]) if "command" in run else [self.python, "-m", "clipper.model_runtime"]
         rec = self._spawn(f"model {name}:{version} replica {seq}", argv, log_path, env=env)
         rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
-                    "ready_file": str(ready_file), "foreign": "command" in run})
+                    "ready_file": str(ready_file), "foreign": "command" in run, "metrics_port": metrics_port})
         return rec
 
     def _wait_registered(self, name: str, version: str, started: Sequence[Mapping[str, Any]]) -> None:

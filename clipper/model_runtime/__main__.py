@@ -4,7 +4,9 @@ Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (requ
 CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000; a comma-separated list for a query frontend run with
 --workers), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
 (module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE,
-CLIPPER_HEARTBEAT_INTERVAL (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10).
+CLIPPER_HEARTBEAT_INTERVAL (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10),
+CLIPPER_METRICS_PORT (Prometheus metrics on GET /metrics there; unset or empty: none),
+CLIPPER_METRICS_HOST (127.0.0.1).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 from .. import cmdline
 from ..cmdline import ArgumentParser
 from .loader import ModelLoadError, load_model
+from .metrics import DEFAULT_HOST, ENV_HOST, ENV_PORT, MetricsServerError, metrics_port_from_env
 from .runtime import serve
 
 
@@ -50,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--session-timeout", type=cmdline.positive_float, default=env("CLIPPER_SESSION_TIMEOUT", "10.0"),
                     metavar="SECONDS", help="new connection after this long without a message from the frontend "
                     "(default: $CLIPPER_SESSION_TIMEOUT, else 10)")
+    ap.add_argument("--metrics-port", default=env(ENV_PORT), metavar="PORT",
+                    help="serve Prometheus metrics on GET /metrics at this port (0: any free one); empty: no "
+                    f"metrics server (default: ${ENV_PORT}, else none)")
+    ap.add_argument("--metrics-host", default=env(ENV_HOST) or DEFAULT_HOST,
+                    help=f"address of the metrics server (default: ${ENV_HOST}, else {DEFAULT_HOST})")
     ap.add_argument("--log-level", default="WARNING", type=str.upper, choices=cmdline.LOG_LEVELS, help="log level")
     return ap
 
@@ -68,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         ap.error(f"invalid port {args.port!r} (CLIPPER_PORT / --port: a port or comma-separated ports)")
+    try:
+        metrics_port = metrics_port_from_env(args.metrics_port)
+    except ValueError:
+        ap.error(f"invalid metrics port {args.metrics_port!r} ({ENV_PORT} / --metrics-port: a port, or empty)")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         predict = load_model(args.predict, args.model_path)
@@ -78,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    serve(predict, name=args.name, version=args.version, input_type=args.input_type, host=args.host,
-          port=ports, heartbeat_interval=args.heartbeat_interval,
-          session_timeout=args.session_timeout, stop_event=stop)
+    try:
+        serve(predict, name=args.name, version=args.version, input_type=args.input_type, host=args.host,
+              port=ports, heartbeat_interval=args.heartbeat_interval,
+              session_timeout=args.session_timeout, stop_event=stop,
+              metrics_port=metrics_port, metrics_host=args.metrics_host)
+    except MetricsServerError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
+
 
 def noop(inputs: Any) -> list[str]:
     """``"1.0"`` for every input."""
@@ -59,6 +61,19 @@ def sleep(inputs: Any) -> list[str]:
     if delay > 0:
         time.sleep(delay)
     return [str(n)] * n
+
+
+def metered(inputs: Any) -> list[str]:
+    """``"1.0"`` for every input, reporting user metrics (`clipper.metrics`): ``custom_inputs`` (Counter,
+    exported as ``custom_inputs_total``), ``custom_batch_size`` (Histogram) and ``custom_last_batch`` (Gauge)."""
+    n = len(inputs)
+    metrics.add_metric("custom_inputs", "Counter", "Inputs the model saw.")  # again: ignored
+    metrics.add_metric("custom_batch_size", "Histogram", "Batch sizes the model saw.", [1, 2, 4, 8])
+    metrics.add_metric("custom_last_batch", "Gauge", "Size of the last batch.")
+    metrics.report_metric("custom_inputs", n)
+    metrics.report_metric("custom_batch_size", n)
+    metrics.report_metric("custom_last_batch", n)
+    return ["1.0"] * n
 
 
 def fail(inputs: Any) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import zmq
 
 from . import protocol as p
+from .metrics import ContainerMetrics, MetricsServer
 
 log = logging.getLogger("clipper.model_runtime")
 
@@ -23,6 +24,8 @@ PredictFn = Callable[[Any], Sequence[Any]]
 
 #: Longest single wait, so that `stop_event` is noticed quickly.
 _MAX_POLL_S = 0.1
+
+_clock = time.perf_counter
 
 # pyzmq's Python-level send/recv wrappers cost about three times the C calls for the small frames of
 # a batch (one frame per input); the container's loop calls the compiled methods directly, and reads
@@ -47,6 +50,17 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
         frames.append(frame.bytes)
         if not frame.more:
             return frames
+
+
+def recv_frames_timed(sock: zmq.Socket, flags: int = 0) -> tuple[list[bytes], float]:
+    """`recv_frames`, and the ``perf_counter()`` time at which the first frame was read."""
+    frame = _recv(sock, flags, False)
+    first = _clock()
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, flags, False)
+        frames.append(frame.bytes)
+    return frames, first
 
 
 #: After answering a batch of at most `_SPIN_MAX_BATCH` inputs, the container polls for the next batch
@@ -85,22 +99,33 @@ def encode_outputs(result: Any, n: int) -> list[bytes]:
     return [(o if type(o) is str else str(o)).encode() for o in result]
 
 
-def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int) -> list[bytes]:
-    """Run one prediction batch; a failure becomes one error output per input."""
+def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int,
+              metrics: ContainerMetrics | None = None, first: float = 0.0, received: float = 0.0) -> list[bytes]:
+    """Run one prediction batch; a failure becomes one error output per input. With `metrics`, the batch is
+    counted there (`first`, `received`: ``perf_counter()`` times of its first frame and parsed message)."""
     n = len(request.inputs)
+    started = _clock() if metrics is not None else 0.0
     try:
         if request.input_type != input_type:
             raise BatchError(
                 f"request input type {p.INPUT_TYPE_NAMES.get(request.input_type, request.input_type)}"
                 f" does not match the container's input type {p.INPUT_TYPE_NAMES[input_type]}"
             )
-        return encode_outputs(predict(p.decode_inputs(input_type, request.inputs)), n)
+        if metrics is None:
+            return encode_outputs(predict(p.decode_inputs(input_type, request.inputs)), n)
+        inputs = p.decode_inputs(input_type, request.inputs)
+        parsed = _clock()
+        outputs = encode_outputs(predict(inputs), n)
+        metrics.batch(n, first, received, started, parsed, _clock())
+        return outputs
     except BatchError as e:
         message = str(e)
         log.error("batch of %d failed: %s", n, message)
     except Exception as e:  # a failing model must not kill the container
         message = f"{type(e).__name__}: {e}"
         log.exception("batch of %d failed: model raised %s", n, message)
+    if metrics is not None:
+        metrics.failed(n, first, received, started, _clock())
     return [p.error_output(message)] * n
 
 
@@ -120,8 +145,10 @@ class _Container:
     """
 
     def __init__(self, predict: PredictFn, name: str, version: str, input_type: int, addresses: Sequence[str],
-                 heartbeat_interval: float, session_timeout: float, stop_event: StopEvent | None) -> None:
+                 heartbeat_interval: float, session_timeout: float, stop_event: StopEvent | None,
+                 metrics: ContainerMetrics | None = None) -> None:
         self.predict, self.name, self.version, self.input_type = predict, name, version, input_type
+        self.metrics = metrics
         self.addresses = list(addresses)
         self.predicting = threading.Lock()  # one batch at a time, whichever frontend worker sent it
         self.heartbeat_interval, self.session_timeout = heartbeat_interval, session_timeout
@@ -191,7 +218,8 @@ class _Session:
         self.owner = threading.Lock()
         self.busy_since: float | None = None
         self.heard = self.sent = time.monotonic()  # last message from the frontend, last message to it
-        self.pending: deque[list[bytes]] = deque()  # batches that arrived while another one ran
+        # batches that arrived while another one ran, with the perf_counter() time they were read
+        self.pending: deque[tuple[list[bytes], float]] = deque()
 
     def send(self, frames: list[bytes], flags: int = 0) -> None:
         send_frames(self.sock, frames, flags)
@@ -200,6 +228,8 @@ class _Session:
     def run(self) -> None:
         """Connect, say hello and serve until nothing is heard for the session timeout, or stopped."""
         c, sock = self.container, self.sock
+        timed = c.metrics is not None
+        first = 0.0
         self.owner.acquire()
         c.sessions.add(self)
         try:
@@ -214,14 +244,17 @@ class _Session:
                 if connected and now - max(self.heard, self.sent) >= c.heartbeat_interval:
                     self.send(p.heartbeat())
                 if self.pending:
-                    frames = self.pending.popleft()
+                    frames, first = self.pending.popleft()
                 else:
                     try:
-                        frames = recv_frames(sock)
+                        if timed:
+                            frames, first = recv_frames_timed(sock)
+                        else:
+                            frames = recv_frames(sock)
                     except zmq.Again:
                         continue
                     connected = True
-                reply = self.reply(frames)
+                reply = self.reply(frames, first)
                 if reply is not None:
                     send_frames(sock, reply)
                     self.heard = self.sent = time.monotonic()
@@ -242,19 +275,21 @@ class _Session:
             log.error("dropping malformed message from the frontend: %s", e)
             return None
 
-    def reply(self, frames: list[bytes]) -> list[bytes] | None:
-        """On the session thread: handle one message from the frontend; return the message to send back, if any.
+    def reply(self, frames: list[bytes], first: float = 0.0) -> list[bytes] | None:
+        """On the session thread: handle one message from the frontend (its first frame read at `first`, a
+        ``perf_counter()`` time, when metrics are on); return the message to send back, if any.
         A batch runs here, with the socket released to the keeper meanwhile."""
         msg = self.parse(frames)
         if msg is None:
             return None
         if isinstance(msg, p.PredictRequest):
             c = self.container
+            received = _clock() if c.metrics is not None else 0.0
             self.busy_since = time.monotonic()
             self.owner.release()  # the keeper may heartbeat meanwhile
             try:
                 with c.predicting:
-                    outputs = run_batch(c.predict, msg, c.input_type)
+                    outputs = run_batch(c.predict, msg, c.input_type, c.metrics, first, received)
             finally:
                 self.owner.acquire()
                 self.busy_since = None
@@ -276,7 +311,7 @@ class _Session:
             self.heard = time.monotonic()
             msg = self.parse(frames)
             if isinstance(msg, (p.PredictRequest, p.FeedbackRequest)):
-                self.pending.append(frames)  # for the session thread, after its batch
+                self.pending.append((frames, _clock()))  # for the session thread, after its batch
             elif msg is not None and (reply := c.reply(msg, self.address)) is not None:
                 self.send(reply, zmq.NOBLOCK)
 
@@ -292,6 +327,8 @@ def serve(
     heartbeat_interval: float = 1.0,
     session_timeout: float = 10.0,
     stop_event: StopEvent | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Serve `predict` to a Clipper RPC v3 frontend at ``tcp://host:port`` until `stop_event` is set.
 
@@ -311,6 +348,11 @@ def serve(
     frontend's heartbeat timeout, a third or less. After `session_timeout` seconds without hearing
     from the frontend the socket is recreated. If ``CLIPPER_READY_FILE`` is set,
     that file is touched once the container has registered.
+
+    With `metrics_port` (0: any free port), ``GET /metrics`` on ``metrics_host:metrics_port`` serves the
+    container's Prometheus metrics (`clipper.model_runtime.metrics.MC_METRICS`) and the user metrics of
+    `clipper.metrics`, on a daemon thread, until `serve` returns; a port that cannot be bound raises
+    `MetricsServerError` before anything else starts.
     """
     _, code = p.parse_input_type(input_type)
     if heartbeat_interval <= 0 or session_timeout <= 0:
@@ -318,8 +360,12 @@ def serve(
     ports = [port] if isinstance(port, int) else list(port)
     if not ports:
         raise ValueError("at least one frontend port is needed")
+    metrics, server = None, None
+    if metrics_port is not None:
+        metrics = ContainerMetrics()
+        server = MetricsServer(metrics, metrics_host, metrics_port)
     container = _Container(predict, name, str(version), code, [f"tcp://{host}:{int(p)}" for p in ports],
-                           heartbeat_interval, session_timeout, stop_event)
+                           heartbeat_interval, session_timeout, stop_event, metrics)
     ctx = zmq.Context()
     keeper = threading.Thread(target=container.keep_alive, name="heartbeat keeper", daemon=True)
     threads = [threading.Thread(target=container.serve_address, args=(ctx, a), name=f"session {a}", daemon=True)
@@ -335,3 +381,5 @@ def serve(
         container.halt.set()
         keeper.join()
         ctx.term()
+        if server is not None:
+            server.close()
