@@ -18,7 +18,7 @@ from clipper import metrics
 from clipper.exceptions import ClipperException
 from clipper.model_runtime.metrics import CONTENT_TYPE, MC_METRIC_NAMES, MC_METRICS
 from clipper.ports import free_port
-from tests.conformance import cpp_build, java_build
+from tests.conformance import cpp_build, impl_r, java_build
 
 TIMEOUT_S = 10.0
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)\Z")
@@ -48,7 +48,8 @@ def scrape(port: int) -> dict[str, float]:
         assert types.get(name) == kind, (name, types.get(name))
         if kind == "histogram":
             assert samples[f'{name}_bucket{{le="+Inf"}}'] == samples[f"{name}_count"]
-            assert len([k for k in samples if k.startswith(name + "_bucket")]) == len(buckets) + 1
+            les = {k.split('"')[1] for k in samples if k.startswith(name + "_bucket")}
+            assert les == {repr(float(b)) for b in buckets} | {"+Inf"}, (name, les)
     return samples
 
 
@@ -63,15 +64,23 @@ def wait_for(port: int, check, timeout: float = TIMEOUT_S) -> dict[str, float]:
 
 
 def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process `pid` listens on (its socket inodes matched in /proc/net/tcp{,6})."""
+    """The TCP ports the processes of session `pid` (a process the cluster started, and its children) listen
+    on: their socket inodes matched in /proc/net/tcp{,6}."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    for proc in Path("/proc").iterdir():
         try:
-            target = os.readlink(fd)
+            if not proc.name.isdigit() or os.getsid(int(proc.name)) != pid:
+                continue
+            fds = list((proc / "fd").iterdir())
         except OSError:
             continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
@@ -198,7 +207,7 @@ def test_names_are_prometheus_names_in_one_place() -> None:
         assert f"clipper_mc_{clipper_name}" in MC_METRIC_NAMES
 
 
-# --- the C++ and Java libraries: the same endpoint, the same clipper_mc_* metrics ---
+# --- the C++, Java and R containers: the same endpoint, the same clipper_mc_* metrics ---
 
 
 def _cpp(example: str) -> list[str]:
@@ -210,11 +219,17 @@ def _java(example: str) -> list[str]:
                                "conformance": "ai.clipper.examples.ConformanceModel"}[example])
 
 
+def _r(example: str) -> list[str]:
+    return ["sh", str(impl_r.R_DIR / "clipper-r-container"), str(impl_r.R_DIR / "examples" / f"{example}.R")]
+
+
 LANGUAGES = [
     pytest.param(_cpp, marks=pytest.mark.skipif(cpp_build.unavailable() is not None,
                                                 reason=str(cpp_build.unavailable())), id="cpp"),
     pytest.param(_java, marks=pytest.mark.skipif(java_build.unavailable() is not None,
                                                  reason=str(java_build.unavailable())), id="java"),
+    pytest.param(_r, marks=pytest.mark.skipif(impl_r.available() is not None,
+                                              reason=f"needs R with pbdZMQ: {impl_r.available()}"), id="r"),
 ]
 
 
