@@ -18,6 +18,7 @@ from clipper import metrics
 from clipper.exceptions import ClipperException
 from clipper.model_runtime.metrics import CONTENT_TYPE, MC_METRIC_NAMES, MC_METRICS
 from clipper.ports import free_port
+from tests.conformance import cpp_build, impl_r, java_build
 
 TIMEOUT_S = 10.0
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)\Z")
@@ -47,7 +48,8 @@ def scrape(port: int) -> dict[str, float]:
         assert types.get(name) == kind, (name, types.get(name))
         if kind == "histogram":
             assert samples[f'{name}_bucket{{le="+Inf"}}'] == samples[f"{name}_count"]
-            assert len([k for k in samples if k.startswith(name + "_bucket")]) == len(buckets) + 1
+            les = {k.split('"')[1] for k in samples if k.startswith(name + "_bucket")}
+            assert les == {repr(float(b)) for b in buckets} | {"+Inf"}, (name, les)
     return samples
 
 
@@ -62,15 +64,23 @@ def wait_for(port: int, check, timeout: float = TIMEOUT_S) -> dict[str, float]:
 
 
 def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process `pid` listens on (its socket inodes matched in /proc/net/tcp{,6})."""
+    """The TCP ports the processes of session `pid` (a process the cluster started, and its children) listen
+    on: their socket inodes matched in /proc/net/tcp{,6}."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    for proc in Path("/proc").iterdir():
         try:
-            target = os.readlink(fd)
+            if not proc.name.isdigit() or os.getsid(int(proc.name)) != pid:
+                continue
+            fds = list((proc / "fd").iterdir())
         except OSError:
             continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
@@ -195,6 +205,76 @@ def test_names_are_prometheus_names_in_one_place() -> None:
     # Clipper's monitoring/metrics_config.yaml names, kept
     for clipper_name in ("pred_total", "recv_time_ms", "parse_time_ms", "handle_time_ms", "end_to_end_latency_ms"):
         assert f"clipper_mc_{clipper_name}" in MC_METRIC_NAMES
+
+
+# --- the C++, Java and R containers: the same endpoint, the same clipper_mc_* metrics ---
+
+
+def _cpp(example: str) -> list[str]:
+    return [str(cpp_build.binary(f"clipper-{example}"))]
+
+
+def _java(example: str) -> list[str]:
+    return java_build.command({"noop": "ai.clipper.examples.NoopModel",
+                               "conformance": "ai.clipper.examples.ConformanceModel"}[example])
+
+
+def _r(example: str) -> list[str]:
+    return ["sh", str(impl_r.R_DIR / "clipper-r-container"), str(impl_r.R_DIR / "examples" / f"{example}.R")]
+
+
+LANGUAGES = [
+    pytest.param(_cpp, marks=pytest.mark.skipif(cpp_build.unavailable() is not None,
+                                                reason=str(cpp_build.unavailable())), id="cpp"),
+    pytest.param(_java, marks=pytest.mark.skipif(java_build.unavailable() is not None,
+                                                 reason=str(java_build.unavailable())), id="java"),
+    pytest.param(_r, marks=pytest.mark.skipif(impl_r.available() is not None,
+                                              reason=f"needs R with pbdZMQ: {impl_r.available()}"), id="r"),
+]
+
+
+@pytest.mark.parametrize("argv", LANGUAGES)
+def test_other_languages_count_batches_and_errors(cluster, argv) -> None:
+    fe = cluster.frontend(config(("noop", "doubles"), ("conf", "strings")))
+    noop_port, conf_port = free_port(), free_port()
+    cluster.command_container(fe, "noop", argv("noop"), env={"CLIPPER_METRICS_PORT": str(noop_port)})
+    cluster.command_container(fe, "conf", argv("conformance"), input_type="strings",
+                              env={"CLIPPER_METRICS_PORT": str(conf_port)})
+    fe.wait_replicas("noop", 1)
+    fe.wait_replicas("conf", 1)
+    check_counts(scrape(noop_port), 0, 0)
+    assert not any(a["default"] for a in predict_each(fe, "noop", 12))
+    check_counts(wait_for(noop_port, lambda s: s["clipper_mc_pred_total"] >= 12), 12, 12)
+    assert not any(a["default"] for a in fe.predict_batch("noop", [[200.5 + i] for i in range(5)]))
+    samples = wait_for(noop_port, lambda s: s["clipper_mc_pred_inputs_total"] >= 17)
+    check_counts(samples, int(samples["clipper_mc_pred_total"]), 17)
+    assert 13 <= samples["clipper_mc_pred_total"] <= 17
+    assert samples["clipper_mc_end_to_end_latency_ms_sum"] > 0
+    for word in ("poison", "fine", "poison"):
+        answer = fe.predict("conf", word)
+        assert answer["default"] == (word == "poison"), answer
+    check_counts(wait_for(conf_port, lambda s: s["clipper_mc_pred_total"] >= 3), 3, 3, errors=2)
+    assert requests.get(f"http://127.0.0.1:{noop_port}/nothing", timeout=TIMEOUT_S).status_code == 404
+
+
+@pytest.mark.parametrize("argv", LANGUAGES)
+def test_other_languages_without_port_or_with_a_taken_one(cluster, argv) -> None:
+    fe = cluster.frontend(config(("quiet", "doubles")))
+    quiet = cluster.command_container(fe, "quiet", argv("noop"), env={"CLIPPER_METRICS_PORT": ""})
+    fe.wait_replicas("quiet", 1)
+    assert listening_ports(quiet.pid) == set()
+    port = free_port()
+    taken = cluster.command_container(fe, "quiet", argv("noop"), version="2", env={"CLIPPER_METRICS_PORT": str(port)})
+    fe.wait_replicas("quiet", 1, version="2")
+    assert port in listening_ports(taken.pid)
+    env = {**os.environ, "CLIPPER_MODEL_NAME": "quiet", "CLIPPER_MODEL_VERSION": "3",
+           "CLIPPER_PORT": str(fe.rpc_port), "CLIPPER_METRICS_PORT": str(port)}
+    proc = subprocess.run(argv("noop"), env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stderr
+    bad = subprocess.run(argv("noop"), env={**env, "CLIPPER_METRICS_PORT": "x"}, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "invalid" in bad.stderr and "CLIPPER_METRICS_PORT" in bad.stderr, bad.stderr
 
 
 # --- the user-metrics API, in-process (no metrics server here) ---

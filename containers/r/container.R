@@ -15,7 +15,10 @@
 # Environment, as every Clipper container: CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required), CLIPPER_IP
 # (127.0.0.1), CLIPPER_PORT (7000; comma-separated ports for a frontend run with --workers), CLIPPER_INPUT_TYPE
 # (doubles; Clipper's aliases work), CLIPPER_READY_FILE (touched once registered), CLIPPER_HEARTBEAT_INTERVAL
-# (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10), CLIPPER_LOG_LEVEL (WARNING; or INFO, DEBUG).
+# (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10), CLIPPER_LOG_LEVEL (WARNING; or INFO, DEBUG),
+# CLIPPER_METRICS_PORT (Prometheus text on GET /metrics there, the clipper_mc_* metrics of docs/containers.md;
+# unset or empty: none) and CLIPPER_METRICS_HOST (127.0.0.1). The endpoint is a ZMQ_STREAM socket polled with the
+# frontend's, so a scrape is answered between batches.
 #
 # The loop: connect a DEALER, send a heartbeat, register when the frontend asks (heartbeat reply type 1),
 # heartbeat when idle for the heartbeat interval, answer batches; after the session timeout without a message
@@ -52,6 +55,7 @@ INPUT_TYPE_ALIASES <- c(
 ELEMENT_BYTES <- c(1L, 4L, 4L, 8L, 1L)  # by code + 1
 
 ZMQ_DEALER <- 5L
+ZMQ_STREAM <- 11L
 ZMQ_LINGER <- 17L
 ZMQ_RCVMORE <- 13L
 ZMQ_SNDTIMEO <- 28L
@@ -210,7 +214,8 @@ condition_text <- function(e) {
   paste0("R error", where, ": ", conditionMessage(e))
 }
 
-run_batch <- function(predict, request, code) {
+# `times` (an environment, with metrics on): gets `parsed` (inputs decoded) and `failed`
+run_batch <- function(predict, request, code, times = NULL) {
   n <- length(request$inputs)
   result <- tryCatch({
     if (request$input_type != code) {
@@ -219,8 +224,10 @@ run_batch <- function(predict, request, code) {
                          names(INPUT_TYPE_CODES)[code + 1L]))
     }
     inputs <- decode_inputs(code, request$inputs)
+    if (!is.null(times)) times$parsed <- now()
     encode_outputs(predict(inputs), n)
   }, error = function(e) structure(condition_text(e), class = "failed_batch"))
+  if (!is.null(times)) times$failed <- inherits(result, "failed_batch")
   if (inherits(result, "failed_batch")) {
     log_msg("ERROR", sprintf("batch of %d failed: %s", n, unclass(result)))
     return(rep(list(error_output(unclass(result))), n))
@@ -281,6 +288,116 @@ recv_frames <- function(sock) {
   }
 }
 
+# ---------------------------------------------------------------------------------------------- metrics
+
+# The clipper_mc_* metrics (the list, with types and buckets: clipper/model_runtime/metrics.py's MC_METRICS).
+CLIPPER_LATENCY_BUCKETS <- c(5, 10, 20, 35, 50, 75, 100, 150, 200, 250, 300, 400, 500)
+CLIPPER_RPC_BUCKETS <- c(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+MC_HISTOGRAMS <- list(
+  clipper_mc_pred_batch_size = list(c(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), "Inputs per prediction request."),
+  clipper_mc_recv_time_ms = list(CLIPPER_RPC_BUCKETS, "The time in ms takes to receive RPC call: request read to parsed."),
+  clipper_mc_queue_wait_ms = list(c(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100, 500, 1000),
+                                  "The time in ms a received request waited before its batch started."),
+  clipper_mc_parse_time_ms = list(CLIPPER_RPC_BUCKETS, "The time in ms takes to parse RPC call: decoding the inputs."),
+  clipper_mc_handle_time_ms = list(CLIPPER_LATENCY_BUCKETS, "The time in ms takes to make prediction (successful batches)."),
+  clipper_mc_end_to_end_latency_ms = list(CLIPPER_LATENCY_BUCKETS,
+                                          "The time in ms takes from receive RPC call to send off prediction."))
+
+new_metrics <- function() {
+  m <- new.env()
+  m$batches <- m$inputs <- m$errors <- 0
+  m$counts <- lapply(MC_HISTOGRAMS, function(h) numeric(length(h[[1]]) + 1L))
+  m$sums <- lapply(MC_HISTOGRAMS, function(h) 0)
+  m
+}
+
+observe <- function(m, name, value) {
+  i <- findInterval(value, MC_HISTOGRAMS[[name]][[1]], left.open = TRUE) + 1L  # le: value <= bound
+  m$counts[[name]][i] <- m$counts[[name]][i] + 1
+  m$sums[[name]] <- m$sums[[name]] + value
+}
+
+record_batch <- function(m, n, t) {
+  m$batches <- m$batches + 1
+  m$inputs <- m$inputs + n
+  observe(m, "clipper_mc_pred_batch_size", n)
+  observe(m, "clipper_mc_recv_time_ms", 1000 * (t$received - t$first))
+  observe(m, "clipper_mc_queue_wait_ms", 0)  # one thread: a batch starts as soon as it is parsed
+  if (t$failed) {
+    m$errors <- m$errors + 1
+  } else {
+    observe(m, "clipper_mc_parse_time_ms", 1000 * (t$parsed - t$received))
+    observe(m, "clipper_mc_handle_time_ms", 1000 * (t$done - t$parsed))
+  }
+  observe(m, "clipper_mc_end_to_end_latency_ms", 1000 * (t$done - t$first))
+}
+
+label_number <- function(x) {  # as Python's repr() writes these bounds: "5.0", "0.1"
+  s <- as.character(x)
+  if (!grepl("[.e]", s)) s <- paste0(s, ".0")
+  s
+}
+
+render_metrics <- function(m) {
+  out <- character()
+  counter <- function(name, help, value) {
+    out <<- c(out, paste0("# HELP ", name, " ", help), paste0("# TYPE ", name, " counter"),
+              paste0(name, " ", sprintf("%.0f", value)))
+  }
+  counter("clipper_mc_pred_total", "Prediction requests (batches) answered, failed ones included.", m$batches)
+  counter("clipper_mc_pred_inputs_total", "Inputs answered (predictions), failed batches included.", m$inputs)
+  counter("clipper_mc_pred_errors_total", "Prediction requests (batches) answered with errors.", m$errors)
+  for (name in names(MC_HISTOGRAMS)) {
+    bounds <- MC_HISTOGRAMS[[name]][[1]]
+    cumulative <- cumsum(m$counts[[name]])
+    les <- c(vapply(bounds, label_number, ""), "+Inf")
+    out <- c(out, paste0("# HELP ", name, " ", MC_HISTOGRAMS[[name]][[2]]), paste0("# TYPE ", name, " histogram"),
+             sprintf('%s_bucket{le="%s"} %.0f', name, les, cumulative),
+             paste0(name, "_sum ", sprintf("%.17g", m$sums[[name]])),
+             paste0(name, "_count ", sprintf("%.0f", cumulative[length(cumulative)])))
+  }
+  paste0(paste(out, collapse = "\n"), "\n")
+}
+
+# One request on the ZMQ_STREAM socket: frames [peer id, bytes]; an empty payload is a connect/disconnect notice.
+# The answer goes back as [id, response], then [id, nothing], which closes the connection.
+serve_http <- function(stream, buffers, m) {
+  frames <- recv_frames(stream)
+  if (length(frames) < 2L) return(invisible())
+  id <- frames[[1]]
+  key <- paste(as.character(id), collapse = "")
+  data <- frames[[2]]
+  if (length(data) == 0L) {
+    if (exists(key, envir = buffers, inherits = FALSE)) rm(list = key, envir = buffers)
+    return(invisible())
+  }
+  buf <- c(if (exists(key, envir = buffers, inherits = FALSE)) get(key, envir = buffers), data)
+  text <- rawToChar(buf[buf != as.raw(0L)])
+  if (!grepl("\r\n\r\n", text, fixed = TRUE) && length(buf) < 16384L) {
+    assign(key, buf, envir = buffers)
+    return(invisible())
+  }
+  if (exists(key, envir = buffers, inherits = FALSE)) rm(list = key, envir = buffers)
+  parts <- strsplit(sub("\r\n.*", "", text), " ", fixed = TRUE)[[1]]
+  path <- if (length(parts) >= 2L) sub("\\?.*", "", parts[2]) else ""
+  plain <- "text/plain; charset=utf-8"
+  answer <- if (length(parts) < 3L) {
+    list("400 Bad Request", plain, "bad request\n")
+  } else if (path != "/metrics") {
+    list("404 Not Found", plain, "not found: GET /metrics\n")
+  } else if (parts[1] != "GET") {
+    list("405 Method Not Allowed", plain, "method not allowed: GET /metrics\n")
+  } else {
+    list("200 OK", "text/plain; version=0.0.4; charset=utf-8", render_metrics(m))
+  }
+  body <- charToRaw(answer[[3]])
+  head <- charToRaw(paste0("HTTP/1.1 ", answer[[1]], "\r\nContent-Type: ", answer[[2]], "\r\nContent-Length: ",
+                           length(body), "\r\nConnection: close\r\n\r\n"))
+  send_frames(stream, list(id, c(head, body)))
+  send_frames(stream, list(id, raw(0)))
+  invisible()
+}
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 config <- function(args) {
@@ -299,6 +416,16 @@ config <- function(args) {
   if (length(ports) == 0L || anyNA(ports) || any(ports < 1L | ports > 65535L)) {
     die("invalid port '", env("CLIPPER_PORT"), "' (CLIPPER_PORT: a port or comma-separated ports)")
   }
+  metrics_port <- trimws(env("CLIPPER_METRICS_PORT"))
+  if (nzchar(metrics_port)) {
+    if (!grepl("^[0-9]+$", metrics_port) || as.numeric(metrics_port) > 65535) {
+      die("invalid CLIPPER_METRICS_PORT '", metrics_port, "': expected a port, or empty")
+    }
+    metrics_port <- as.integer(metrics_port)
+  } else {
+    metrics_port <- NA_integer_
+  }
+  metrics_host <- env("CLIPPER_METRICS_HOST")
   positive <- function(var, default) {
     v <- suppressWarnings(as.numeric(env(var, default)))
     if (is.na(v) || v <= 0) die(var, " must be a positive number of seconds, got '", env(var), "'")
@@ -309,6 +436,7 @@ config <- function(args) {
        heartbeat_interval = positive("CLIPPER_HEARTBEAT_INTERVAL", "1"),
        session_timeout = positive("CLIPPER_SESSION_TIMEOUT", "10"),
        ready_file = env("CLIPPER_READY_FILE"),
+       metrics_port = metrics_port, metrics_host = if (nzchar(metrics_host)) metrics_host else "127.0.0.1",
        model = if (length(args) > 0L) args[1] else env("CLIPPER_R_MODEL", env("CLIPPER_MODEL_PATH")),
        fname = env("CLIPPER_R_FUNCTION", "predict"))
 }
@@ -341,6 +469,21 @@ serve <- function(cfg, predict, ctx) {
   }
   ready_file <- cfg$ready_file
   feedback_logged <- FALSE
+  metrics <- NULL
+  stream <- NULL
+  if (!is.na(cfg$metrics_port)) {
+    metrics <- new_metrics()
+    http_buffers <- new.env()
+    stream <- pbdZMQ::zmq.socket(ctx, ZMQ_STREAM)
+    pbdZMQ::zmq.setsockopt(stream, ZMQ_LINGER, 0L)
+    pbdZMQ::zmq.setsockopt(stream, ZMQ_SNDTIMEO, 1000L)
+    where <- sprintf("%s:%s", cfg$metrics_host, if (cfg$metrics_port == 0L) "*" else cfg$metrics_port)
+    if (suppressWarnings(pbdZMQ::zmq.bind(stream, paste0("tcp://", where))) < 0) {
+      die("cannot serve metrics on ", where, ": the port cannot be bound")
+    }
+    log_msg("INFO", "serving metrics on http://", where, "/metrics")
+  }
+  received_at <- 0
 
   handle <- function(s, frames) {
     msg <- tryCatch(parse_request(frames), error = function(e) {
@@ -348,7 +491,16 @@ serve <- function(cfg, predict, ctx) {
       NULL
     })
     if (is.null(msg)) return(NULL)
-    if (msg$kind == "predict") return(response_frames(msg$msg_id, run_batch(predict, msg, cfg$code)))
+    if (msg$kind == "predict") {
+      if (is.null(metrics)) return(response_frames(msg$msg_id, run_batch(predict, msg, cfg$code)))
+      times <- new.env()
+      times$first <- received_at
+      times$received <- times$parsed <- now()
+      outputs <- run_batch(predict, msg, cfg$code, times)
+      times$done <- now()
+      record_batch(metrics, length(msg$inputs), times)
+      return(response_frames(msg$msg_id, outputs))
+    }
     if (msg$kind == "heartbeat") {
       if (msg$heartbeat_type == HEARTBEAT_REQUEST_METADATA) {
         log_msg("INFO", sprintf("registered %s:%s with %s", cfg$name, cfg$version, s$address))
@@ -372,7 +524,10 @@ serve <- function(cfg, predict, ctx) {
   parent_checked <- now()
 
   sessions <- lapply(cfg$addresses, open_session)
-  on.exit(for (s in sessions) close_session(s))
+  on.exit({
+    for (s in sessions) close_session(s)
+    if (!is.null(stream)) pbdZMQ::zmq.close(stream)
+  })
   hb <- cfg$heartbeat_interval
   timeout <- cfg$session_timeout
   repeat {
@@ -395,7 +550,7 @@ serve <- function(cfg, predict, ctx) {
       if (s$connected && t - max(s$heard, s$sent) >= hb) send(s, HEARTBEAT)
       wait <- min(wait, s$heard + timeout - t, if (s$connected) max(s$heard, s$sent) + hb - t)
     }
-    socks <- lapply(sessions, `[[`, "sock")
+    socks <- c(lapply(sessions, `[[`, "sock"), if (!is.null(stream)) list(stream))
     .Call("R_zmq_poll_free", PACKAGE = "pbdZMQ")
     rc <- .Call("R_zmq_poll", socks, rep(ZMQ_POLLIN, length(socks)), as.integer(max(1, ceiling(1000 * wait))),
                 FALSE, PACKAGE = "pbdZMQ")
@@ -411,8 +566,13 @@ serve <- function(cfg, predict, ctx) {
       bitwAnd(.Call("R_zmq_poll_get_revents", i - 1L, PACKAGE = "pbdZMQ"), ZMQ_POLLIN) != 0L
     }, logical(1))
     for (i in which(ready)) {
+      if (i > length(sessions)) {
+        serve_http(stream, http_buffers, metrics)
+        next
+      }
       s <- sessions[[i]]
       frames <- recv_frames(s$sock)
+      if (!is.null(metrics)) received_at <- now()
       s$connected <- TRUE
       s$heard <- now()
       reply <- handle(s, frames)

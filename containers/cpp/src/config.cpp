@@ -113,6 +113,14 @@ Config Config::from_env() {
   c.heartbeat_interval = std::chrono::duration<double>(positive_seconds("CLIPPER_HEARTBEAT_INTERVAL", 1.0));
   c.session_timeout = std::chrono::duration<double>(positive_seconds("CLIPPER_SESSION_TIMEOUT", 10.0));
   if (const char* f = env("CLIPPER_READY_FILE")) c.ready_file = f;
+  if (const char* p = env("CLIPPER_METRICS_PORT")) {
+    char* stop = nullptr;
+    long port = std::strtol(p, &stop, 10);
+    if (*stop != '\0' || port < 0 || port > 65535)
+      throw ConfigError(std::string("invalid CLIPPER_METRICS_PORT '") + p + "': expected a port, or empty");
+    c.metrics_port = static_cast<int>(port);
+  }
+  if (const char* h = env("CLIPPER_METRICS_HOST")) c.metrics_host = h;
   return c;
 }
 

@@ -25,12 +25,14 @@
 #include <unistd.h>
 
 #include "log.hpp"
+#include "metrics.hpp"
 #include "protocol.hpp"
 
 namespace clipper {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = detail::MetricsClock;
+using detail::ContainerMetrics;
 using detail::Frames;
 using detail::Message;
 
@@ -64,7 +66,9 @@ bool send_frames(zmq::socket_t& sock, Frames& frames, zmq::send_flags flags = zm
 }
 
 /// Receives one whole message; false on timeout / nothing waiting (dontwait) or an interrupting signal.
-bool recv_frames(zmq::socket_t& sock, Frames& frames, zmq::recv_flags flags = zmq::recv_flags::none) {
+/// With `first`, the time its first frame was read goes there.
+bool recv_frames(zmq::socket_t& sock, Frames& frames, zmq::recv_flags flags = zmq::recv_flags::none,
+                 Clock::time_point* first = nullptr) {
   frames.clear();
   zmq::message_t msg;
   try {
@@ -73,6 +77,7 @@ bool recv_frames(zmq::socket_t& sock, Frames& frames, zmq::recv_flags flags = zm
     if (e.num() == EINTR) return false;
     throw;
   }
+  if (first) *first = Clock::now();
   bool more = msg.more();
   frames.push_back(std::move(msg));
   while (more) {  // the rest of a message is already here: ZeroMQ delivers messages whole
@@ -149,11 +154,14 @@ std::vector<std::string> predict(Model& model, InputType type, const Frames& fra
 }
 
 /// Runs one batch; a failure (the model threw, returned the wrong number of outputs, or the request's
-/// input type is not the container's) becomes one error output per input.
+/// input type is not the container's) becomes one error output per input. With `metrics`, the batch is
+/// counted there (`first`, `received`: when its first frame was read and the message parsed).
 std::vector<std::string> run_batch(Model& model, InputType type, const Message& msg, const Frames& frames,
-                                   std::vector<std::byte>& scratch) {
+                                   std::vector<std::byte>& scratch, ContainerMetrics* metrics,
+                                   Clock::time_point first, Clock::time_point received) {
   std::size_t n = msg.num_inputs;
   std::string message;
+  Clock::time_point started = metrics ? Clock::now() : Clock::time_point{}, parsed = started;
   try {
     if (msg.input_type != static_cast<std::uint64_t>(type)) {
       std::string got = msg.input_type <= 4 ? input_type_name(static_cast<InputType>(msg.input_type))
@@ -161,10 +169,12 @@ std::vector<std::string> run_batch(Model& model, InputType type, const Message& 
       throw BatchError("request input type " + got + " does not match the container's input type " +
                        input_type_name(type));
     }
+    if (metrics) parsed = Clock::now();
     auto outputs = predict(model, type, frames, n, scratch);
     if (outputs.size() != n)
       throw BatchError("model returned " + std::to_string(outputs.size()) + " outputs for a batch of " +
                        std::to_string(n));
+    if (metrics) metrics->batch(n, false, first, received, started, parsed, Clock::now());
     return outputs;
   } catch (const BatchError& e) {
     message = e.what();
@@ -176,6 +186,7 @@ std::vector<std::string> run_batch(Model& model, InputType type, const Message& 
     message = "model threw an exception that is not a std::exception";
     log::error("batch of " + std::to_string(n) + " failed: " + message);
   }
+  if (metrics) metrics->batch(n, true, first, received, started, parsed, Clock::now());
   return std::vector<std::string>(n, detail::error_output(message));
 }
 
@@ -195,7 +206,7 @@ class Session {
  private:
   bool send(Frames frames, zmq::send_flags flags = zmq::send_flags::none);
   /// Handles one message; returns the answer to send, if any (a batch runs here).
-  std::optional<Frames> reply(Frames& frames);
+  std::optional<Frames> reply(Frames& frames, Clock::time_point first);
   std::optional<Message> parse(const Frames& frames);
   void spin_for_next();
 
@@ -206,13 +217,15 @@ class Session {
   std::atomic<bool> busy_{false};
   std::atomic<Clock::rep> busy_since_{0};
   Clock::time_point heard_, sent_;  // last message from / to the frontend (under owner_)
-  std::deque<Frames> pending_;      // batches that arrived while one ran (under owner_)
+  std::deque<std::pair<Frames, Clock::time_point>> pending_;  // batches that arrived while one ran, and
+                                                              // when (under owner_)
   std::vector<std::byte> scratch_;  // aligned copies of misaligned inputs
 };
 
 class Container {
  public:
-  Container(Model& model, const Config& config) : model(model), config(config) {
+  Container(Model& model, const Config& config, ContainerMetrics* metrics)
+      : model(model), config(config), metrics(metrics) {
     for (int port : config.ports) addresses.push_back("tcp://" + config.host + ":" + std::to_string(port));
     spin = addresses.size() == 1;
   }
@@ -275,6 +288,7 @@ class Container {
 
   Model& model;
   const Config& config;
+  ContainerMetrics* metrics;  // null: no metrics endpoint
   std::vector<std::string> addresses;
   bool spin = true;
   std::mutex predicting;  // one batch at a time, whichever frontend worker sent it
@@ -322,6 +336,8 @@ void Session::run() {
   send(detail::heartbeat());
   bool connected = false;  // like Clipper: no repeated heartbeats before the frontend answers
   Frames frames;
+  Clock::time_point first{};
+  Clock::time_point* timed = c_.metrics ? &first : nullptr;
   while (!c_.stopped()) {
     auto now = Clock::now();
     if (now - heard_ >= timeout) {
@@ -331,13 +347,14 @@ void Session::run() {
     }
     if (connected && now - std::max(heard_, sent_) >= interval) send(detail::heartbeat());
     if (!pending_.empty()) {
-      frames = std::move(pending_.front());
+      frames = std::move(pending_.front().first);
+      first = pending_.front().second;
       pending_.pop_front();
     } else {
-      if (!recv_frames(sock_, frames)) continue;
+      if (!recv_frames(sock_, frames, zmq::recv_flags::none, timed)) continue;
       connected = true;
     }
-    if (auto answer = reply(frames)) {
+    if (auto answer = reply(frames, first)) {
       std::size_t outputs = answer->size();
       send(std::move(*answer));
       heard_ = Clock::now();  // an answered batch counts as hearing from the frontend
@@ -348,10 +365,11 @@ void Session::run() {
   }
 }
 
-std::optional<Frames> Session::reply(Frames& frames) {
+std::optional<Frames> Session::reply(Frames& frames, Clock::time_point first) {
   auto msg = parse(frames);
   if (!msg) return std::nullopt;
   if (msg->kind != Message::Kind::Predict) return c_.reply(*msg, address_);
+  Clock::time_point received = c_.metrics ? Clock::now() : Clock::time_point{};
   busy_since_.store(Clock::now().time_since_epoch().count());
   busy_.store(true);
   std::vector<std::string> outputs;
@@ -365,7 +383,7 @@ std::optional<Frames> Session::reply(Frames& frames) {
       }
     } relock{*this};
     std::lock_guard predicting(c_.predicting);
-    outputs = run_batch(c_.model, c_.config.input_type, *msg, frames, scratch_);
+    outputs = run_batch(c_.model, c_.config.input_type, *msg, frames, scratch_, c_.metrics, first, received);
   }
   return detail::prediction_response(msg->msg_id, outputs);
 }
@@ -391,7 +409,7 @@ void Session::keep_alive(Clock::time_point now, Clock::duration tick) {
       if (msg->kind == Message::Kind::Heartbeat) {
         if (auto answer = c_.reply(*msg, address_)) send(std::move(*answer), zmq::send_flags::dontwait);
       } else {
-        pending_.push_back(std::move(frames));  // for the session thread, after its batch
+        pending_.emplace_back(std::move(frames), Clock::now());  // for the session thread, after its batch
       }
     }
   } catch (const zmq::error_t& e) {
@@ -434,7 +452,17 @@ void install_signal_handlers() {
 
 int serve(Model& model, const Config& config) {
   if (config.ports.empty()) throw ConfigError("at least one frontend port is needed");
-  Container container(model, config);
+  std::unique_ptr<ContainerMetrics> metrics;
+  std::unique_ptr<detail::MetricsServer> metrics_server;
+  if (config.metrics_port >= 0) {
+    metrics = std::make_unique<ContainerMetrics>();
+    try {
+      metrics_server = std::make_unique<detail::MetricsServer>(*metrics, config.metrics_host, config.metrics_port);
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(e.what());
+    }
+  }
+  Container container(model, config, metrics.get());
   log::info("serving " + config.name + ":" + config.version + " (" + input_type_name(config.input_type) +
             ") to " + config.host + " port(s) " + [&] {
               std::string s;
@@ -468,6 +496,9 @@ int run(Model& model) {
   install_signal_handlers();
   try {
     return serve(model, config);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "clipper container: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     log::error(std::string("container failed: ") + e.what());
     return 1;

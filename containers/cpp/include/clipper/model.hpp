@@ -11,7 +11,9 @@
 //
 // The container speaks Clipper RPC v3 (docs/protocol.md) to the query frontend named by the
 // environment (CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION, CLIPPER_INPUT_TYPE, CLIPPER_IP, CLIPPER_PORT,
-// CLIPPER_HEARTBEAT_INTERVAL, CLIPPER_SESSION_TIMEOUT, CLIPPER_READY_FILE).
+// CLIPPER_HEARTBEAT_INTERVAL, CLIPPER_SESSION_TIMEOUT, CLIPPER_READY_FILE). With CLIPPER_METRICS_PORT set,
+// it serves Prometheus text on GET /metrics there (CLIPPER_METRICS_HOST, default 127.0.0.1): the
+// clipper_mc_* metrics of docs/containers.md.
 #pragma once
 
 #include <chrono>
@@ -79,6 +81,8 @@ struct Config {
   std::chrono::duration<double> heartbeat_interval{1.0};  ///< CLIPPER_HEARTBEAT_INTERVAL (seconds)
   std::chrono::duration<double> session_timeout{10.0};    ///< CLIPPER_SESSION_TIMEOUT (seconds)
   std::string ready_file;                  ///< CLIPPER_READY_FILE: touched once registered ("" = none)
+  int metrics_port = -1;                   ///< CLIPPER_METRICS_PORT: GET /metrics there (-1 = none, 0 = any)
+  std::string metrics_host = "127.0.0.1";  ///< CLIPPER_METRICS_HOST
 
   /// Reads the environment; throws ConfigError naming the variable that is missing or invalid.
   static Config from_env();
@@ -86,7 +90,8 @@ struct Config {
 
 /// Serves `model` until `request_stop()` (or SIGTERM/SIGINT once `install_signal_handlers()` ran):
 /// one session (DEALER socket) per port, heartbeats, registration, batches, and a new session after
-/// `session_timeout` without a message from the frontend. Returns 0 once stopped.
+/// `session_timeout` without a message from the frontend. Returns 0 once stopped. With
+/// `metrics_port` >= 0, serves GET /metrics meanwhile (throws ConfigError if that port cannot be bound).
 int serve(Model& model, const Config& config);
 
 /// Makes SIGTERM and SIGINT call `request_stop()`.
@@ -95,7 +100,7 @@ void install_signal_handlers();
 void request_stop();
 
 /// `main` in one call: Config::from_env(), signal handlers, serve. Returns the exit status (0 after
-/// SIGTERM/SIGINT; 2 with a message on stderr for a bad configuration).
+/// SIGTERM/SIGINT; 2 with a message on stderr for a bad configuration or a metrics port that is taken).
 int run(Model& model);
 
 }  // namespace clipper

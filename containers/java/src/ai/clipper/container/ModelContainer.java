@@ -39,6 +39,7 @@ public final class ModelContainer {
     private final Model model;
     private final Config config;
     private final ExecutorService worker;
+    private final Metrics metrics; // null: no metrics endpoint
     private volatile boolean stopping;
     private volatile boolean readyTouched;
     private volatile boolean feedbackLogged;
@@ -46,6 +47,7 @@ public final class ModelContainer {
     public ModelContainer(Model model, Config config) {
         this.model = model;
         this.config = config;
+        this.metrics = config.metricsPort >= 0 ? new Metrics() : null;
         this.worker = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, "clipper-model");
             t.setDaemon(true); // a model that never returns does not keep the JVM up
@@ -65,7 +67,12 @@ public final class ModelContainer {
         }
         ModelContainer container = new ModelContainer(model, config);
         container.stopOnSignals();
-        container.run();
+        try {
+            container.run();
+        } catch (Metrics.ServerError e) {
+            System.err.println("clipper-java-container: error: " + e.getMessage());
+            System.exit(2);
+        }
         System.exit(0);
     }
 
@@ -110,8 +117,18 @@ public final class ModelContainer {
         }
     }
 
-    /** Serves until {@link #stop}: one socket thread per frontend address (this thread takes the first). */
+    /** The container's metrics (null when CLIPPER_METRICS_PORT is not set). */
+    public Metrics metrics() {
+        return metrics;
+    }
+
+    /**
+     * Serves until {@link #stop}: one socket thread per frontend address (this thread takes the first), and
+     * GET /metrics when the configuration names a metrics port ({@link Metrics.ServerError} if it is taken).
+     */
     public void run() {
+        Metrics.Server metricsServer = metrics == null ? null
+                : new Metrics.Server(metrics, config.metricsHost, config.metricsPort);
         ZMQ.Context ctx = ZMQ.context(1);
         List<Thread> threads = new ArrayList<>();
         List<String> addresses = new ArrayList<>();
@@ -135,6 +152,9 @@ public final class ModelContainer {
             stopping = true;
             worker.shutdownNow();
             ctx.term();
+            if (metricsServer != null) {
+                metricsServer.stop();
+            }
         }
     }
 
@@ -154,11 +174,16 @@ public final class ModelContainer {
     byte[][] runBatch(Protocol.Message request) {
         int n = request.inputs.size();
         String message;
+        long startedNs = metrics == null ? 0 : System.nanoTime();
+        long parsedNs = startedNs;
         try {
             InputType type = InputType.ofCode(request.inputType);
             if (type != config.inputType) {
                 throw new BatchError("request input type " + (type == null ? Long.toUnsignedString(request.inputType) : type)
                         + " does not match the container's input type " + config.inputType);
+            }
+            if (metrics != null) {
+                parsedNs = System.nanoTime();
             }
             List<String> result = Inputs.predict(model, type, request.inputs);
             if (result == null) {
@@ -175,6 +200,9 @@ public final class ModelContainer {
                 }
                 outputs[i] = Protocol.utf8(o);
             }
+            if (metrics != null) {
+                metrics.batch(n, false, request.firstNs, request.receivedNs, startedNs, parsedNs, System.nanoTime());
+            }
             return outputs;
         } catch (BatchError e) {
             message = e.getMessage();
@@ -182,6 +210,9 @@ public final class ModelContainer {
         } catch (Throwable e) { // a failing model must not kill the container
             message = e.getClass().getSimpleName() + ": " + e.getMessage();
             Log.error("batch of " + n + " failed: model threw " + message, e);
+        }
+        if (metrics != null) {
+            metrics.batch(n, true, request.firstNs, request.receivedNs, startedNs, parsedNs, System.nanoTime());
         }
         byte[][] outputs = new byte[n][];
         java.util.Arrays.fill(outputs, Protocol.errorOutput(message));
@@ -228,6 +259,7 @@ public final class ModelContainer {
         private final ArrayDeque<Protocol.Message> pending = new ArrayDeque<>(); // batches waiting for the worker
         private Protocol.Message running;
         private Future<byte[][]> result;
+        private long firstNs; // when the first frame of the last message received was read (with metrics on)
 
         Session(ZMQ.Context ctx, String address) {
             this.address = address;
@@ -322,6 +354,10 @@ public final class ModelContainer {
                 return;
             }
             if (msg.isPredict()) {
+                if (metrics != null) {
+                    msg.firstNs = firstNs;
+                    msg.receivedNs = System.nanoTime();
+                }
                 if (running == null && pending.isEmpty()) {
                     start(msg);
                 } else {
@@ -340,6 +376,9 @@ public final class ModelContainer {
             byte[] first = sock.recv(flags);
             if (first == null) {
                 return null;
+            }
+            if (metrics != null) {
+                firstNs = System.nanoTime();
             }
             List<byte[]> frames = new ArrayList<>(8);
             frames.add(first);

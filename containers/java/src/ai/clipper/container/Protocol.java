@@ -40,6 +40,9 @@ public final class Protocol {
         public final byte[] msgId;
         public final long inputType;
         public final List<byte[]> inputs;
+        /** System.nanoTime() when the first frame was read and when the message was parsed (with metrics on). */
+        long firstNs;
+        long receivedNs;
 
         Message(int kind, int heartbeatType, int requestType, byte[] msgId, long inputType, List<byte[]> inputs) {
             this.kind = kind;
