@@ -271,7 +271,7 @@ def test_token_rule(system: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- the page in a real browser
 
 def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome"):
+    for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
     return None
