@@ -12,7 +12,8 @@ _admin_log = logging.getLogger("clipper.management")
 
 cdef class AdminServer(HttpServer):
     """An HttpServer whose routes' handlers are `handler(body: bytes) -> (status, body)`, answered as
-    application/json (Clipper's management frontend sends that type even for text).
+    application/json (Clipper's management frontend sends that type even for text), or `(status, body,
+    content_type)` for another type (the status page's HTML, CSS and JavaScript).
 
     Blocking routes run in `executor` (a concurrent.futures executor); the others on the loop. A handler
     that raises (it should map its own failures) is answered 500. `attach(loop)` before serving.
@@ -37,8 +38,8 @@ cdef class AdminServer(HttpServer):
     cdef int handle(self, HttpProtocol protocol, Route route, clipper_request* request, bint keep_alive) except -1:
         cdef bytes body = span_bytes(request.body)
         if not route.blocking:
-            status, answer = route.handler(body)
-            protocol.reply_bytes(status, answer, keep_alive)
+            result = route.handler(body)
+            protocol.reply_bytes(result[0], result[1], keep_alive, result[2] if len(result) > 2 else JSON_TYPE)
             return 0
         if self.call_soon_threadsafe is None:
             raise RuntimeError("AdminServer.attach(loop) was not called")
@@ -85,8 +86,7 @@ cdef class AdminServer(HttpServer):
             error, cause = self.wording("internal", "", "", "", f"{type(result).__name__}: {result}")
             self.answer(slot, 500, error_body(error, cause))
         else:
-            status, answer = result
-            self.answer(slot, status, answer)
+            self.answer(slot, result[0], result[1], result[2] if len(result) > 2 else JSON_TYPE)
         queue = self.waiting.get(slot.protocol)
         if queue:
             handler, body, next_slot = queue.pop(0)
@@ -94,6 +94,6 @@ cdef class AdminServer(HttpServer):
         else:
             self.waiting.pop(slot.protocol, None)
 
-    cdef void answer(self, Slot slot, int status, bytes body):
-        slot.response = http_response(status, body, slot.keep_alive, JSON_TYPE, request_id_header(slot.request_id))
+    cdef void answer(self, Slot slot, int status, bytes body, bytes content_type=JSON_TYPE):
+        slot.response = http_response(status, body, slot.keep_alive, content_type, request_id_header(slot.request_id))
         slot.protocol.flush()

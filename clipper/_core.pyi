@@ -162,8 +162,9 @@ class QueryServer(HttpServer):
 
 @disjoint_base
 class AdminServer(HttpServer):
-    """A server whose routes' handlers are `handler(body) -> (status, body)` (answered as application/json):
-    blocking ones run in `executor`, their answers complete on the loop thread, in request order."""
+    """A server whose routes' handlers are `handler(body) -> (status, body)` (answered as application/json) or
+    `(status, body, content_type)`: blocking ones run in `executor`, their answers complete on the loop thread,
+    in request order."""
 
     executor: Executor
     #: Blocking handlers submitted and not yet answered.

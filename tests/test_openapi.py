@@ -85,7 +85,8 @@ def test_token_routes_use_the_bearer_scheme() -> None:
             **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
         for path, item in doc["paths"].items():
             for op in item.values():
-                open_route = path in ("/metrics", "/healthz", "/readyz", "/openapi.json", "/admin/ping")
+                open_route = path in ("/metrics", "/healthz", "/readyz", "/openapi.json", "/admin/ping", "/status",
+                                      "/status/status.css", "/status/status.js")
                 assert op["security"] == ([] if open_route else [{"bearerAuth": []}, {}]), path
                 assert ("401" in op["responses"]) is not open_route, path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -64,6 +65,10 @@ class QueryFrontendConfig:
     redis_port: int = _setting(DEFAULT_REDIS_PORT, "Redis port", "--redis-port", "--redis_port", type=cmdline.port)
     host: str = _setting(DEFAULT_HOST, "HTTP bind address", "--host")
     port: int = _setting(DEFAULT_QUERY_PORT, "HTTP port: predictions, /metrics", "--port", type=cmdline.port)
+    advertise_address: str | None = _setting(
+        None, "HOST[:PORT] where other processes reach this frontend's HTTP routes, announced in Redis for the "
+              "management frontend's status page (default: --host and the bound port; a --host of 0.0.0.0 or :: "
+              "announces this machine's hostname, which Docker resolves to the container)", "--advertise-address")
     rpc_host: str = _setting(DEFAULT_HOST, "RPC bind address (model containers connect there)", "--rpc-host")
     rpc_port: int = _setting(DEFAULT_RPC_PORT, "RPC port", "--rpc-port", type=cmdline.port)
     cache_size: int = _setting(DEFAULT_CACHE_BYTES, "prediction cache size in bytes", "--cache-size",
@@ -126,6 +131,23 @@ class QueryFrontendConfig:
             raise ValueError("--workers > 1 needs fixed --port and --rpc-port (not 0)")
         refuse_open_without_token(self.host, self.predict_token, self.insecure, "predict and update",
                                   f"--predict-token (or ${PREDICT_TOKEN_ENV})")
+
+    def advertised_http(self, bound_port: int) -> str:
+        """`host:port` to announce: `advertise_address` (its port defaulting to `bound_port`), else the bind
+        address (this machine's hostname for a wildcard one) and `bound_port`."""
+        if addr := self.advertise_address:
+            if addr.count(":") > 1 and not addr.startswith("["):  # a bare IPv6 address
+                return f"[{addr}]:{bound_port}"
+            host, sep, port = addr.rpartition(":")
+            if sep and port.isdigit() and (not host.startswith("[") or host.endswith("]")):
+                return addr
+            return f"{addr}:{bound_port}"
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{bound_port}"
 
     @property
     def rpc_endpoint(self) -> str:

@@ -1,4 +1,8 @@
-"""`GET /metrics` in Clipper's JSON shape: every leaf value is a string."""
+"""`GET /metrics` in Clipper's JSON shape: every leaf value is a string.
+
+Besides Clipper's names, the JSON has the totals a reader needs to compute windows from deltas (the
+management frontend's status page does): `app:<a>:num_defaults` and `internal:prediction_cache_hits`.
+"""
 
 from __future__ import annotations
 
@@ -104,9 +108,11 @@ class Metrics:
         stats = engine.stats()
         counters.append({"internal:aggregate_num_predictions": {"count": str(sum(s["predictions"] for s in stats))}})
         counters.append({"internal:prediction_cache_lookups": {"count": str(lookups)}})
+        counters.append({"internal:prediction_cache_hits": {"count": str(hits)}})
         ratios.append({"internal:prediction_cache_hit_ratio": ratio(hits, lookups)})
         for name, app in sorted(apps.items()):
             counters.append({f"app:{name}:num_predictions": {"count": str(app.predictions)}})
+            counters.append({f"app:{name}:num_defaults": {"count": str(app.defaults)}})
             ratios.append({f"app:{name}:default_prediction_ratio": ratio(app.defaults, app.predictions)})
             meter = self.meters.setdefault(name, Meter())
             meter.count = app.predictions

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -242,9 +243,19 @@ class QueryFrontend:
             reuse_port=self.reuse_port or None, backlog=2048,
         )
         self.port = self._http.sockets[0].getsockname()[1]
+        if self.watcher is not None:
+            self.watcher.announcement = self.announcement()
         self._tick(loop)
         endpoints = {"http": f"{self.host}:{self.port}", "rpc": self.engine.rpc_endpoint}
         log.info("query frontend listening", extra=endpoints)
+
+    def announcement(self) -> dict[str, Any]:
+        """What this frontend announces in Redis (`StateStore.announce_frontend`): where its HTTP routes are
+        reachable (`--advertise-address`, else the bound address), its RPC endpoint and pid (the replica records'
+        `connection_id` starts with `<rpc>#<pid>#`). The id is the HTTP address and the RPC port: stable across
+        restarts, distinct for workers sharing one HTTP port."""
+        http = self.config.advertised_http(self.port)
+        return {"id": f"{http}/{self.rpc_port}", "http": http, "rpc": self.engine.rpc_endpoint, "pid": os.getpid()}
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.metrics.tick()

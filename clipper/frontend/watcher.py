@@ -4,8 +4,10 @@ A background thread takes a snapshot of the configuration when it connects, take
 every burst of change events on `clipper:changes`, and hands it to the event loop (the
 `apply_snapshot` callback); a change of one app's learned selection state is handed over alone
 (`load_selection_states`). Between bursts, at least every 0.25 s, the same thread publishes the
-replicas connected to the engine (`ReplicaPublisher`). When Redis is unreachable the frontend keeps
-serving with what it knows, and the thread reconnects, resubscribes and resynchronises.
+replicas connected to the engine (`ReplicaPublisher`), and every `ANNOUNCE_SECONDS` renews the frontend's
+announcement (`announcement`: where its HTTP routes are, so that the management frontend's status page
+finds its `/metrics`; it expires after `ANNOUNCE_TTL_SECONDS` without renewal). When Redis is unreachable
+the frontend keeps serving with what it knows, and the thread reconnects, resubscribes and resynchronises.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,9 @@ log = logging.getLogger("clipper.query.watcher")
 _NOT_CONFIG = {"replica", "selection_state"}
 _REPLICA_POLL_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
+#: How often a frontend renews its announcement, and how long one lasts without renewal.
+ANNOUNCE_SECONDS = 5.0
+ANNOUNCE_TTL_SECONDS = 15.0
 
 
 class StateWatcher:
@@ -46,6 +52,8 @@ class StateWatcher:
         self.apply_snapshot = apply_snapshot
         self.load_selection_states = load_selection_states
         self.replicas = ReplicaPublisher(engine)
+        #: This frontend's announcement (`StateStore.announce_frontend`); set before `start`, None: not announced.
+        self.announcement: dict[str, Any] | None = None
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,6 +90,7 @@ class StateWatcher:
         try:
             self._apply(self._snapshot(store))
             self.replicas.forget_lost(store)
+            announced = 0.0
             while not self._stop.is_set():
                 # One new snapshot per burst of changes, however many events it has.
                 events = [parse_event(pubsub.get_message(timeout=_REPLICA_POLL_SECONDS))]
@@ -93,7 +102,12 @@ class StateWatcher:
                 else:
                     self._load_selection_states(store, [e for e in events if e.get("kind") == "selection_state"])
                 self.replicas.publish(store)
+                if self.announcement is not None and time.monotonic() - announced >= ANNOUNCE_SECONDS:
+                    store.announce_frontend(self.announcement, ANNOUNCE_TTL_SECONDS)
+                    announced = time.monotonic()
             self.replicas.withdraw(store)
+            if self.announcement is not None:
+                store.withdraw_frontend(self.announcement["id"])
         finally:
             pubsub.close()
 

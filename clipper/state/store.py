@@ -27,6 +27,10 @@ Schema (all strings UTF-8; `<m>` model name, `<v>` version, `<a>` app name, `<id
     clipper:replica:<m>:<v>:<id>      hash    model_id ("<m>:<v>"), model_name, model_version,
                                               model_replica_id, input_type, connection_id
     clipper:replica_seq:<m>:<v>       string  counter behind `next_replica_id`
+    clipper:frontends                 set     ids of the query frontends that announced themselves
+    clipper:frontend:<f>              string  JSON {"id", "http", "rpc", "pid"} of query frontend <f>, with a
+                                              TTL: it expires unless the frontend renews it (not config: no
+                                              event, no `rev`; readers drop ids whose record expired)
 
 Model names and versions cannot contain `,` or `:` (checked as Clipper does), so `<m>:<v>` keys
 and ids are unambiguous; app names are free strings and always the last part of their keys.
@@ -92,6 +96,7 @@ K_APPS = "clipper:apps"
 K_MODELS = "clipper:models"
 K_MODEL_NAMES = "clipper:model_names"
 K_REPLICAS = "clipper:replicas"
+K_FRONTENDS = "clipper:frontends"
 
 
 def k_app(app: str) -> str:
@@ -132,6 +137,10 @@ def k_replica(model: str, version: str, replica_id: int) -> str:
 
 def k_replica_seq(model: str, version: str) -> str:
     return f"clipper:replica_seq:{model}:{version}"
+
+
+def k_frontend(frontend_id: str) -> str:
+    return f"clipper:frontend:{frontend_id}"
 
 
 class StateError(Exception):
@@ -792,6 +801,41 @@ class StateStore:
                 p.hgetall(k_replica(*_split_replica_id(rid)))
             replies = p.execute()
         return [_replica_from_hash(h) for h in replies if h]
+
+    # ------------------------------------------------------------------ query frontends
+
+    def announce_frontend(self, record: dict[str, Any], ttl_s: float) -> None:
+        """Records (or renews) a query frontend's announcement `record` (`id`, `http`: the address its HTTP
+        routes are reachable at, `rpc`, `pid`); it expires `ttl_s` seconds later unless announced again."""
+        frontend_id = _check_str(record.get("id"), "id")
+        with self.redis.pipeline(transaction=True) as p:
+            p.set(k_frontend(frontend_id), json.dumps(record), px=max(1, int(ttl_s * 1000)))
+            p.sadd(K_FRONTENDS, frontend_id)
+            p.execute()
+
+    def withdraw_frontend(self, frontend_id: str) -> None:
+        """Removes a query frontend's announcement (it is stopping)."""
+        with self.redis.pipeline(transaction=True) as p:
+            p.delete(k_frontend(frontend_id))
+            p.srem(K_FRONTENDS, frontend_id)
+            p.execute()
+
+    def get_frontends(self) -> list[dict[str, Any]]:
+        """The announcements that have not expired, sorted by id; ids whose record expired are dropped."""
+        ids = sorted(self.redis.smembers(K_FRONTENDS))
+        if not ids:
+            return []
+        records = self.redis.mget([k_frontend(i) for i in ids])
+        if expired := [i for i, r in zip(ids, records, strict=True) if r is None]:
+            self.redis.srem(K_FRONTENDS, *expired)
+        out = []
+        for r in records:
+            if r is not None:
+                try:
+                    out.append(json.loads(r))
+                except ValueError:
+                    continue
+        return out
 
     # ------------------------------------------------------------------ everything at once
 

@@ -1,10 +1,12 @@
 """The management frontend's route table: Clipper's admin paths, each with its method, handler and the
-"Expected JSON schema" its JSON errors quote; and the routes with a fixed answer (`/admin/ping`, `/openapi.json`)."""
+"Expected JSON schema" its JSON errors quote; the routes with a fixed answer (`/admin/ping`, `/openapi.json`,
+the status page's files); and the status page's data (`/status/data`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from ...state import StateStore
@@ -24,17 +26,27 @@ from .errors import (
     SET_VERSION_JSON_SCHEMA,
     VERBOSE_OPTION_JSON_SCHEMA,
 )
+from .status import StatusMonitor
 
 
 @dataclass(frozen=True)
 class Route:
     """A route: its method, its handler over the store and the schema its JSON errors quote; or, without a
-    handler, `answer`: the body of its fixed 200 answer, served without the token (made once, at start)."""
+    handler, `answer`: the body of its fixed 200 answer (of `content_type`), served without the token (made
+    once, at start); or `monitor`: a JSON answer made from the status monitor (token, thread pool)."""
 
     method: str
     handler: Callable[[StateStore, Any], str] | None
     schema: str = ""
     answer: Callable[[], bytes] | None = None
+    content_type: str = "application/json"
+    monitor: Callable[[StatusMonitor], bytes] | None = None
+
+
+def asset(name: str) -> bytes:
+    """A file of the status page (package data: `clipper/frontend/management/static/`)."""
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
 
 
 #: Exact paths (Clipper matched them with regex_match: no trailing slash; the query string is not the path).
@@ -58,4 +70,11 @@ ROUTES: dict[str, Route] = {
     "/admin/reset_selection_state": Route("POST", h.reset_selection_state, SELECTION_JSON_SCHEMA),
     "/admin/ping": Route("GET", None, answer=lambda: b"PONG"),  # the health check
     "/openapi.json": Route("GET", None, answer=lambda: document_bytes("management")),
+    # The status page: its files hold no data and are served without the token; the data needs it.
+    "/status": Route("GET", None, answer=lambda: asset("status.html"), content_type="text/html; charset=utf-8"),
+    "/status/status.css": Route("GET", None, answer=lambda: asset("status.css"),
+                                content_type="text/css; charset=utf-8"),
+    "/status/status.js": Route("GET", None, answer=lambda: asset("status.js"),
+                               content_type="text/javascript; charset=utf-8"),
+    "/status/data": Route("GET", None, monitor=StatusMonitor.data_bytes),
 }

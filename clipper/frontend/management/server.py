@@ -4,7 +4,8 @@ the listening socket, and the command line.
 Requests are framed, limited and answered by `clipper._core` (the layer the query frontend serves on:
 keep-alive, pipelining with answers in request order, back-pressure, `Expect: 100-continue`, `X-Request-Id`
 echo, draining on shutdown). Each admin route's handler runs in a worker thread (`call`): Redis calls never
-block the event loop.
+block the event loop. So does the status monitor's sampling (`status.StatusMonitor.sample`, every
+`status_interval` seconds): the state in Redis and every announced query frontend's `/metrics`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..config import (
 )
 from .errors import HTTP_TEXTS, JsonError, Response, error_response, parse_json
 from .routes import ROUTES, Route
+from .status import INTERVAL_S, StatusMonitor
 
 log = logging.getLogger("clipper.management")
 
@@ -49,23 +51,29 @@ class ManagementFrontend:
 
     def __init__(self, store: StateStore, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-                 workers: int = 4, token: str | None = None) -> None:
+                 workers: int = 4, token: str | None = None, status_interval: float = INTERVAL_S) -> None:
         self.store = store
         self.host, self.port = host, port
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipper-mgmt")
+        self.status = StatusMonitor(store, interval_s=status_interval)
+        self._sampler: asyncio.Task[None] | None = None
         self.http = _core.AdminServer(self.executor, self.compiled_routes(), HTTP_TEXTS, max_body_bytes,
                                       max_header_bytes, token)
         self.server: asyncio.AbstractServer | None = None
         self.redis_ok: bool | None = None
 
     def compiled_routes(self) -> dict[bytes, _core.Route]:
-        """ROUTES for the compiled layer: the routes with a handler need the token and run in the thread pool;
-        those with a fixed answer (ping, the OpenAPI description) are answered on the loop, without the token."""
+        """ROUTES for the compiled layer: the routes with a handler, and the status data, need the token and run
+        in the thread pool; those with a fixed answer (ping, the OpenAPI description, the status page's files)
+        are answered on the loop, without the token."""
         table = {}
         for path, route in ROUTES.items():
-            if route.handler is None:
+            if route.monitor is not None:
+                table[path.encode()] = _core.Route(route.method, self._bind_monitor(route.monitor), auth=True,
+                                                   blocking=True)
+            elif route.handler is None:
                 assert route.answer is not None, path
-                table[path.encode()] = _core.Route(route.method, _fixed(route.answer()))
+                table[path.encode()] = _core.Route(route.method, _fixed(route.answer(), route.content_type))
             else:
                 table[path.encode()] = _core.Route(route.method, self._bind(route), auth=True, blocking=True)
         return table
@@ -75,6 +83,24 @@ class ManagementFrontend:
             response = self.call(route, body)
             return response.status, response.body
         return handler
+
+    def _bind_monitor(self, make: Callable[[StatusMonitor], bytes]) -> Callable[[bytes], tuple[int, bytes]]:
+        def handler(body: bytes) -> tuple[int, bytes]:
+            return 200, make(self.status)
+        return handler
+
+    async def _sample_forever(self) -> None:
+        """Runs a status sample every `status.interval_s` seconds, in the thread pool."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await loop.run_in_executor(self.executor, self.status.sample)
+            except RuntimeError:  # the pool is shut down: stopping
+                return
+            except Exception:
+                log.exception("status sample failed")
+            await asyncio.sleep(max(0.1, self.status.interval_s - (loop.time() - started)))
 
     @property
     def max_body_bytes(self) -> int:
@@ -86,11 +112,15 @@ class ManagementFrontend:
         self.server = await loop.create_server(lambda: _core.HttpProtocol(self.http), self.host, self.port,
                                                reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
+        if self.status.interval_s > 0:
+            self._sampler = loop.create_task(self._sample_forever())
         log.info("management frontend listening", extra={"host": self.host, "port": self.port})
 
     async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
         """Stops accepting connections, answers the requests in flight (for at most `drain_seconds`; requests
         read meanwhile get 503 and `Connection: close`), then closes the connections and the store."""
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self.server is not None:
             self.server.close()
             self.http.start_draining()
@@ -142,10 +172,12 @@ class ManagementFrontend:
             await self.stop()
 
 
-def _fixed(answer: bytes) -> Callable[[bytes], tuple[int, bytes]]:
-    """A handler answering 200 with `answer`, whatever the body."""
-    def handler(body: bytes) -> tuple[int, bytes]:
-        return 200, answer
+def _fixed(answer: bytes, content_type: str) -> Callable[[bytes], tuple[int, bytes, bytes]]:
+    """A handler answering 200 with `answer` (of `content_type`), whatever the body."""
+    ctype = content_type.encode()
+
+    def handler(body: bytes) -> tuple[int, bytes, bytes]:
+        return 200, answer, ctype
     return handler
 
 
@@ -166,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: $CLIPPER_ADMIN_TOKEN, else none)")
     parser.add_argument("--insecure", action="store_true",
                         help="serve the admin routes without a token on a --host other machines can reach")
+    parser.add_argument("--status-interval", type=cmdline.positive_float, default=INTERVAL_S,
+                        help="seconds between the status page's samples of Redis and the query frontends' /metrics")
     parser.add_argument("--max-apps", type=cmdline.positive_int, default=StateStore.max_apps,
                         help="most applications add_app accepts")
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=cmdline.LOG_LEVELS, type=str.upper,
@@ -186,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     store = StateStore.connect(args.redis_host, args.redis_port)
     store.max_apps = args.max_apps
     frontend = ManagementFrontend(store, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                                  token=args.token)
+                                  token=args.token, status_interval=args.status_interval)
     try:  # only to log the state at start: requests reconnect on their own, 503 while Redis is away
         store.ping()
         frontend._redis_state(True)

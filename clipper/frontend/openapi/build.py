@@ -354,6 +354,60 @@ def management_schemas() -> dict[str, Schema]:
                        model_id=string, model_name=string, model_version=string,
                        model_replica_id={"type": "integer"}, input_type=string),
         "Empty": {"type": "object", "maxProperties": 0, "description": "nothing of that name"},
+        **status_schemas(obj),
+    }
+
+
+def status_schemas(obj: Callable[..., Schema]) -> dict[str, Schema]:
+    """The status page's data (`clipper.frontend.management.status.StatusMonitor.data`)."""
+    string, number, integer, boolean = {"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}
+
+    def nullable(schema: Schema) -> Schema:
+        return {**schema, "nullable": True}
+
+    def series(*names: str) -> Schema:
+        values = {"type": "array", "items": nullable(number)}
+        return obj(["t", *names], t={"type": "array", "items": number,
+                                     "description": "seconds before `generated_at` of each sample"},
+                   **dict.fromkeys(names, values))
+
+    def summary(*keys: str) -> Schema:
+        return nullable(obj(list(keys), **dict.fromkeys(keys, number)))
+
+    return {
+        "StatusData": obj(
+            ["generated_at", "sampled_at", "interval_s", "window_s", "redis", "frontends", "apps", "models",
+             "replicas", "cache"],
+            generated_at=number, sampled_at=nullable(number), interval_s=number, window_s=number,
+            redis=obj(["ok", "error"], ok=boolean, error=nullable(string)),
+            frontends={"type": "array", "items": obj(
+                ["id", "http", "rpc", "state", "for_s", "error"], id=string, http=nullable(string),
+                rpc=nullable(string),
+                state={"type": "string", "enum": ["up", "down", "gone"]}, for_s=number, error=nullable(string))},
+            apps={"type": "array", "items": obj(
+                ["name", "registered", "slo_micros", "linked_models", "rate", "default_ratio_1m", "default_ratio_5m",
+                 "answers_1m", "answers_5m", "latency_micros"],
+                name=string, registered=boolean, input_type=nullable(string), slo_micros=nullable(integer),
+                default_output=nullable(string), policy=nullable(string),
+                linked_models={"type": "array", "items": string},
+                rate=number, answers_1m=integer, answers_5m=integer, default_ratio_1m=nullable(number),
+                default_ratio_5m=nullable(number), latency_micros=summary("p50", "p95", "p99"),
+                series=series("rate", "default_ratio", "p99"))},
+            models={"type": "array", "items": obj(
+                ["name", "version", "registered", "current", "batch_size_setting", "batch_size", "queue",
+                 "connected_replicas", "rate", "series"],
+                name=string, version=string, registered=boolean, current=boolean,
+                batch_size_setting=nullable({**integer, "description": "-1: AIMD chooses"}),
+                batch_size=summary("p50", "p95", "max", "mean"), queue=nullable(integer),
+                connected_replicas=nullable(integer), rate=number, series=series("queue", "batch_size"))},
+            replicas={"type": "array", "items": obj(
+                ["model", "version", "replica_id", "frontend", "state", "for_s"], model=string, version=string,
+                replica_id=integer, frontend=nullable(string),
+                state={"type": "string", "enum": ["up", "frontend down", "frontend gone", "registered", "gone"]},
+                for_s=number)},
+            cache=obj(["lookups", "hits", "hit_ratio_1m", "hit_ratio_5m", "series"], lookups=integer, hits=integer,
+                      lookups_1m=integer, lookups_5m=integer, hit_ratio_1m=nullable(number),
+                      hit_ratio_5m=nullable(number), series=series("hit_ratio"))),
     }
 
 
@@ -411,6 +465,25 @@ ADMIN_FIXED: dict[str, Callable[[], Operation]] = {
     "/admin/ping": lambda: operation("ping", "Health check", {"200": text("`PONG`")}, auth=False),
     "/openapi.json": lambda: operation("openapi", "This description", {
         "200": response("The OpenAPI description of the management API.", {"type": "object"})}, auth=False),
+    "/status": lambda: operation("statusPage", "The status page (HTML; its data comes from /status/data)", {
+        "200": response("The page: plain HTML that loads /status/status.css and /status/status.js.",
+                        content={"text/html": {"schema": {"type": "string"}}})}, auth=False),
+    "/status/status.css": lambda: operation("statusStyle", "The status page's style sheet", {
+        "200": response("CSS.", content={"text/css": {"schema": {"type": "string"}}})}, auth=False),
+    "/status/status.js": lambda: operation("statusScript", "The status page's script", {
+        "200": response("JavaScript: polls /status/data every 2 s and draws the tables and charts.",
+                        content={"text/javascript": {"schema": {"type": "string"}}})}, auth=False),
+}
+#: The routes answered from the status monitor (token when the frontend has one).
+STATUS_OPERATIONS: dict[str, Callable[[], Operation]] = {
+    "/status/data": lambda: operation("statusData", "The status page's data", {
+        "200": response("Apps with their SLO, answers per second, the share of default answers over 1 and 5 "
+                        "minutes and recent latency percentiles; per model version the batch sizes sent (AIMD's "
+                        "choice when `batch_size_setting` is -1), queue depth and connected replicas; replicas and "
+                        "their state (`gone`: left within the last 5 minutes); the cache hit ratio; the query "
+                        "frontends announced in Redis (`down`: its /metrics did not answer). Windows and series come "
+                        "from the samples the management frontend takes every `interval_s` seconds.",
+                        ref("schemas", "StatusData"))}, auth=True),
 }
 
 
@@ -434,21 +507,25 @@ def management_document() -> dict[str, Any]:
     table = {path: route.method for path, route in ROUTES.items()}
     paths: dict[str, dict[str, Operation]] = {}
     for path, route in ROUTES.items():
-        make = ADMIN_FIXED.get(path) if route.handler is None else (lambda p=path: admin_operation(p))
+        if route.monitor is not None:
+            make = STATUS_OPERATIONS.get(path)
+        else:
+            make = ADMIN_FIXED.get(path) if route.handler is None else (lambda p=path: admin_operation(p))
         if make is not None:
             paths[path] = {route.method.lower(): make()}
     check_table("management ROUTES", table, paths)
-    if set(ADMIN_OPERATIONS) | set(ADMIN_FIXED) != set(paths):
-        raise ValueError(f"described routes that ROUTES does not serve: "
-                         f"{sorted(set(ADMIN_OPERATIONS) | set(ADMIN_FIXED) - set(paths))}")
+    described = set(ADMIN_OPERATIONS) | set(ADMIN_FIXED) | set(STATUS_OPERATIONS)
+    if described != set(paths):
+        raise ValueError(f"described routes that ROUTES does not serve: {sorted(described - set(paths))}")
     components = common_components("management frontend (`--token` or `$CLIPPER_ADMIN_TOKEN`)")
     components["schemas"].update(management_schemas())
     return document("management", "Clipper management API", (
         "Clipper's admin REST API (port 1338 by default), with Clipper's request JSON, success texts and error "
         "texts: success and refusal texts are plain text sent as `application/json`, as Clipper sent them; the "
         "HTTP layer's own errors (401, 404, 405, 413, 431, 503) are `{\"error\", \"cause\"}`. An unknown path is "
-        "answered 404, a known path asked with another method 405 with `Allow`. Every route but /admin/ping and "
-        "/openapi.json needs `Authorization: Bearer <token>` when the frontend runs with a token."), paths, components)
+        "answered 404, a known path asked with another method 405 with `Allow`. Every route but /admin/ping, "
+        "/openapi.json and the status page's files (/status, /status/status.css, /status/status.js: no data) needs "
+        "`Authorization: Bearer <token>` when the frontend runs with a token; /status/data too."), paths, components)
 
 
 # ---------------------------------------------------------------------- the files
