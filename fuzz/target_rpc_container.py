@@ -7,7 +7,7 @@ Two layers are checked:
 * `clipper.model_runtime.protocol.parse_request(frames)` returns a Heartbeat, PredictRequest or
   FeedbackRequest, or raises ProtocolError (a ValueError); a PredictRequest is consistent with its
   header (one input per announced size, sizes as announced);
-* `_Container.reply(frames)`, the session loop's step (parse, decode the inputs, run the
+* `_Session.reply(frames)`, the session loop's step (parse, decode the inputs, run the
   model, answer): it never raises, so a malformed message is dropped and the session goes on; every
   message it sends is a well-formed registration or prediction response (one output per input,
   lengths as in its header).
@@ -38,6 +38,12 @@ class Target:
         ]
         for c in self.containers:
             c.feedback_logged = True  # log once is fine, but keep the fuzz output quiet
+        # the session step the runtime's loop calls for each message (an unconnected socket: nothing is sent)
+        import zmq
+
+        self.sessions = [runtime._Session(c, zmq.Context.instance(), "fuzz") for c in self.containers]
+        for session in self.sessions:
+            session.owner.acquire()  # held by the session thread except while a batch runs
         import logging
 
         logging.getLogger("clipper.model_runtime").setLevel(logging.CRITICAL)
@@ -45,7 +51,8 @@ class Target:
     def check(self, data: bytes) -> None:
         if not data:
             return
-        container = self.containers[data[0] % 5]
+        session = self.sessions[data[0] % 5]
+        container = session.container
         frames = split_frames(data[1:])
         p = self.p
         try:
@@ -60,7 +67,7 @@ class Target:
                 raise Failure(f"PredictRequest disagrees with its header {header}: {msg}")
             if msg.msg_id != frames[3]:
                 raise Failure("msg_id is not the raw id frame")
-        out = container.reply(frames)  # any exception here would end the container's session
+        out = session.reply(frames)  # any exception here would end the container's session
         if out is not None:
             self._check_sent([bytes(f) for f in out], msg, container.input_type)
 
