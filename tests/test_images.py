@@ -78,6 +78,8 @@ def test_project_files_skip_build_outputs() -> None:
     files = [p.relative_to(src).as_posix() for p in images.project_files(src)]
     assert "pyproject.toml" in files and "clipper/images.py" in files
     assert not [f for f in files if f.endswith((".so", ".pyc")) or "__pycache__" in f or f.startswith("target/")]
+    # the package data the images' wheel must carry (an .html of the status page is not a Cython annotation)
+    assert {"clipper/frontend/management/static/status.html", "clipper/frontend/openapi/query.json"} <= set(files)
 
 
 def test_every_recipe_has_a_dockerfile() -> None:

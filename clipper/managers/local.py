@@ -1029,10 +1029,12 @@ class LocalContainerManager(ContainerManager):
             for r in pending:
                 if not self._alive(r):
                     raise self._failure(r, f"Model {name}:{version} replica failed to start")
-            if any(r.get("foreign") for r in pending) and \
-                    management_client.count_replicas(self.get_admin_addr(), name, version) >= \
-                    self.get_num_replicas(name, version):
-                pending = [r for r in pending if not r.get("foreign")]  # no ready file: the frontend counts them
+            foreign = [r for r in pending if r.get("foreign")]
+            if foreign:  # no ready file: registered once the frontend counts every live replica, these included
+                want = self.get_num_replicas(name, version)
+                counted = management_client.count_replicas(self.get_admin_addr(), name, version)
+                if counted >= want and all(self._alive(r) for r in foreign):  # alive after the count: counted too
+                    pending = [r for r in pending if not r.get("foreign")]
             for r in frontend:
                 if pending and not self._alive(r):
                     raise self._failure(r, f"Model {name}:{version} cannot register: the query frontend is down")
