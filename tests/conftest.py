@@ -300,6 +300,19 @@ def docker_problem() -> str | None:
 needs_docker = pytest.mark.skipif(docker_problem() is not None, reason=f"needs a Docker engine: {docker_problem()}")
 
 
+@pytest.fixture(scope="session")
+def current_images() -> float:
+    """Brings the default images up to date with this checkout once per run (minutes the first time, an
+    inspection after that), so that no Docker test runs on images a previous checkout left; the seconds taken."""
+    from clipper import images
+
+    started = time.monotonic()
+    built = images.build_images(progress=print)
+    took = time.monotonic() - started
+    print(f"\n[docker] images: {'built ' + ', '.join(built) if built else 'up to date'} ({took:.1f} s)")
+    return took
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """Processes for one test."""

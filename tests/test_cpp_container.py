@@ -437,7 +437,7 @@ int main() { Sum m; return clipper::run(m); }
 
 
 @pytest.fixture(scope="module")
-def cpp_image() -> str:
+def cpp_image(current_images: float) -> str:
     from clipper import images
 
     started = time.monotonic()

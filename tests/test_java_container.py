@@ -202,15 +202,14 @@ public class Shout implements Model {
 
 
 @pytest.fixture(scope="module")
-def docker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """clipper/java-container (built when missing or out of date), a query frontend container on a network
-    (clipper/query_frontend as it is, built only when missing)."""
+def docker_stack(tmp_path_factory: pytest.TempPathFactory, current_images: float) -> Iterator[dict[str, Any]]:
+    """clipper/java-container (built when missing or out of date) and a query frontend container on a network
+    (the default images are up to date: `conftest.current_images`)."""
     from clipper import images
 
     if images._inspect(CLIENT, images.image_ref("base")) is None and not os.environ.get(images.BASE_ENV):
         pytest.skip("clipper/base is missing: build it first (python -m clipper.images build base)")
     images.build_images(["java-container"], progress=print)
-    images.ensure_image("query_frontend", progress=print, rebuild_stale=False)  # as it is: others use it too
     suffix = uuid.uuid4().hex[:8]
     conf = tmp_path_factory.mktemp("config")
     conf.chmod(0o755)

@@ -357,7 +357,7 @@ def _docker_problem() -> str | None:
 
 
 @pytest.mark.docker
-def test_docker_cluster_with_prometheus() -> None:
+def test_docker_cluster_with_prometheus(current_images: float) -> None:
     """clipper/prometheus (built on first use) scrapes the query frontend and a model container found through
     the target files the manager writes into it; a second replica is found too; stop_all removes its volume."""
     problem = _docker_problem()

@@ -335,7 +335,7 @@ def test_deploy_r_function_with_a_broken_model_fails_clearly(local_conn: Clipper
 
 @needs_r
 @pytest.mark.docker
-def test_deploy_r_function_with_docker(tmp_path: Path) -> None:
+def test_deploy_r_function_with_docker(tmp_path: Path, current_images: float) -> None:
     problem = docker_problem()
     if problem:
         pytest.skip(f"needs a Docker engine: {problem}")
