@@ -97,12 +97,13 @@ class Frontend:
                 asked.add(ident)
                 self.reply_heartbeat(ident, 1)
 
+    def send_predict(self, ident: bytes, msg_id: int, type_code: int, inputs: list[bytes]) -> None:
+        header = u64s(type_code, len(inputs), *map(len, inputs))
+        self.sock.send_multipart([ident, b"", V3, u32(1), u32(msg_id), u32(0), u64s(len(header)), header, *inputs])
+
     def predict(self, ident: bytes, msg_id: int, type_code: int, inputs: list[bytes]) -> list[bytes]:
         """Send a predict request and return the response frames (without the identity)."""
-        header = u64s(type_code, len(inputs), *map(len, inputs))
-        self.sock.send_multipart(
-            [ident, b"", V3, u32(1), u32(msg_id), u32(0), u64s(len(header)), header, *inputs]
-        )
+        self.send_predict(ident, msg_id, type_code, inputs)
         who, *frames = self.recv_content()
         assert who == ident
         return frames

@@ -27,82 +27,24 @@ import zmq
 from conftest import needs_docker
 
 from tests.conformance import cpp_build
+from tests.test_container_runtime import HEARTBEAT, TIMEOUT_S, V3, Frontend, outputs_of, u32, u64s
 
-TIMEOUT_S = 10.0
 pytestmark = pytest.mark.skipif(cpp_build.unavailable() is not None, reason=str(cpp_build.unavailable()))
-
-
-def u32(x: int) -> bytes:
-    return struct.pack("<I", x)
-
-
-def u64s(*xs: int) -> bytes:
-    return struct.pack(f"<{len(xs)}Q", *xs)
 
 
 def pack(fmt: str, *xs: float) -> bytes:
     return struct.pack(f"<{len(xs)}{fmt}", *xs)
 
 
-HEARTBEAT = [b"", u32(2)]
-V3 = u32(3)
 CODES = {"bytes": 0, "integers": 1, "floats": 2, "doubles": 3, "strings": 4}
 
 
-class Router:
-    """A bare ROUTER on a free port, speaking the frontend side of RPC v3."""
-
-    def __init__(self, ctx: zmq.Context, port: int | None = None) -> None:
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.bind(f"tcp://127.0.0.1:{port or '*'}")
-        self.port = int(self.sock.last_endpoint.decode().rsplit(":", 1)[1])
-
-    def recv(self, timeout: float = TIMEOUT_S) -> list[bytes]:
-        assert self.sock.poll(timeout * 1000), "no message from the container in time"
-        return self.sock.recv_multipart()
-
-    def recv_content(self, timeout: float = TIMEOUT_S) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        while True:
-            frames = self.recv(max(0.01, deadline - time.monotonic()))
-            if frames[1:] != HEARTBEAT:
-                return frames
-
-    def reply_heartbeat(self, ident: bytes, heartbeat_type: int) -> None:
-        self.sock.send_multipart([ident, b"", V3, u32(2), u32(heartbeat_type)])
-
-    def register(self, timeout: float = TIMEOUT_S) -> tuple[bytes, list[bytes]]:
-        asked: set[bytes] = set()
-        deadline = time.monotonic() + timeout
-        while True:
-            ident, *frames = self.recv(max(0.01, deadline - time.monotonic()))
-            if frames[:2] == [b"", u32(0)]:
-                assert ident in asked
-                return ident, frames
-            assert frames == HEARTBEAT, frames
-            if ident not in asked:
-                asked.add(ident)
-                self.reply_heartbeat(ident, 1)
-
-    def send_predict(self, ident: bytes, msg_id: int, code: int, inputs: list[bytes]) -> None:
-        header = u64s(code, len(inputs), *map(len, inputs))
-        self.sock.send_multipart([ident, b"", V3, u32(1), u32(msg_id), u32(0), u64s(len(header)), header, *inputs])
+class Router(Frontend):
+    """A bare ROUTER on a free port, speaking the frontend side of RPC v3 (tests/test_container_runtime.py's),
+    whose `predict` returns the outputs after checking the response layout byte for byte."""
 
     def predict(self, ident: bytes, msg_id: int, code: int, inputs: list[bytes]) -> list[bytes]:
-        """Sends a batch; returns its outputs, after checking the response layout byte for byte."""
-        self.send_predict(ident, msg_id, code, inputs)
-        who, *frames = self.recv_content()
-        assert who == ident
-        return outputs_of(frames, msg_id)
-
-
-def outputs_of(response: list[bytes], msg_id: int) -> list[bytes]:
-    assert response[:3] == [b"", u32(1), u32(msg_id)]
-    outputs = response[5:]
-    assert response[3] == u64s(8 * (1 + len(outputs)))
-    assert response[4] == u64s(len(outputs), *map(len, outputs))
-    return outputs
+        return outputs_of(super().predict(ident, msg_id, code, inputs), msg_id)
 
 
 @pytest.fixture
