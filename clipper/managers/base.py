@@ -71,6 +71,22 @@ def parse_model_container_label(label: str) -> tuple[str, str]:
     return splits[0], splits[1]
 
 
+def gpu_request(value: Any) -> int | list[str] | None:
+    """A model's GPU request, checked: None (none asked), a count of GPUs (0: none, and none visible), or a
+    list of device ids (``[0, 2]``, ``["GPU-3f1c..."]``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ClipperException(f"Invalid GPU request {value!r}: give a number of GPUs or a list of device ids")
+    if isinstance(value, int):
+        if value < 0:
+            raise ClipperException(f"Invalid GPU request {value}: must be >= 0")
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, str)) and str(v) for v in value):
+        return [str(v) for v in value]
+    raise ClipperException(f"Invalid GPU request {value!r}: give a number of GPUs or a list of device ids")
+
+
 class ContainerManager(abc.ABC):
     """What `ClipperConnection` needs from a cluster backend.
 
@@ -96,6 +112,25 @@ class ContainerManager(abc.ABC):
     #: `ClipperConnection` sends `admin_token`; an application sends `predict_token`.
     admin_token: str | None = None
     predict_token: str | None = None
+    #: Whether `set_model_resources` accepts ``gpus`` (the manager can give a replica GPUs).
+    supports_gpus: bool = False
+
+    def set_model_resources(self, name: str, version: str | None = None, **resources: Any) -> None:
+        """Records what the replicas of model `name` (every version, or `version`) ask for; applied to the
+        replicas started from now on. ``gpus`` (see `gpu_request`) where `supports_gpus`; other keys as each
+        manager documents (e.g. ``cpu_limit``, ``mem_limit``)."""
+        if "gpus" in resources:
+            resources["gpus"] = gpu_request(resources["gpus"])
+            if not self.supports_gpus and resources["gpus"]:
+                raise ClipperException(f"{type(self).__name__} cannot give model replicas GPUs")
+        table = self.__dict__.setdefault("model_resources", {})
+        key = name if version is None else f"{name}:{version}"
+        table[key] = {**table.get(key, {}), **resources}
+
+    def model_resources_for(self, name: str, version: str) -> dict[str, Any]:
+        """What `set_model_resources` recorded for ``name:version`` (the version's entry over the model's)."""
+        table = self.__dict__.get("model_resources") or {}
+        return {**table.get(name, {}), **table.get(f"{name}:{version}", {})}
 
     def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
         """Starts again the replicas that `stop_all(keep_state=True)` listed (`{"name", "version", "input_type",
