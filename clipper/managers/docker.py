@@ -25,14 +25,14 @@ of its log (Clipper waited forever). Missing images are built first with `clippe
 
 Every container is detached, joins the user-named network `docker_network` (created when missing,
 with the label ``ai.clipper.network.created_by``), carries the label
-``ai.clipper.model_runtime.label=<cluster_name>`` plus Clipper's role and port labels
+``ai.clipper.container.label=<cluster_name>`` plus Clipper's role and port labels
 (``ai.clipper.query_frontend.label``, ``ai.clipper.query_frontend.query.port``...), and publishes its
 ports on 127.0.0.1 only (`host_ip`). A requested host port that is taken is replaced by a free one,
 as Clipper's ``find_unbound_port`` does; `connect()` (from any Python process) reads the ports back
 from the labels of the running containers.
 
 Model replicas (`deploy_model` = `set_num_replicas`) are containers named ``<name>_<version>-<rand>``
-with the labels ``ai.clipper.model_runtime.label`` and ``ai.clipper.model_container.label=<name>_<version>``
+with the labels ``ai.clipper.container.label`` and ``ai.clipper.model_container.label=<name>_<version>``
 and Clipper's environment (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``,
 ``CLIPPER_IP=<query frontend container>``, ``CLIPPER_PORT=7000``, ``CLIPPER_INPUT_TYPE``). New replicas
 are waited for until they have registered with the query frontend (the image's ready file or health
