@@ -614,3 +614,13 @@ def test_an_unreachable_api_server_is_one_clipper_error(kube: FakeKube) -> None:
     kube.call = refused  # type: ignore[method-assign]
     with pytest.raises(ClipperException, match="Cannot reach the Kubernetes API server .read_namespace.*refused"):
         manager(kube).connect()
+
+
+def test_models_need_a_running_cluster_and_stopping_nothing_is_fine(kube: FakeKube) -> None:
+    cm = manager(kube)
+    with pytest.raises(ClipperException, match="No Clipper query frontend to attach model container to"):
+        cm.deploy_model("m", "1", "doubles", IMAGE)
+    assert writes(kube) == []
+    cm.stop_all()  # nothing there: nothing to do
+    manager(kube, namespace="gone").stop_all()
+    assert [w for w in writes(kube) if not w.startswith("delete")] == []

@@ -3,22 +3,16 @@
 Pure functions from a `ClusterSpec` (and a `ModelSpec`) to manifests. `KubernetesContainerManager` creates
 exactly these through the ``kubernetes`` client, and ``clipper k8s manifests`` prints them as YAML, so what a
 GitOps user applies and what the manager creates are the same objects. The topology is the one of
-the coordinator's cluster design: one cluster ``<c>`` in a namespace is
+the coordinator's cluster design; one cluster ``<c>`` in a namespace is:
 
-=====================  ====================================  =================================================
-kind                   name                                  what
-=====================  ====================================  =================================================
-Secret                 ``clipper-tokens-at-<c>``             ``admin-token``, ``predict-token``: bearer tokens
-PersistentVolumeClaim  ``redis-data-at-<c>``                 Redis's append-only file
-Deployment, Service    ``redis-at-<c>``                      Redis, 1 replica, strategy Recreate (not made
-                                                             when the cluster uses an external `redis_ip`)
-Deployment, Service    ``mgmt-frontend-at-<c>``              the management frontend, port 1338
-Deployment, Service    ``query-frontend-at-<c>``             `num_frontend_replicas` query frontends behind one
-                                                             Service, port 1337 (clients)
-Service (headless)     ``query-frontend-rpc-at-<c>``         port 7000, ``clusterIP: None``: its DNS name
-                                                             resolves to every ready query frontend pod
-Deployment             ``<model>-<version>-deployment-at-<c>``  one per model version (``model_deployment``)
-=====================  ====================================  =================================================
+- Secret ``clipper-tokens-at-<c>``: ``admin-token``, ``predict-token``, the frontends' bearer tokens;
+- PersistentVolumeClaim ``redis-data-at-<c>``: Redis's append-only file;
+- Deployment and Service ``redis-at-<c>``: Redis, 1 replica, strategy Recreate (none with an external `redis_ip`);
+- Deployment and Service ``mgmt-frontend-at-<c>``: the management frontend, port 1338;
+- Deployment and Service ``query-frontend-at-<c>``: `num_frontend_replicas` query frontends, port 1337 for clients;
+- headless Service ``query-frontend-rpc-at-<c>``: port 7000, ``clusterIP: None``, so that its DNS name resolves
+  to every ready query frontend pod;
+- one Deployment ``<model>-<version>-deployment-at-<c>`` per model version (`model_deployment`).
 
 Model replicas get ``CLIPPER_IP=query-frontend-rpc-at-<c>.<namespace>.svc.<cluster domain>``: the model runtime
 connects to every address that name resolves to and resolves it again every 2 s, so every replica serves every

@@ -598,6 +598,13 @@ class KubernetesContainerManager(ContainerManager):
         `graceful` False deletes the pods without their grace period. An external Redis is left alone; so is
         the namespace. Waits (up to `start_timeout`) until the pods are gone."""
         c = self.cluster_name
+        try:
+            self._check_namespace(create=False)
+        except KubernetesApiError:
+            raise
+        except ClipperException:
+            self.logger.info(f"No namespace {self.k8s_namespace}: nothing to stop")
+            return
         cluster = k8s.selector({k8s.CLUSTER_LABEL: c})
         deployments = self._call("apps", "list_namespaced_deployment", label_selector=cluster)["items"]
         if keep_state:
@@ -739,6 +746,10 @@ class KubernetesContainerManager(ContainerManager):
         self.logger.info(f"{name}:{version}: {plan} ({current} -> {num_replicas} replicas, image "
                          f"{wanted['spec']['template']['spec']['containers'][0]['image']})")
         if plan == "create":
+            if self._call("apps", "read_namespaced_deployment", name=k8s.query_name(self.cluster_name),
+                          missing_ok=True) is None:
+                raise ClipperException(f"No Clipper query frontend to attach model container to (no Deployment "
+                                       f"{k8s.query_name(self.cluster_name)} in the namespace {self.k8s_namespace})")
             self._call("apps", "create_namespaced_deployment", body=wanted)
         elif plan == "scale":
             self._call("apps", "patch_namespaced_deployment_scale", name=dep_name,
