@@ -5,6 +5,7 @@ runtime (which import this package) do not pay for `requests` and friends:
 
     from clipper import ClipperConnection, LocalContainerManager, ClipperException
     from clipper import DockerContainerManager  # Docker containers instead of local processes
+    from clipper import KubernetesContainerManager  # Deployments on a Kubernetes cluster (docs/kubernetes.md)
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .exceptions import ClipperException, UnconnectedException
 
-__all__ = ["ClipperConnection", "ClipperException", "DockerContainerManager", "LocalContainerManager",
-           "UnconnectedException", "__version__"]
+__all__ = ["ClipperConnection", "ClipperException", "DockerContainerManager", "KubernetesContainerManager",
+           "LocalContainerManager", "UnconnectedException", "__version__"]
 
 _LAZY = {
     "ClipperConnection": "clipper.admin.connection",
     "LocalContainerManager": "clipper.managers.local",
     "DockerContainerManager": "clipper.managers.docker",
+    "KubernetesContainerManager": "clipper.managers.kubernetes",
 }
 
 if TYPE_CHECKING:
     from .admin.connection import ClipperConnection
     from .managers.docker import DockerContainerManager
+    from .managers.kubernetes import KubernetesContainerManager
     from .managers.local import LocalContainerManager
 
 

@@ -1,6 +1,7 @@
 """Container managers: where a cluster's processes run. `LocalContainerManager` is the default.
 
-`DockerContainerManager` (needs the ``docker`` package and a Docker engine) is imported on first use.
+`DockerContainerManager` (needs the ``docker`` package and a Docker engine) and `KubernetesContainerManager` (needs
+the ``kubernetes`` extra and a cluster) are imported on first use.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from .local import LocalContainerManager
 
 if TYPE_CHECKING:
     from .docker import DockerContainerManager
+    from .kubernetes import KubernetesContainerManager
 
 __all__ = ["CONTAINERLESS_MODEL_IMAGE", "ClusterAdapter", "ContainerManager", "DockerContainerManager",
-           "LocalContainerManager"]
+           "KubernetesContainerManager", "LocalContainerManager"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +26,9 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = DockerContainerManager
         return DockerContainerManager
+    if name == "KubernetesContainerManager":
+        from .kubernetes import KubernetesContainerManager
+
+        globals()[name] = KubernetesContainerManager
+        return KubernetesContainerManager
     raise AttributeError(f"module 'clipper.managers' has no attribute {name!r}")
