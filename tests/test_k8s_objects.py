@@ -511,3 +511,18 @@ def test_push_errors_name_the_image() -> None:
     docker = _FakeDocker({f"clipper/redis:{VERSION}"}, push_error="denied: requested access to the resource is denied")
     with pytest.raises(registry.PushError, match=f"docker push r/clipper/redis:{VERSION} failed: denied"):
         registry.push_cluster_images(docker, "r", ["redis"])
+
+
+def test_set_model_resources_reaches_the_deployment() -> None:
+    """``deploy_model(..., gpus=n)`` goes through `set_model_resources`: the version's entry wins over the model's."""
+    from clipper import ClipperException
+    from clipper.managers.kubernetes import KubernetesContainerManager
+
+    cm = KubernetesContainerManager()
+    cm.set_model_resources("m", cpu="250m")
+    cm.set_model_resources("m", "2", gpus=1)
+    assert cm.resources_for("m", "2").to_k8s() == {"requests": {"nvidia.com/gpu": "1"},
+                                                   "limits": {"nvidia.com/gpu": "1"}}
+    assert cm.resources_for("m", "1").to_k8s() == {"requests": {"cpu": "250m"}}
+    with pytest.raises(ClipperException, match="number of GPUs"):
+        cm.set_model_resources("m", gpus=["0"])

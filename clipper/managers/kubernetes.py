@@ -53,7 +53,7 @@ from ..input_types import parse_input_type
 from ..k8s import objects as k8s
 from ..k8s.objects import ClusterSpec, ModelSpec, Resources
 from ..k8s.registry import PushError, push
-from .base import ClusterAdapter, ContainerManager
+from .base import ClusterAdapter, ContainerManager, gpu_request
 
 logger = logging.getLogger("clipper.managers.kubernetes")
 
@@ -223,6 +223,8 @@ class KubernetesContainerManager(ContainerManager):
     and replicas' pods carry ``prometheus.io/*`` annotations for the cluster's own, and `get_metric_addr`
     raises.
     """
+
+    supports_gpus = True
 
     def __init__(
         self,
@@ -396,6 +398,20 @@ class KubernetesContainerManager(ContainerManager):
             return replace(self._base, **changes)
         except (ValueError, TypeError) as e:
             raise ClipperException(str(e)) from e
+
+    def set_model_resources(self, name: str, version: str | None = None, **resources: Any) -> None:
+        """Sets fields of the `Resources` of model `name` (every version) or ``name:version`` (``gpus``: a
+        number; ``deploy_model(..., gpus=n)`` lands here); applied to Deployments created or rolled from now on."""
+        if "gpus" in resources:
+            gpus = gpu_request(resources["gpus"])
+            if isinstance(gpus, list):
+                raise ClipperException("On Kubernetes, ask for a number of GPUs (the scheduler picks the devices)")
+            resources["gpus"] = gpus or 0
+        key = name if version is None else f"{name}:{version}"
+        try:
+            self.model_resources[key] = replace(self.model_resources.get(key, Resources()), **resources)
+        except (TypeError, ValueError) as e:
+            raise ClipperException(f"Invalid resources for {key}: {e}") from e
 
     def resources_for(self, name: str, version: str) -> Resources:
         """`model_resources` of ``name:version``, else of ``name``, else of ``*``, else none."""
