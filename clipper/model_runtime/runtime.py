@@ -314,8 +314,9 @@ class _Session:
     while its batch runs (`busy_since` set); then the keeper thread may take it for a moment.
     """
 
-    def __init__(self, container: _Container, ctx: zmq.Context, address: str, member: _Member) -> None:
-        self.container, self.address, self.member = container, address, member
+    def __init__(self, container: _Container, ctx: zmq.Context, address: str, member: _Member | None = None) -> None:
+        self.container, self.address = container, address
+        self.member = member if member is not None else _Member(address)  # ends the session once not wanted
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.rcvtimeo = int(1000 * min(container.heartbeat_interval, container.session_timeout, _MAX_POLL_S))
