@@ -221,14 +221,21 @@ def http_ok(url: str) -> bool:
 
 def wait_frontend_replicas(admin_addr: str, name: str, version: str, want: int, logger: Any,
                            timeout: float = 5.0, token: str | None = None) -> None:
-    """Waits (briefly) until the query frontend counts `want` replicas of ``name:version``; warns when it does not.
+    """Waits (briefly) until every query frontend counts `want` replicas of ``name:version``; warns when one
+    does not.
 
-    The count is that of the replicas the frontends have published, asked of the management API at
-    `admin_addr` (`management_client.count_replicas`).
+    The counts are those of the replicas each frontend has published, asked of the management API at
+    `admin_addr` (`management_client.count_replicas_per_frontend`): every frontend whose announcement is live
+    must count `want` (a replica serves every frontend it reaches). With no frontend announced, `want` must
+    be 0 or less.
     """
     until = time.monotonic() + timeout
+    counts: dict[str, int] | None = None
     while time.monotonic() < until:
-        if management_client.count_replicas(admin_addr, name, version, token=token) >= want:
+        counts = management_client.count_replicas_per_frontend(admin_addr, name, version, token=token)
+        if counts is not None and min(counts.values(), default=0) >= want:
             return
         time.sleep(0.05)
-    logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")
+    short = {f: n for f, n in (counts or {}).items() if n < want}
+    which = " (" + ", ".join(f"{f or '?'}: {n}" for f, n in sorted(short.items())) + ")" if short else ""
+    logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet{which}")
