@@ -15,7 +15,7 @@ own data root, exec root, unix socket, ``docker0`` subnet and cgroup parent, and
 
 or from a shell: ``python -m tests.swarm_harness up [-n 3] [--load IMAGE ...]``, ``... status``, ``... down``.
 
-What this machine imposes (measured; docs/testing.md):
+What this machine imposes (measured here):
 
 * dockerd is started with ``nsenter --net=/var/run/netns/NAME``, not ``ip netns exec`` (which remounts
   /sys and hides the cgroup mounts: dockerd stops with "Devices cgroup isn't mounted"). It therefore
@@ -866,7 +866,7 @@ class Swarm:
         if errors:
             raise errors[0]
 
-    def start_registry(self, port: int = REGISTRY_PORT) -> str:
+    def start_registry(self) -> str:
         """Starts Debian's docker-registry on the bridge address (every engine trusts it over plain HTTP);
         its ``host:port`` (Clipper's ``container_registry``). Stopped by `down`."""
         if self.registry:
@@ -874,25 +874,23 @@ class Swarm:
         why = registry_problem()
         if why:
             raise RuntimeError(why)
-        if port != REGISTRY_PORT:
-            raise ValueError(f"the engines trust {BRIDGE_IP}:{REGISTRY_PORT} only")
         root = self.base_dir / "registry"
         root.mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "registry.yml"
         config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
-                          f"  delete:\n    enabled: true\nhttp:\n  addr: {BRIDGE_IP}:{port}\n")
+                          f"  delete:\n    enabled: true\nhttp:\n  addr: {BRIDGE_IP}:{REGISTRY_PORT}\n")
         log = open(self.base_dir / "registry.log", "ab")  # noqa: SIM115 - the registry keeps it
         try:
             self._registry_proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
-        address = f"{BRIDGE_IP}:{port}"
+        address = f"{BRIDGE_IP}:{REGISTRY_PORT}"
 
         def answers() -> bool:
             if self._registry_proc is not None and self._registry_proc.poll() is not None:
                 raise HarnessError(f"docker-registry exited: {(self.base_dir / 'registry.log').read_text()[-2000:]}")
-            with socket.create_connection((BRIDGE_IP, port), timeout=1):
+            with socket.create_connection((BRIDGE_IP, REGISTRY_PORT), timeout=1):
                 return True
 
         _deadline_wait(f"the registry answers on {address}", answers, 20, 0.1)
