@@ -190,6 +190,8 @@ class Node:
     #: cgroup parent of its containers (``/sys/fs/cgroup/<controller>/<cgroup_parent>/<container id>``).
     cgroup_parent: str
     manager: bool = False
+    #: What the engine advertises to the scheduler (``node-generic-resources``), e.g. ``["NVIDIA-GPU=GPU-0"]``.
+    generic_resources: tuple[str, ...] = ()
     #: The swarm node ID (set once it is part of the swarm).
     id: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -516,6 +518,7 @@ def _engine_config(node: Node, driver: str) -> dict[str, Any]:
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "2"},
         "shutdown-timeout": 5,
+        **({"node-generic-resources": list(node.generic_resources)} if node.generic_resources else {}),
     }
 
 
@@ -543,9 +546,11 @@ class Swarm:
     # ------------------------------------------------------------------ lifecycle
 
     def up(self, n: int = 3, managers: int = 1, labels: dict[str, dict[str, str]] | None = None,
-           lock_timeout: float = 600) -> Swarm:
+           lock_timeout: float = 600, generic_resources: dict[str, list[str]] | None = None) -> Swarm:
         """Forms the swarm: `n` nodes, the first `managers` of them managers (node0 the leader), `labels`
-        per node name (``{"node1": {"gpu": "true"}}``). Removes what a previous run left first."""
+        per node name (``{"node1": {"gpu": "true"}}``), `generic_resources` per node name, the resources its
+        engine advertises to Swarm's scheduler (``{"node1": ["NVIDIA-GPU=GPU-fake-0"]}``: a pretend GPU, for
+        scheduling only). Removes what a previous run left first."""
         if not 1 <= managers <= n:
             raise ValueError(f"managers must be between 1 and n ({n})")
         why = problem()
@@ -562,6 +567,8 @@ class Swarm:
             self._driver = main_engine(timeout=10).info().get("Driver") or "fuse-overlayfs"
             self.base_dir.mkdir(parents=True)
             self.nodes = [_make_node(self.base_dir, i, manager=i < managers) for i in range(n)]
+            for node in self.nodes:
+                node.generic_resources = tuple((generic_resources or {}).get(node.name, ()))
             self._network()
             for node in self.nodes:
                 self._start_engine(node)

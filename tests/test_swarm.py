@@ -36,7 +36,8 @@ SLO_MICROS = 1_000_000
 
 @pytest.fixture(scope="module")
 def swarm(current_images: float) -> Iterator[swarm_harness.Swarm]:
-    yield from swarm_harness.swarm_session(3, images=IMAGES, labels={"node1": {"gpu": "true"}})
+    yield from swarm_harness.swarm_session(3, images=IMAGES, labels={"node1": {"gpu": "true"}},
+                                           generic_resources={"node1": ["NVIDIA-GPU=GPU-fake-0"]})
 
 
 def manager(swarm: swarm_harness.Swarm, name: str, **kwargs: Any) -> SwarmContainerManager:
@@ -266,18 +267,27 @@ def test_redis_container_lost(swarm: swarm_harness.Swarm, cluster3: ClipperConne
 
 
 def test_placement_constraints_and_resources(swarm: swarm_harness.Swarm, cluster3: ClipperConnection) -> None:
+    """Constraints and limits per model reach the service; a model asking for a GPU runs only where one is
+    advertised (node1 advertises a pretend NVIDIA-GPU to the scheduler), whatever the constraints say."""
     conn = cluster3
-    conn.cm.model_constraints["gpu-model"] = ["node.labels.gpu==true"]
-    conn.cm.model_resources["gpu-model"] = {"cpu_limit": 0.5, "mem_limit": "256m"}
-    conn.register_application("gpu-app", "doubles", "-1.0", SLO_MICROS)
-    python_deployer.deploy_python_closure(conn, "gpu-model", 1, "doubles", version_sum(0), num_replicas=2)
-    conn.link_model_to_app("gpu-app", "gpu-model")
-    assert task_nodes(swarm, "sw3-m-gpu-model-1") == ["node1", "node1"]
-    spec = swarm.manager.client.services.get("sw3-m-gpu-model-1").attrs["Spec"]["TaskTemplate"]
+    conn.cm.model_constraints["labelled"] = ["node.labels.gpu==true"]
+    conn.cm.set_model_resources("labelled", cpu_limit=0.5, mem_limit="256m")
+    conn.register_application("labelled-app", "doubles", "-1.0", SLO_MICROS)
+    python_deployer.deploy_python_closure(conn, "labelled", 1, "doubles", version_sum(0), num_replicas=2)
+    conn.link_model_to_app("labelled-app", "labelled")
+    assert task_nodes(swarm, "sw3-m-labelled-1") == ["node1", "node1"]
+    spec = swarm.manager.client.services.get("sw3-m-labelled-1").attrs["Spec"]["TaskTemplate"]
     assert spec["Placement"]["Constraints"] == ["node.labels.gpu==true"]
     assert spec["Resources"]["Limits"] == {"NanoCPUs": 500_000_000, "MemoryBytes": 256 * 1024 ** 2}
-    assert predict_until_served(conn.cm.get_query_addr(), "gpu-app", [1.0, 2.0])["output"] == "v0:3.0"
-    conn.stop_versioned_models({"gpu-model": ["1"]})
+    assert predict_until_served(conn.cm.get_query_addr(), "labelled-app", [1.0, 2.0])["output"] == "v0:3.0"
+
+    image = conn.get_model_info("labelled", "1")["container_name"]
+    conn.deploy_model("gpu", "1", "doubles", image, gpus=1)
+    assert task_nodes(swarm, "sw3-m-gpu-1") == ["node1"]
+    spec = swarm.manager.client.services.get("sw3-m-gpu-1").attrs["Spec"]["TaskTemplate"]
+    assert spec["Resources"]["Reservations"]["GenericResources"] == [
+        {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}]
+    conn.stop_versioned_models({"labelled": ["1"], "gpu": ["1"]})
 
 
 def test_worker_node_lost_under_load(swarm: swarm_harness.Swarm, cluster3: ClipperConnection) -> None:
