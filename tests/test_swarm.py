@@ -135,6 +135,35 @@ def test_quickstart_on_the_swarm(swarm: swarm_harness.Swarm) -> None:
     assert not client.volumes.list(filters={"name": cm.redis_volume})
 
 
+def test_images_through_a_registry(swarm: swarm_harness.Swarm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Clipper's `container_registry`, images are pushed from the engine DOCKER_HOST names (node0, as on a
+    real cluster) and every node pulls them: no image is copied by the manager."""
+    why = swarm_harness.registry_problem()
+    if why:
+        pytest.skip(why)
+    registry = swarm.start_registry()
+    monkeypatch.setenv("DOCKER_HOST", swarm.manager.url)
+    cm = SwarmContainerManager("swr", docker_network="swr-net", container_registry=registry, insecure=True,
+                               heartbeat_timeout=3.0, start_timeout=180)
+    conn = ClipperConnection(cm)
+    try:
+        conn.start_clipper()
+        conn.register_application("app", "doubles", "-1.0", SLO_MICROS)
+        python_deployer.deploy_python_closure(conn, "m", 1, "doubles", version_sum(1), num_replicas=3)
+        conn.link_model_to_app("app", "m")
+        assert predict_until_served(conn.get_query_addr(), "app", [1.0, 2.0])["output"] == "v1:3.0"
+        for service in ("swr-m-m-1", "swr-query"):
+            image = swarm.manager.client.services.get(service).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            assert image.startswith(f"{registry}/"), image
+        nodes = task_nodes(swarm, "swr-m-m-1")
+        assert len(set(nodes)) >= 2, nodes
+        for node in swarm.nodes:
+            if node.name in nodes:
+                assert node.client.images.list(name=f"{registry}/swr-m"), f"{node.name} did not pull the model"
+    finally:
+        conn.stop_all()
+
+
 @pytest.fixture(scope="module")
 def cluster3(swarm: swarm_harness.Swarm) -> Iterator[ClipperConnection]:
     """A cluster with a query frontend on each of the three nodes, and app ``app`` with model ``m``."""
