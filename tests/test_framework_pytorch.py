@@ -3,8 +3,8 @@
 Each model is made in the test (no download). Predictions through ``POST /<app>/predict``, alone and as one
 batch, must equal the model's own output for the same inputs (tests/framework_checks.py); a model that raises
 answers the app's default with the reason. With `LocalContainerManager` the replicas use this interpreter's
-torch; the test marked ``docker`` builds ``clipper/pytorch-container`` (several GB, minutes the first time)
-and serves from it.
+torch; the test marked ``docker`` and ``heavy`` builds ``clipper/pytorch-container`` (4.8 GB, about 5 minutes
+the first time) and serves from it: it is left out of .ci/run, run it with ``python -m pytest -m heavy tests``.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def test_a_model_that_is_not_a_module_is_refused(conn: ClipperConnection) -> Non
 
 
 @pytest.mark.docker
-@pytest.mark.slow
+@pytest.mark.heavy  # clipper/pytorch-container: 4.8 GB, ~5 min to build; not in .ci/run
 @needs_docker
 def test_pytorch_container(current_images: float) -> None:
     """clipper/pytorch-container built (or brought up to date) with progress, then a module and a raising model
