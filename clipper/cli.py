@@ -7,6 +7,7 @@
     clipper status; clipper apps; clipper models; clipper logs ./clipper_logs
     clipper stop                           # the next start is empty; `clipper stop --keep-state` keeps the state
     clipper images list                    # Docker images (also: images build, images rm; see clipper.images)
+    clipper k8s manifests --frontends 3    # Kubernetes YAML (also: manifests model, images, push-images)
     clipper --version
 
 Every command takes ``--cluster-name`` (default ``$CLIPPER_CLUSTER`` or ``default-cluster``) and
@@ -42,6 +43,7 @@ from .frontend.config import (
     DEFAULT_REDIS_PORT,
     DEFAULT_RPC_PORT,
 )
+from .k8s import cli as k8s_cli
 
 if TYPE_CHECKING:  # imported when a command needs them, so that --help and --version answer at once
     from .admin.connection import ClipperConnection
@@ -313,6 +315,10 @@ def _cmd_images(args: argparse.Namespace) -> int:
     return images.run(args)
 
 
+def _cmd_k8s(args: argparse.Namespace) -> int:
+    return k8s_cli.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``clipper`` command's parser (every option's help shows its default: `cmdline.HelpFormatter`)."""
     parser = cmdline.ArgumentParser(prog="clipper", description=__doc__.split("\n\n")[0],
@@ -425,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=images.DESCRIPTION)
     images.add_arguments(p)
     p.set_defaults(func=_cmd_images)
+
+    p = sub.add_parser("k8s", help="Kubernetes: print the cluster's manifests, list or push its images",
+                       description=k8s_cli.DESCRIPTION)
+    k8s_cli.add_arguments(p)
+    p.set_defaults(func=_cmd_k8s)
     return parser
 
 

@@ -539,3 +539,35 @@ def test_command_line_start_and_stop(tmp_path: Path) -> None:
         assert "No Clipper cluster 'cli-cluster' was running" in clipper("stop").stdout
     finally:
         LocalContainerManager(cluster_name="cli-cluster", cluster_dir=tmp_path).stop_all()
+
+
+# ---------------------------------------------------------------------- GPU requests
+
+
+def test_gpu_requests_become_cuda_visible_devices(conn: ClipperConnection) -> None:
+    """One app links a CPU model (``gpus=0``: no GPU visible) and a GPU model (device 1); scaling keeps each
+    model's request."""
+    def _visible_devices(xs: Any) -> list[str]:  # defined here: pickled by value
+        import os
+
+        return [os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>") for _ in xs]
+
+    conn.register_application("gpu-mix", "doubles", "none", 3_000_000)
+    python_deployer.deploy_python_closure(conn, "cpu-part", 1, "doubles", _visible_devices)
+    conn.cm.set_model_resources("cpu-part", "1", gpus=0)
+    conn.set_num_replicas("cpu-part", 1, "1")  # a request recorded later applies to new replicas only
+    conn.set_num_replicas("cpu-part", 0, "1")
+    conn.set_num_replicas("cpu-part", 1, "1")
+    image = conn.cm.build_model("gpu-part", "1", python_deployer.save_python_function("gpu-part", _visible_devices),
+                                "default")
+    conn.deploy_model("gpu-part", "1", "doubles", image, gpus=["1"])
+    conn.link_model_to_app("gpu-mix", "cpu-part")
+    wait_output(conn, "gpu-mix", [1.0], "")
+    conn.unlink_model_from_app("gpu-mix", "cpu-part")
+    conn.link_model_to_app("gpu-mix", "gpu-part")
+    wait_output(conn, "gpu-mix", [2.0], 1)  # the frontend answers "1" as the JSON number 1
+    conn.set_num_replicas("gpu-part", 2, "1")
+    assert [r.get("gpus") for r in conn.cm._read_state()["replicas"] if r["name"] == "gpu-part"] == [["1"], ["1"]]
+    with pytest.raises(ClipperException, match="Invalid GPU request"):
+        conn.cm.set_model_resources("gpu-part", "1", gpus=-1)
+    conn.stop_models(["cpu-part", "gpu-part"])

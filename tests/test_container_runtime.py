@@ -43,17 +43,17 @@ V3 = u32(3)
 
 
 class Frontend:
-    """A bare ROUTER on a free 127.0.0.1 port, speaking the frontend side of RPC v3."""
+    """A bare ROUTER on a free port of `host` (a loopback address), speaking the frontend side of RPC v3."""
 
-    def __init__(self, ctx: zmq.Context, port: int | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
         if port is None:
-            self.sock.bind("tcp://127.0.0.1:*")
+            self.sock.bind(f"tcp://{host}:*")
             port = int(self.sock.last_endpoint.decode().rsplit(":", 1)[1])
         else:
-            self.sock.bind(f"tcp://127.0.0.1:{port}")
-        self.port = port
+            self.sock.bind(f"tcp://{host}:{port}")
+        self.host, self.port = host, port
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -454,6 +454,7 @@ NOOP = ("--predict", "clipper.model_runtime.models:noop")
         (NOOP, {"CLIPPER_MODEL_NAME": "m"}, "model version is required: set CLIPPER_MODEL_VERSION"),
         ((*NOOP, "--input-type", "complex"), NAMED, "unknown input type 'complex'"),
         (NOOP, {**NAMED, "CLIPPER_PORT": "x"}, "invalid port 'x'"),
+        (NOOP, {**NAMED, "CLIPPER_RESOLVE_INTERVAL": "0"}, "argument --resolve-interval: '0' must be above 0"),
         ((), NAMED, "no model"),
         ((), {**NAMED, "CLIPPER_MODEL_PATH": "/nonexistent"}, "func.pkl does not exist"),
         (("--predict", "clipper.model_runtime.models"), NAMED, "module:function"),

@@ -667,3 +667,26 @@ def test_redis_crash_and_kill_keep_the_state_and_keep_state_restarts(images_read
         assert not volume_exists(c.cm.redis_volume)
     finally:
         purge(c.name, c.network)
+
+
+def test_gpu_and_resource_requests(cluster: Cluster) -> None:
+    """``gpus=1`` becomes a Docker device request: this engine has no NVIDIA runtime, so the replica cannot start
+    and the error says why (nothing is left running); ``gpus=0`` hides GPUs; CPU and memory limits reach the
+    container, and a scale-up from another manager (connect()) keeps them."""
+    conn = cluster.conn
+    image = conn.get_model_info("sum", "1")["container_name"]
+    with pytest.raises(ClipperException, match="NVIDIA Container Toolkit"):
+        conn.deploy_model("sum-gpu", "1", "doubles", image, gpus=1)
+    assert cluster.model_containers("sum-gpu") == []
+    conn.cm.set_model_resources("sum-cpu", "1", gpus=0, cpu_limit=0.5, mem_limit="256m")
+    conn.deploy_model("sum-cpu", "1", "doubles", image)
+    (container,) = cluster.model_containers("sum-cpu")
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 * 1024 ** 2
+    assert "CUDA_VISIBLE_DEVICES=" in container.attrs["Config"]["Env"]
+    other = ClipperConnection(DockerContainerManager(cluster_name=cluster.name, docker_network=cluster.network))
+    other.connect()
+    other.set_num_replicas("sum-cpu", 2, "1")
+    assert sorted(c.attrs["HostConfig"]["NanoCpus"] for c in cluster.model_containers("sum-cpu")) == \
+        [500_000_000] * 2
+    conn.stop_models(["sum-cpu"])

@@ -334,7 +334,7 @@ def test_containers(admin: Admin, store: StateStore) -> None:
     store.add_replica("m", "1", 1, "doubles")
     assert sorted(admin.ok_json("get_all_containers", {"verbose": False})) == ["m:1:0", "m:1:1"]
     replica = {"model_id": "m:1", "model_name": "m", "model_version": "1", "model_replica_id": 0,
-               "input_type": "doubles"}
+               "input_type": "doubles", "frontend_id": None}
     assert replica in admin.ok_json("get_all_containers", {"verbose": True})
     assert admin.ok("get_container", {"model_name": "m", "model_version": "1", "replica_id": 0}) == \
         json.dumps(replica, separators=(",", ":"))

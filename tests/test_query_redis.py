@@ -175,7 +175,7 @@ def test_replicas_are_recorded_and_dropped(stack):
     eventually(lambda: admin("get_all_containers", verbose=False) == ["m:1:0", "m:1:1"], within=10)
     info = admin("get_container", model_name="m", model_version="1", replica_id=0)
     assert info == {"model_id": "m:1", "model_name": "m", "model_version": "1", "model_replica_id": 0,
-                    "input_type": "doubles"}
+                    "input_type": "doubles", "frontend_id": f"127.0.0.1:{fe.port}/{fe.rpc_port}"}
     first.send_signal(signal.SIGKILL)
     eventually(lambda: len(admin("get_all_containers", verbose=False)) == 1, within=5)
 
@@ -198,6 +198,6 @@ def test_restarted_query_frontend_serves_again_from_redis(stack):
     eventually(lambda: output_of(restarted, "app", [3.0, 4.0]).get("output") == 7.0, within=15)
     # Exactly one record: the stale one of the killed process is gone, the re-registered replica is there.
     store = StateStore.connect("127.0.0.1", redis_server.port)
-    fresh = f"tcp://127.0.0.1:{ports[1]}#{restarted.proc.pid}#"
+    fresh = f"127.0.0.1:{ports[0]}/{ports[1]}#{restarted.proc.pid}#"
     eventually(lambda: [r["connection_id"][:len(fresh)] for r in store.get_replicas()] == [fresh], within=5)
     store.close()

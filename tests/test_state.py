@@ -380,11 +380,13 @@ def test_delete_links(store: StateStore) -> None:
 
 def test_replicas(store: StateStore) -> None:
     assert [store.next_replica_id("m", "1") for _ in range(3)] == [0, 1, 2]
-    store.add_replica("m", "1", 0, "d", connection_id="abc")
+    store.add_replica("m", "1", 0, "d", connection_id="f#1#0", frontend_id="f")
     store.add_replica("m", "1", 10, "doubles")
     store.add_replica("m", "1", 2, "doubles")
     assert store.get_replica("m", "1", 0) == {"model_id": "m:1", "model_name": "m", "model_version": "1",
-                                              "model_replica_id": 0, "input_type": "doubles", "connection_id": "abc"}
+                                              "model_replica_id": 0, "input_type": "doubles",
+                                              "connection_id": "f#1#0", "frontend_id": "f"}
+    assert store.get_replica("m", "1", 10)["frontend_id"] == ""
     assert store.get_replica("m", "1", 5) is None
     assert store.list_replicas() == ["m:1:0", "m:1:2", "m:1:10"]
     assert [r["model_replica_id"] for r in store.get_replicas()] == [0, 2, 10]

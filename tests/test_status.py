@@ -46,7 +46,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
 
 def test_announcements_expire_and_are_withdrawn(store: StateStore) -> None:
     record = {"id": "qf:1337/7000", "http": "qf:1337", "rpc": "tcp://0.0.0.0:7000", "pid": 1}
-    store.announce_frontend(record, ttl_s=0.3)
+    assert store.announce_frontend(record, ttl_s=0.3) is False  # a first announcement
+    assert store.announce_frontend(record, ttl_s=0.3) is True  # a renewal of a live one
     store.announce_frontend({**record, "id": "other", "http": "other:1337"}, ttl_s=60)
     assert [f["id"] for f in store.get_frontends()] == ["other", "qf:1337/7000"]
     time.sleep(0.4)

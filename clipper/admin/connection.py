@@ -265,11 +265,12 @@ class ClipperConnection:
     def build_and_deploy_model(self, name: str, version: Any, input_type: str, model_data_path: str,
                                base_image: str, labels: list[str] | None = None,
                                container_registry: str | None = None, num_replicas: int = 1,
-                               batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
+                               batch_size: int = -1, pkgs_to_install: list[str] | None = None, *,
+                               gpus: int | list[int | str] | None = None) -> None:
         """`build_model`, then `deploy_model` with the image it returns."""
         self._require_connection()
         image = self.build_model(name, version, model_data_path, base_image, container_registry, pkgs_to_install)
-        self.deploy_model(name, version, input_type, image, labels, num_replicas, batch_size)
+        self.deploy_model(name, version, input_type, image, labels, num_replicas, batch_size, gpus=gpus)
 
     def build_model(self, name: str, version: Any, model_data_path: str, base_image: str,
                     container_registry: str | None = None, pkgs_to_install: list[str] | None = None) -> str:
@@ -283,11 +284,19 @@ class ClipperConnection:
         return self.cm.build_model(name, version, model_data_path, base_image, container_registry, pkgs_to_install)
 
     def deploy_model(self, name: str, version: Any, input_type: str, image: str, labels: list[str] | None = None,
-                     num_replicas: int = 1, batch_size: int = -1) -> None:
-        """Starts `num_replicas` replicas of `image` and registers ``name:version`` (made current)."""
+                     num_replicas: int = 1, batch_size: int = -1, *,
+                     gpus: int | list[int | str] | None = None) -> None:
+        """Starts `num_replicas` replicas of `image` and registers ``name:version`` (made current).
+
+        `gpus` (not in Clipper): the GPUs each replica gets, a count or a list of device ids; 0 hides every GPU
+        from it; None (default) asks for nothing. The manager passes it on its own way: Docker device requests,
+        a Swarm generic resource, ``nvidia.com/gpu`` on Kubernetes, ``CUDA_VISIBLE_DEVICES`` for local processes.
+        One application may link models with and without GPUs."""
         self._require_connection()
         version = str(version)
         validate_versioned_model_name(name, version)
+        if gpus is not None:
+            self.cm.set_model_resources(name, version, gpus=gpus)
         try:
             replicas_before: int | None = self.cm.get_num_replicas(name, version)
         except Exception:  # a manager that cannot count: leave its replicas alone on failure

@@ -36,6 +36,9 @@ DEFAULT_CACHE_BYTES: int = rust_core.DEFAULT_CACHE_BYTES
 DEFAULT_HEARTBEAT_TIMEOUT_S: float = rust_core.DEFAULT_HEARTBEAT_TIMEOUT_S
 DEFAULT_MAX_QUEUE: int = rust_core.DEFAULT_MAX_QUEUE
 
+#: How long a query frontend's announcement in Redis lasts without renewal.
+DEFAULT_ANNOUNCE_TTL_S = 15.0
+
 DEFAULT_LOG_LEVEL = "WARNING"
 #: The environment variable the command line reads the predict token from.
 PREDICT_TOKEN_ENV = "CLIPPER_PREDICT_TOKEN"
@@ -69,6 +72,11 @@ class QueryFrontendConfig:
         None, "HOST[:PORT] where other processes reach this frontend's HTTP routes, announced in Redis for the "
               "management frontend's status page (default: --host and the bound port; a --host of 0.0.0.0 or :: "
               "announces this machine's hostname, which Docker resolves to the container)", "--advertise-address")
+    announce_ttl: float = _setting(
+        DEFAULT_ANNOUNCE_TTL_S,
+        "seconds this frontend's announcement in Redis lasts without renewal (renewed every third of it); once "
+        "it has expired, the other frontends remove the replica records this one left",
+        "--announce-ttl", type=cmdline.positive_float, metavar="SECONDS")
     rpc_host: str = _setting(DEFAULT_HOST, "RPC bind address (model containers connect there)", "--rpc-host")
     rpc_port: int = _setting(DEFAULT_RPC_PORT, "RPC port", "--rpc-port", type=cmdline.port)
     cache_size: int = _setting(DEFAULT_CACHE_BYTES, "prediction cache size in bytes", "--cache-size",

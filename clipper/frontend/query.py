@@ -228,15 +228,14 @@ class QueryFrontend:
     def follow_redis(self, host: str, port: int) -> None:
         """Takes apps and models from Redis, following every change (call before `start`)."""
         self.watcher = StateWatcher(self.engine, host, port, apply_snapshot=self.apply_snapshot,
-                                    load_selection_states=self.load_selection_states)
+                                    load_selection_states=self.load_selection_states,
+                                    announce_ttl=self.config.announce_ttl)
         self.selection_writer = SelectionStateWriter(host, port)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server.attach(loop)
-        if self.watcher is not None:
-            self.watcher.start(loop)  # ready once the first snapshot from Redis is applied
-        else:
+        if self.watcher is None:
             self.server.ready = True
         self._http = await loop.create_server(
             lambda: _core.HttpProtocol(self.server), self.host, self.port, reuse_address=True,
@@ -244,16 +243,18 @@ class QueryFrontend:
         )
         self.port = self._http.sockets[0].getsockname()[1]
         if self.watcher is not None:
-            self.watcher.announcement = self.announcement()
+            # ready once the first snapshot from Redis is applied; the announcement needs the bound HTTP port
+            self.watcher.start(loop, self.announcement())
         self._tick(loop)
         endpoints = {"http": f"{self.host}:{self.port}", "rpc": self.engine.rpc_endpoint}
         log.info("query frontend listening", extra=endpoints)
 
     def announcement(self) -> dict[str, Any]:
         """What this frontend announces in Redis (`StateStore.announce_frontend`): where its HTTP routes are
-        reachable (`--advertise-address`, else the bound address), its RPC endpoint and pid (the replica records'
-        `connection_id` starts with `<rpc>#<pid>#`). The id is the HTTP address and the RPC port: stable across
-        restarts, distinct for workers sharing one HTTP port."""
+        reachable (`--advertise-address`, else the bound address), its RPC endpoint and pid. The id is the HTTP
+        address and the RPC port: stable across restarts, distinct for workers sharing one HTTP port and for
+        frontends on different hosts or containers (a wildcard --host announces the hostname). The replica
+        records carry it (`frontend_id`; `connection_id` starts with `<id>#<pid>#`)."""
         http = self.config.advertised_http(self.port)
         return {"id": f"{http}/{self.rpc_port}", "http": http, "rpc": self.engine.rpc_endpoint, "pid": os.getpid()}
 

@@ -4,10 +4,12 @@ A background thread takes a snapshot of the configuration when it connects, take
 every burst of change events on `clipper:changes`, and hands it to the event loop (the
 `apply_snapshot` callback); a change of one app's learned selection state is handed over alone
 (`load_selection_states`). Between bursts, at least every 0.25 s, the same thread publishes the
-replicas connected to the engine (`ReplicaPublisher`), and every `ANNOUNCE_SECONDS` renews the frontend's
-announcement (`announcement`: where its HTTP routes are, so that the management frontend's status page
-finds its `/metrics`; it expires after `ANNOUNCE_TTL_SECONDS` without renewal). When Redis is unreachable
-the frontend keeps serving with what it knows, and the thread reconnects, resubscribes and resynchronises.
+replicas connected to the engine (`ReplicaPublisher`), and every third of the announcement's TTL
+(`ANNOUNCE_TTL_SECONDS` unless told otherwise: `--announce-ttl`) renews the frontend's announcement
+(`announcement`: its id, which the replica records carry, and where its HTTP routes are, so that the
+management frontend's status page finds its `/metrics`) and sweeps the replica records of frontends whose
+announcement has expired. It announces before it publishes anything. When Redis is unreachable the
+frontend keeps serving with what it knows, and the thread reconnects, resubscribes and resynchronises.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import redis
 
 from .. import rust_core, selection
 from ..state import StateStore, parse_event
+from .config import DEFAULT_ANNOUNCE_TTL_S
 from .replicas import ReplicaPublisher
 
 log = logging.getLogger("clipper.query.watcher")
@@ -31,9 +34,8 @@ log = logging.getLogger("clipper.query.watcher")
 _NOT_CONFIG = {"replica", "selection_state"}
 _REPLICA_POLL_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
-#: How often a frontend renews its announcement, and how long one lasts without renewal.
-ANNOUNCE_SECONDS = 5.0
-ANNOUNCE_TTL_SECONDS = 15.0
+#: How long a frontend's announcement lasts without renewal (default); it is renewed every third of that.
+ANNOUNCE_TTL_SECONDS = DEFAULT_ANNOUNCE_TTL_S
 
 
 class StateWatcher:
@@ -47,19 +49,29 @@ class StateWatcher:
 
     def __init__(self, engine: rust_core.Engine, host: str, port: int, *,
                  apply_snapshot: Callable[[dict[str, Any]], None],
-                 load_selection_states: Callable[..., None]) -> None:
+                 load_selection_states: Callable[..., None],
+                 announce_ttl: float = ANNOUNCE_TTL_SECONDS) -> None:
+        if announce_ttl <= 0:
+            raise ValueError("announce_ttl must be positive")
+        self.engine = engine
         self.host, self.port = host, port
         self.apply_snapshot = apply_snapshot
         self.load_selection_states = load_selection_states
-        self.replicas = ReplicaPublisher(engine)
-        #: This frontend's announcement (`StateStore.announce_frontend`); set before `start`, None: not announced.
+        self.announce_ttl = announce_ttl
+        #: This frontend's announcement (`StateStore.announce_frontend`), given to `start`.
         self.announcement: dict[str, Any] | None = None
+        self.replicas: ReplicaPublisher | None = None
         self.synced = threading.Event()
         self._stop = threading.Event()
+        self._cleared = False  # clear_stale done (once per process)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, announcement: dict[str, Any]) -> None:
+        """Follows Redis on a thread; `announcement` (with its unique ``id``) is announced there, renewed, and
+        owns the replica records this frontend publishes."""
+        self.announcement = announcement
+        self.replicas = ReplicaPublisher(self.engine, announcement["id"])
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="clipper-state-watcher", daemon=True)
         self._thread.start()
@@ -70,13 +82,9 @@ class StateWatcher:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        first = True
         while not self._stop.is_set():
             store = StateStore.connect(self.host, self.port)
             try:
-                if first:
-                    self.replicas.clear_stale(store)
-                    first = False
                 self._follow(store)
             except (redis.RedisError, OSError) as e:
                 log.warning("redis unreachable; serving with the last known configuration",
@@ -86,11 +94,19 @@ class StateWatcher:
                 store.close()
 
     def _follow(self, store: StateStore) -> None:
+        assert self.announcement is not None and self.replicas is not None, "start() first"
+        replicas = self.replicas
         pubsub = store.subscribe()
         try:
             self._apply(self._snapshot(store))
-            self.replicas.forget_lost(store)
-            announced = 0.0
+            # Announce before publishing: another frontend's sweep takes records without a live announcement.
+            recheck = not self._announce(store) and self._cleared
+            announced = time.monotonic()
+            if not self._cleared:
+                replicas.clear_stale(store)
+                self._cleared = True
+            replicas.forget_lost(store)
+            replicas.sweep(store)
             while not self._stop.is_set():
                 # One new snapshot per burst of changes, however many events it has.
                 events = [parse_event(pubsub.get_message(timeout=_REPLICA_POLL_SECONDS))]
@@ -101,15 +117,29 @@ class StateWatcher:
                     self._apply(self._snapshot(store))
                 else:
                     self._load_selection_states(store, [e for e in events if e.get("kind") == "selection_state"])
-                self.replicas.publish(store)
-                if self.announcement is not None and time.monotonic() - announced >= ANNOUNCE_SECONDS:
-                    store.announce_frontend(self.announcement, ANNOUNCE_TTL_SECONDS)
+                if time.monotonic() - announced >= self.announce_ttl / 3:
+                    # An announcement that had lapsed: others may have swept our records, now or in a sweep
+                    # that read the announcements just before we renewed ours (so look again next time too).
+                    lapsed = not self._announce(store)
+                    if lapsed or recheck:
+                        replicas.forget_lost(store)
+                    recheck = lapsed
                     announced = time.monotonic()
-            self.replicas.withdraw(store)
-            if self.announcement is not None:
-                store.withdraw_frontend(self.announcement["id"])
+                    replicas.sweep(store)
+                replicas.publish(store)
+            replicas.withdraw(store)
+            store.withdraw_frontend(self.announcement["id"])
         finally:
             pubsub.close()
+
+    def _announce(self, store: StateStore) -> bool:
+        """Announces (renews) this frontend; False when its announcement was not live (first, or lapsed)."""
+        assert self.announcement is not None
+        live = store.announce_frontend(self.announcement, self.announce_ttl)
+        if not live and self._cleared:
+            log.warning("the frontend's announcement had expired; announced again, republishing its replicas",
+                        extra={"frontend": self.announcement["id"]})
+        return live
 
     @staticmethod
     def _snapshot(store: StateStore) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Container managers: where a cluster's processes run. `LocalContainerManager` is the default.
 
-`DockerContainerManager` (needs the ``docker`` package and a Docker engine) is imported on first use.
+`DockerContainerManager`, `SwarmContainerManager` (they need the ``docker`` package and a Docker engine) and
+`KubernetesContainerManager` (needs the ``kubernetes`` extra and a cluster) are imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..image_names import CONTAINERLESS_MODEL_IMAGE
@@ -13,15 +15,20 @@ from .local import LocalContainerManager
 
 if TYPE_CHECKING:
     from .docker import DockerContainerManager
+    from .kubernetes import KubernetesContainerManager
+    from .swarm import SwarmContainerManager
 
 __all__ = ["CONTAINERLESS_MODEL_IMAGE", "ClusterAdapter", "ContainerManager", "DockerContainerManager",
-           "LocalContainerManager"]
+           "KubernetesContainerManager", "LocalContainerManager", "SwarmContainerManager"]
+
+_LAZY = {"DockerContainerManager": ".docker", "KubernetesContainerManager": ".kubernetes",
+         "SwarmContainerManager": ".swarm"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DockerContainerManager":
-        from .docker import DockerContainerManager
-
-        globals()[name] = DockerContainerManager
-        return DockerContainerManager
-    raise AttributeError(f"module 'clipper.managers' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipper.managers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

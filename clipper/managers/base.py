@@ -32,7 +32,7 @@ CLIPPER_INTERNAL_METRIC_PORT = 1390
 CLIPPER_INTERNAL_REDIS_PORT = DEFAULT_REDIS_PORT
 CLIPPER_INTERNAL_FLUENTD_PORT = 24224
 
-CLIPPER_DOCKER_LABEL = "ai.clipper.model_runtime.label"
+CLIPPER_DOCKER_LABEL = "ai.clipper.container.label"
 CLIPPER_NAME_LABEL = "ai.clipper.name"
 CLIPPER_MODEL_CONTAINER_LABEL = "ai.clipper.model_container.label"
 CLIPPER_QUERY_FRONTEND_CONTAINER_LABEL = "ai.clipper.query_frontend.label"
@@ -71,6 +71,22 @@ def parse_model_container_label(label: str) -> tuple[str, str]:
     return splits[0], splits[1]
 
 
+def gpu_request(value: Any) -> int | list[str] | None:
+    """A model's GPU request, checked: None (none asked), a count of GPUs (0: none, and none visible), or a
+    list of device ids (``[0, 2]``, ``["GPU-3f1c..."]``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ClipperException(f"Invalid GPU request {value!r}: give a number of GPUs or a list of device ids")
+    if isinstance(value, int):
+        if value < 0:
+            raise ClipperException(f"Invalid GPU request {value}: must be >= 0")
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, str)) and str(v) for v in value):
+        return [str(v) for v in value]
+    raise ClipperException(f"Invalid GPU request {value!r}: give a number of GPUs or a list of device ids")
+
+
 class ContainerManager(abc.ABC):
     """What `ClipperConnection` needs from a cluster backend.
 
@@ -96,6 +112,25 @@ class ContainerManager(abc.ABC):
     #: `ClipperConnection` sends `admin_token`; an application sends `predict_token`.
     admin_token: str | None = None
     predict_token: str | None = None
+    #: Whether `set_model_resources` accepts ``gpus`` (the manager can give a replica GPUs).
+    supports_gpus: bool = False
+
+    def set_model_resources(self, name: str, version: str | None = None, **resources: Any) -> None:
+        """Records what the replicas of model `name` (every version, or `version`) ask for; applied to the
+        replicas started from now on. ``gpus`` (see `gpu_request`) where `supports_gpus`; other keys as each
+        manager documents (e.g. ``cpu_limit``, ``mem_limit``)."""
+        if "gpus" in resources:
+            resources["gpus"] = gpu_request(resources["gpus"])
+            if not self.supports_gpus and resources["gpus"]:
+                raise ClipperException(f"{type(self).__name__} cannot give model replicas GPUs")
+        table = self.__dict__.setdefault("model_resources", {})
+        key = name if version is None else f"{name}:{version}"
+        table[key] = {**table.get(key, {}), **resources}
+
+    def model_resources_for(self, name: str, version: str) -> dict[str, Any]:
+        """What `set_model_resources` recorded for ``name:version`` (the version's entry over the model's)."""
+        table = self.__dict__.get("model_resources") or {}
+        return {**table.get(name, {}), **table.get(f"{name}:{version}", {})}
 
     def _restore_replicas(self, specs: Sequence[Mapping[str, Any]]) -> None:
         """Starts again the replicas that `stop_all(keep_state=True)` listed (`{"name", "version", "input_type",
@@ -186,14 +221,21 @@ def http_ok(url: str) -> bool:
 
 def wait_frontend_replicas(admin_addr: str, name: str, version: str, want: int, logger: Any,
                            timeout: float = 5.0, token: str | None = None) -> None:
-    """Waits (briefly) until the query frontend counts `want` replicas of ``name:version``; warns when it does not.
+    """Waits (briefly) until every query frontend counts `want` replicas of ``name:version``; warns when one
+    does not.
 
-    The count is that of the replicas the frontends have published, asked of the management API at
-    `admin_addr` (`management_client.count_replicas`).
+    The counts are those of the replicas each frontend has published, asked of the management API at
+    `admin_addr` (`management_client.count_replicas_per_frontend`): every frontend whose announcement is live
+    must count `want` (a replica serves every frontend it reaches). With no frontend announced, `want` must
+    be 0 or less.
     """
     until = time.monotonic() + timeout
+    counts: dict[str, int] | None = None
     while time.monotonic() < until:
-        if management_client.count_replicas(admin_addr, name, version, token=token) >= want:
+        counts = management_client.count_replicas_per_frontend(admin_addr, name, version, token=token)
+        if counts is not None and min(counts.values(), default=0) >= want:
             return
         time.sleep(0.05)
-    logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet")
+    short = {f: n for f, n in (counts or {}).items() if n < want}
+    which = " (" + ", ".join(f"{f or '?'}: {n}" for f, n in sorted(short.items())) + ")" if short else ""
+    logger.warning(f"The query frontend does not report {want} replica(s) of {name}:{version} yet{which}")

@@ -25,14 +25,14 @@ of its log (Clipper waited forever). Missing images are built first with `clippe
 
 Every container is detached, joins the user-named network `docker_network` (created when missing,
 with the label ``ai.clipper.network.created_by``), carries the label
-``ai.clipper.model_runtime.label=<cluster_name>`` plus Clipper's role and port labels
+``ai.clipper.container.label=<cluster_name>`` plus Clipper's role and port labels
 (``ai.clipper.query_frontend.label``, ``ai.clipper.query_frontend.query.port``...), and publishes its
 ports on 127.0.0.1 only (`host_ip`). A requested host port that is taken is replaced by a free one,
 as Clipper's ``find_unbound_port`` does; `connect()` (from any Python process) reads the ports back
 from the labels of the running containers.
 
 Model replicas (`deploy_model` = `set_num_replicas`) are containers named ``<name>_<version>-<rand>``
-with the labels ``ai.clipper.model_runtime.label`` and ``ai.clipper.model_container.label=<name>_<version>``
+with the labels ``ai.clipper.container.label`` and ``ai.clipper.model_container.label=<name>_<version>``
 and Clipper's environment (``CLIPPER_MODEL_NAME``, ``CLIPPER_MODEL_VERSION``,
 ``CLIPPER_IP=<query frontend container>``, ``CLIPPER_PORT=7000``, ``CLIPPER_INPUT_TYPE``). New replicas
 are waited for until they have registered with the query frontend (the image's ready file or health
@@ -193,6 +193,10 @@ def _env(container: Any, name: str) -> str | None:
 class DockerContainerManager(ContainerManager):
     """Runs Redis, both frontends and the model replicas as Docker containers on this machine.
 
+    Model replicas get what `set_model_resources` (or ``deploy_model(..., gpus=...)``) asked for: ``gpus`` as a
+    Docker device request (``--gpus``; the engine needs the NVIDIA Container Toolkit), ``cpu_limit`` (CPUs) and
+    ``mem_limit`` (``"512m"``...).
+
     Arguments as `clipper_admin.DockerContainerManager` (same order): `use_centralized_log` and
     `fluentd_port` are accepted and ignored (there is no fluentd: container logs stay with Docker);
     `prometheus_port` is where the cluster's Prometheus container is published (see below).
@@ -242,6 +246,8 @@ class DockerContainerManager(ContainerManager):
     management API and of predict/update (None: drawn at `start_clipper` where needed, see the module's
     docstring); `insecure` serves predictions without a token even when `host_ip` is not loopback.
     """
+
+    supports_gpus = True
 
     def __init__(
         self,
@@ -536,7 +542,9 @@ class DockerContainerManager(ContainerManager):
                 if retry and attempt < 4:
                     self.logger.info(f"Retrying {name}: {e}")
                     continue
-                raise ClipperException(f"Cannot start a container from {image}: {e}") from e
+                hint = (" (the model asks for GPUs: this Docker engine needs the NVIDIA Container Toolkit)"
+                        if "capabilities: [[gpu]]" in str(e) else "")
+                raise ClipperException(f"Cannot start a container from {image}: {e}{hint}") from e
             for key, port in chosen.items():
                 if wanted[key] and port != wanted[key]:
                     self.logger.warning(f"Host port {wanted[key]} is taken: {container.name} publishes {key} on "
@@ -1142,11 +1150,14 @@ class DockerContainerManager(ContainerManager):
         if self.log_level and list(config.get("Entrypoint") or [])[-2:] == ["-m", "clipper.model_runtime"] \
                 and not config.get("Cmd"):
             command = ["--log-level", self.log_level]
+        run_kwargs = self._resource_kwargs(name, version, current)
+        if self.model_resources_for(name, version).get("gpus") == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # asked for none: a framework must not find one
         started: list[Any] = []
         try:
             for _ in range(missing):
                 container, _ports = self._run(image, command, label, {CLIPPER_MODEL_CONTAINER_LABEL: label},
-                                              environment=env)
+                                              environment=env, run_kwargs=run_kwargs)
                 started.append(container)
             self._sync_prometheus_targets()
             self._wait_registered(name, version, started, frontend)
@@ -1156,6 +1167,39 @@ class DockerContainerManager(ContainerManager):
             raise
         self.logger.info(f"Started {len(started)} replica(s) of {name}:{version}: "
                          f"{', '.join(c.name for c in started)}")
+
+    def _resource_kwargs(self, name: str, version: str, running: Sequence[Any]) -> dict[str, Any]:
+        """``containers.run`` arguments for the resources asked for ``name:version`` (`set_model_resources`:
+        ``gpus``, ``cpu_limit`` in CPUs, ``mem_limit``); with none recorded in this process, those of a running
+        replica (so that a manager that `connect()`-ed scales a GPU model with GPUs)."""
+        asked = self.model_resources_for(name, version)
+        if not asked and running:
+            host = running[0].attrs.get("HostConfig") or {}
+            copied = {key: host[key] for key in ("DeviceRequests", "NanoCpus", "Memory") if host.get(key)}
+            if copied.get("DeviceRequests"):
+                import docker.types
+
+                copied["DeviceRequests"] = [docker.types.DeviceRequest(**{k[0].lower() + k[1:]: v for k, v in
+                                                                          r.items() if v is not None})
+                                            for r in copied["DeviceRequests"]]
+            return {{"DeviceRequests": "device_requests", "NanoCpus": "nano_cpus", "Memory": "mem_limit"}[k]: v
+                    for k, v in copied.items()}
+        unknown = set(asked) - {"gpus", "cpu_limit", "mem_limit"}
+        if unknown:
+            raise ClipperException(f"Unknown resource(s) {', '.join(sorted(unknown))} for {name}:{version}: "
+                                   "DockerContainerManager takes gpus, cpu_limit, mem_limit")
+        kwargs: dict[str, Any] = {}
+        gpus = asked.get("gpus")
+        if gpus:
+            import docker.types
+
+            request = ({"count": gpus} if isinstance(gpus, int) else {"device_ids": list(gpus)})
+            kwargs["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **request)]
+        if "cpu_limit" in asked:
+            kwargs["nano_cpus"] = int(float(asked["cpu_limit"]) * 1e9)
+        if "mem_limit" in asked:
+            kwargs["mem_limit"] = asked["mem_limit"]
+        return kwargs
 
     def _replica_ready(self, container: Any) -> bool | None:
         """True once the replica has registered (its ready file or health); None when it cannot tell."""

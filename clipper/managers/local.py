@@ -233,7 +233,9 @@ class LocalContainerManager(ContainerManager):
     `start_timeout` bounds the wait for each frontend and each new model replica; `stop_timeout`
     is the grace period between SIGTERM and SIGKILL. `extra_env` is added to every process's
     environment; `query_frontend_args` / `management_frontend_args` are appended to the frontends'
-    command lines (e.g. ``["--heartbeat-timeout", "5"]``).
+    command lines (e.g. ``["--heartbeat-timeout", "5"]``). A model's ``gpus`` (`set_model_resources`,
+    ``deploy_model(..., gpus=...)``) becomes its replicas' ``CUDA_VISIBLE_DEVICES`` (a count n: devices 0 to
+    n-1; 0: none visible; a list: those ids).
 
     `redis_persistence` (default True): the managed Redis keeps its data in an append-only file in
     `redis_data_dir` (``<cluster_dir>/redis-data``) and a supervisor restarts it when it dies;
@@ -261,6 +263,8 @@ class LocalContainerManager(ContainerManager):
 
     #: Where the cluster's ports are reached (Clipper's `docker_ip_address`): everything binds 127.0.0.1.
     public_hostname = _HOST
+
+    supports_gpus = True
 
     def __init__(
         self,
@@ -1008,6 +1012,13 @@ class LocalContainerManager(ContainerManager):
             "CLIPPER_MODEL_PATH": run.get("model_path", ""),
             "CLIPPER_PREDICT": run.get("predict", ""),
         }
+        gpus = self.model_resources_for(name, version).get("gpus")
+        if gpus is None:  # none asked in this process: as the version's running replicas
+            gpus = next((r["gpus"] for r in state["replicas"] if self._matches(r, name, version) and "gpus" in r),
+                        None)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus)) if isinstance(gpus, int) \
+                else ",".join(gpus)
         metrics_port = self._metrics_port(state) if state.get("prometheus") else None
         if metrics_port is not None:
             env[prometheus.METRICS_HOST_ENV] = _HOST
@@ -1017,6 +1028,8 @@ class LocalContainerManager(ContainerManager):
         rec = self._spawn(f"model {name}:{version} replica {seq}", argv, log_path, env=env)
         rec.update({"name": name, "version": version, "input_type": input_type, "image": image, "seq": seq,
                     "ready_file": str(ready_file), "foreign": "command" in run, "metrics_port": metrics_port})
+        if gpus is not None:
+            rec["gpus"] = gpus
         return rec
 
     def _wait_registered(self, name: str, version: str, started: Sequence[Mapping[str, Any]]) -> None:

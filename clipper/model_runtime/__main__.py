@@ -1,8 +1,9 @@
 """``python -m clipper.model_runtime``: serve a model, configured like Clipper's containers.
 
 Environment (flags override it): CLIPPER_MODEL_NAME, CLIPPER_MODEL_VERSION (required),
-CLIPPER_IP (127.0.0.1), CLIPPER_PORT (7000; a comma-separated list for a query frontend run with
---workers), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
+CLIPPER_IP (127.0.0.1; a name stands for every query frontend it resolves to), CLIPPER_PORT (7000; a
+comma-separated list for a query frontend run with --workers), CLIPPER_RESOLVE_INTERVAL (seconds between
+two resolutions of a CLIPPER_IP that is a name, 2), CLIPPER_INPUT_TYPE (doubles), CLIPPER_PREDICT
 (module:function), CLIPPER_MODEL_PATH (directory with func.pkl), CLIPPER_READY_FILE,
 CLIPPER_HEARTBEAT_INTERVAL (seconds, 1), CLIPPER_SESSION_TIMEOUT (seconds, 10),
 CLIPPER_METRICS_PORT (Prometheus metrics on GET /metrics there; unset or empty: none),
@@ -41,10 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input type; Clipper's aliases (d, ints, ...) work too (default: $CLIPPER_INPUT_TYPE, "
                          "else doubles)")
     ap.add_argument("--host", default=env("CLIPPER_IP", "127.0.0.1"),
-                    help="frontend RPC host (default: $CLIPPER_IP, else 127.0.0.1)")
+                    help="frontend RPC host: an IP address, or a name that resolves to every query frontend (one "
+                         "session with each of its IPv4 addresses) (default: $CLIPPER_IP, else 127.0.0.1)")
     ap.add_argument("--port", default=env("CLIPPER_PORT", "7000"),
                     help="frontend RPC port, or comma-separated ports (one per query frontend worker) "
                          "(default: $CLIPPER_PORT, else 7000)")
+    ap.add_argument("--resolve-interval", type=cmdline.positive_float,
+                    default=env("CLIPPER_RESOLVE_INTERVAL", "2.0"), metavar="SECONDS",
+                    help="when --host is a name: resolve it again this often, connecting to the frontends that "
+                         "appear and leaving those that are gone (default: $CLIPPER_RESOLVE_INTERVAL, else 2)")
     ap.add_argument("--heartbeat-interval", type=cmdline.positive_float,
                     default=env("CLIPPER_HEARTBEAT_INTERVAL", "1.0"),
                     metavar="SECONDS", help="heartbeat when this long passes without a message, also while a "
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(predict, name=args.name, version=args.version, input_type=args.input_type, host=args.host,
               port=ports, heartbeat_interval=args.heartbeat_interval,
-              session_timeout=args.session_timeout, stop_event=stop,
+              session_timeout=args.session_timeout, resolve_interval=args.resolve_interval, stop_event=stop,
               metrics_port=metrics_port, metrics_host=args.metrics_host)
     except MetricsServerError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)

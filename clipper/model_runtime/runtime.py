@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -63,11 +65,27 @@ def recv_frames_timed(sock: zmq.Socket, flags: int = 0) -> tuple[list[bytes], fl
     return frames, first
 
 
+def resolve_ipv4(host: str) -> list[str]:
+    """The IPv4 addresses `host` resolves to (``getaddrinfo``, AF_INET, SOCK_STREAM), in the resolver's order,
+    each once; raises ``OSError`` (``socket.gaierror``) when it does not resolve."""
+    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IP address (``[...]`` around an IPv6 one allowed) rather than a name."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    except ValueError:
+        return False
+    return True
+
+
 #: After answering a batch of at most `_SPIN_MAX_BATCH` inputs, the container polls for the next batch
 #: for up to `_SPIN_S` before it blocks in recv. Small batches mean spare capacity, which buys latency:
 #: a thread that slept must be woken, and on virtual machines an idle vCPU takes tens of microseconds
-#: to wake. Under load (larger batches) the CPU goes to the work instead. A container serving several
-#: frontend ports (workers) does not spin.
+#: to wake. Under load (larger batches) the CPU goes to the work instead. A container with more than one
+#: session (several frontend ports, or a name that resolves to several frontends) does not spin.
 _SPIN_MAX_BATCH = 2
 _SPIN_S = 200e-6
 
@@ -155,6 +173,10 @@ class _Container:
         self.stop_event = stop_event
         self.halt = threading.Event()  # serve() is ending
         self.sessions: set[_Session] = set()
+        # the frontend addresses served (a name's addresses change over time; see `follow`)
+        self.members: dict[str, _Member] = {}
+        self.leaving: set[_Member] = set()  # no longer wanted, their session still ending
+        self.members_lock = threading.Lock()
         self.ready_file = os.environ.get("CLIPPER_READY_FILE")
         self.feedback_logged = False
         # One session thread only: with several, a spinning thread would hold the GIL from the others.
@@ -163,10 +185,81 @@ class _Container:
     def stopped(self) -> bool:
         return self.halt.is_set() or (self.stop_event is not None and self.stop_event.is_set())
 
-    def serve_address(self, ctx: zmq.Context, address: str) -> None:
-        """One session after another with the frontend at `address`, until stopped."""
+    def serve_address(self, ctx: zmq.Context, address: str, member: _Member | None = None) -> None:
+        """One session after another with the frontend at `address`, until stopped (or, with `member`,
+        until that address is no longer wanted)."""
+        member = member if member is not None else _Member(address)
+        try:
+            while member.wanted and not self.stopped():
+                _Session(self, ctx, address, member).run()
+        finally:
+            with self.members_lock:
+                if member in self.leaving:
+                    self.leaving.discard(member)
+                    self._update_spin()
+
+    def follow(self, ctx: zmq.Context, host: str, ports: Sequence[int], resolve: Callable[[str], Sequence[str]],
+               interval: float) -> None:
+        """The resolver thread, for a `host` that is a name: one session thread per (IPv4 address, port),
+        following what `host` resolves to every `interval` seconds, until stopped. A resolution that fails (or
+        finds nothing) keeps the sessions there are, and is retried at the next interval."""
+        failing = False
         while not self.stopped():
-            _Session(self, ctx, address).run()
+            try:
+                found = list(resolve(host))
+                if not found:
+                    raise OSError("no IPv4 address")
+            except Exception as e:  # noqa: BLE001 - whatever the resolver raises: keep what there is, retry
+                if not failing:
+                    failing = True
+                    with self.members_lock:
+                        serving = len(self.members)
+                    log.warning("cannot resolve %s (%s); %s, retrying every %g s", host, e,
+                                f"keeping the {serving} session(s) there are" if serving else "no frontend yet",
+                                interval)
+            else:
+                if failing:
+                    failing = False
+                    log.warning("%s resolves again: %s", host, ", ".join(found))
+                self.set_members(ctx, [f"tcp://{ip}:{int(port)}" for ip in found for port in ports])
+            deadline = time.monotonic() + interval
+            while not self.stopped() and (left := deadline - time.monotonic()) > 0:
+                self.halt.wait(min(left, _MAX_POLL_S))
+
+    def set_members(self, ctx: zmq.Context, addresses: Sequence[str]) -> None:
+        """Serves exactly `addresses`: a session thread for each new one; the sessions of those that left end
+        (within `_MAX_POLL_S`, or when their batch is done), closing their socket."""
+        wanted = list(dict.fromkeys(addresses))
+        with self.members_lock:
+            if self.stopped():  # serve() is ending: start nothing it would not join
+                return
+            gone = [a for a in self.members if a not in wanted]
+            new = [a for a in wanted if a not in self.members]
+            for a in gone:
+                member = self.members.pop(a)
+                member.wanted = False
+                self.leaving.add(member)
+                log.info("frontend %s left; ending its session", a)
+            if new:
+                self.spin = False  # before a second session thread starts
+            for a in new:
+                member = self.members[a] = _Member(a)
+                member.thread = threading.Thread(target=self.serve_address, args=(ctx, a, member),
+                                                 name=f"session {a}", daemon=True)
+                member.thread.start()
+                log.info("frontend %s appeared; connecting", a)
+            self._update_spin()
+
+    def _update_spin(self) -> None:
+        """Holding `members_lock`: spin while exactly one session thread runs (see `_SPIN_S`)."""
+        self.spin = len(self.members) == 1 and not self.leaving
+
+    def end_members(self) -> None:
+        """After `halt`: waits for every session thread `follow` started."""
+        with self.members_lock:
+            threads = [m.thread for m in [*self.members.values(), *self.leaving] if m.thread is not None]
+        for t in threads:
+            t.join()
 
     def keep_alive(self) -> None:
         """The keeper thread: speaks for the sessions whose batch has run for at least a tick."""
@@ -202,6 +295,17 @@ class _Container:
             self.ready_file = None
 
 
+class _Member:
+    """A frontend address the container serves: its session thread runs sessions while `wanted`."""
+
+    __slots__ = ("address", "wanted", "thread")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.wanted = True
+        self.thread: threading.Thread | None = None
+
+
 class _Session:
     """One DEALER connection to a frontend.
 
@@ -210,8 +314,9 @@ class _Session:
     while its batch runs (`busy_since` set); then the keeper thread may take it for a moment.
     """
 
-    def __init__(self, container: _Container, ctx: zmq.Context, address: str) -> None:
+    def __init__(self, container: _Container, ctx: zmq.Context, address: str, member: _Member | None = None) -> None:
         self.container, self.address = container, address
+        self.member = member if member is not None else _Member(address)  # ends the session once not wanted
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.rcvtimeo = int(1000 * min(container.heartbeat_interval, container.session_timeout, _MAX_POLL_S))
@@ -227,7 +332,7 @@ class _Session:
 
     def run(self) -> None:
         """Connect, say hello and serve until nothing is heard for the session timeout, or stopped."""
-        c, sock = self.container, self.sock
+        c, sock, member = self.container, self.sock, self.member
         timed = c.metrics is not None
         first = 0.0
         self.owner.acquire()
@@ -236,7 +341,7 @@ class _Session:
             sock.connect(self.address)
             self.send(p.heartbeat())
             connected = False  # like Clipper: no repeated heartbeats before the frontend answers
-            while not c.stopped():
+            while member.wanted and not c.stopped():
                 now = time.monotonic()
                 if now - self.heard >= c.session_timeout:
                     log.warning("nothing heard from %s for %.1f s; reconnecting", self.address, now - self.heard)
@@ -329,11 +434,21 @@ def serve(
     stop_event: StopEvent | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    resolve_interval: float = 2.0,
+    resolver: Callable[[str], Sequence[str]] | None = None,
 ) -> None:
     """Serve `predict` to a Clipper RPC v3 frontend at ``tcp://host:port`` until `stop_event` is set.
 
     Several ports serve a query frontend run with ``--workers N`` (one RPC port per worker): the
     container connects to each, and runs one batch at a time whichever worker sent it.
+
+    A `host` that is an IP address is that one frontend. A `host` that is a name stands for every query
+    frontend it resolves to (e.g. a headless service, or Docker Swarm's ``tasks.<service>``): the container
+    keeps one session with each of its IPv4 addresses (times each port), resolves the name again every
+    `resolve_interval` seconds, connects to the addresses that appear and ends the sessions of those that
+    go. A resolution that fails keeps the sessions there are (a warning once per streak of failures); at
+    start, the container retries until the name resolves. `resolver` (default `resolve_ipv4`: the name's IPv4
+    addresses, raising ``OSError`` when it does not resolve) is there for tests.
 
     While a batch runs, a keeper thread heartbeats on its behalf, so a batch may take longer than the
     frontend's heartbeat timeout (as long as the model lets other Python threads run: a call into C that
@@ -357,28 +472,42 @@ def serve(
     _, code = p.parse_input_type(input_type)
     if heartbeat_interval <= 0 or session_timeout <= 0:
         raise ValueError("heartbeat_interval and session_timeout must be positive")
+    if resolve_interval <= 0:
+        raise ValueError("resolve_interval must be positive")
     ports = [port] if isinstance(port, int) else list(port)
     if not ports:
         raise ValueError("at least one frontend port is needed")
+    static = is_ip_literal(host)
     metrics, server = None, None
     if metrics_port is not None:
         metrics = ContainerMetrics()
         server = MetricsServer(metrics, metrics_host, metrics_port)
-    container = _Container(predict, name, str(version), code, [f"tcp://{host}:{int(p)}" for p in ports],
+    addresses = [f"tcp://{host}:{int(p)}" for p in ports] if static else []
+    container = _Container(predict, name, str(version), code, addresses,
                            heartbeat_interval, session_timeout, stop_event, metrics)
     ctx = zmq.Context()
     keeper = threading.Thread(target=container.keep_alive, name="heartbeat keeper", daemon=True)
-    threads = [threading.Thread(target=container.serve_address, args=(ctx, a), name=f"session {a}", daemon=True)
-               for a in container.addresses[1:]]
     try:
         keeper.start()
-        for t in threads:
-            t.start()
-        container.serve_address(ctx, container.addresses[0])
-        for t in threads:
-            t.join()
+        if static:
+            threads = [threading.Thread(target=container.serve_address, args=(ctx, a), name=f"session {a}",
+                                        daemon=True) for a in addresses[1:]]
+            for t in threads:
+                t.start()
+            container.serve_address(ctx, addresses[0])
+            for t in threads:
+                t.join()
+        else:
+            # The resolver runs on its own (daemon) thread, so that a lookup that hangs does not hold up the
+            # end of serve(); this thread waits for the stop.
+            follower = threading.Thread(target=container.follow, name=f"resolve {host}", daemon=True,
+                                        args=(ctx, host, ports, resolver or resolve_ipv4, resolve_interval))
+            follower.start()
+            while not container.stopped():
+                container.halt.wait(_MAX_POLL_S)
     finally:
         container.halt.set()
+        container.end_members()
         keeper.join()
         ctx.term()
         if server is not None:

@@ -25,7 +25,9 @@ Schema (all strings UTF-8; `<m>` model name, `<v>` version, `<a>` app name, `<id
     clipper:replicas                  set     "<m>:<v>:<id>" of every registered replica
     clipper:replicas:<m>:<v>          set     replica ids of model version <m>:<v>
     clipper:replica:<m>:<v>:<id>      hash    model_id ("<m>:<v>"), model_name, model_version,
-                                              model_replica_id, input_type, connection_id
+                                              model_replica_id, input_type, connection_id, frontend_id
+                                              (the id of the query frontend that wrote it, as it
+                                              announces itself; absent in records of older versions)
     clipper:replica_seq:<m>:<v>       string  counter behind `next_replica_id`
     clipper:frontends                 set     ids of the query frontends that announced themselves
     clipper:frontend:<f>              string  JSON {"id", "http", "rpc", "pid"} of query frontend <f>, with a
@@ -228,6 +230,7 @@ def _replica_from_hash(h: dict[str, str]) -> dict[str, Any]:
         "model_replica_id": int(h["model_replica_id"]),
         "input_type": h["input_type"],
         "connection_id": h.get("connection_id", ""),
+        "frontend_id": h.get("frontend_id", ""),
     }
 
 
@@ -743,8 +746,10 @@ class StateStore:
         """A fresh replica id for `name:version` (0, 1, 2, ...; never reused while the version exists)."""
         return int(self.redis.incr(k_replica_seq(name, version))) - 1
 
-    def add_replica(self, name: str, version: str, replica_id: int, input_type: str, connection_id: str = "") -> None:
-        """Records a connected replica (overwrites a record with the same id)."""
+    def add_replica(self, name: str, version: str, replica_id: int, input_type: str, connection_id: str = "",
+                    frontend_id: str = "") -> None:
+        """Records a connected replica (overwrites a record with the same id); `frontend_id`: the announcement id
+        of the query frontend it is connected to (`announce_frontend`)."""
         _check_str(name, "model_name")
         _check_str(version, "model_version")
         _check_int(replica_id, "replica_id")
@@ -756,7 +761,8 @@ class StateStore:
             def apply(p: Pipeline) -> None:
                 p.hset(k_replica(name, version, replica_id), mapping={
                     "model_id": model_id(name, version), "model_name": name, "model_version": version,
-                    "model_replica_id": str(replica_id), "input_type": canonical, "connection_id": connection_id})
+                    "model_replica_id": str(replica_id), "input_type": canonical, "connection_id": connection_id,
+                    "frontend_id": frontend_id})
                 p.sadd(k_model_replicas(name, version), replica_id)
                 p.sadd(K_REPLICAS, f"{name}:{version}:{replica_id}")
 
@@ -783,7 +789,8 @@ class StateStore:
         return self._mutate(plan)
 
     def get_replica(self, name: str, version: str, replica_id: int) -> dict[str, Any] | None:
-        """{model_id, model_name, model_version, model_replica_id, input_type, connection_id} or None."""
+        """{model_id, model_name, model_version, model_replica_id, input_type, connection_id, frontend_id} or None
+        (`frontend_id` "" for a record written without one)."""
         h = self.redis.hgetall(k_replica(name, version, replica_id))
         return _replica_from_hash(h) if h else None
 
@@ -804,14 +811,17 @@ class StateStore:
 
     # ------------------------------------------------------------------ query frontends
 
-    def announce_frontend(self, record: dict[str, Any], ttl_s: float) -> None:
+    def announce_frontend(self, record: dict[str, Any], ttl_s: float) -> bool:
         """Records (or renews) a query frontend's announcement `record` (`id`, `http`: the address its HTTP
-        routes are reachable at, `rpc`, `pid`); it expires `ttl_s` seconds later unless announced again."""
+        routes are reachable at, `rpc`, `pid`); it expires `ttl_s` seconds later unless announced again.
+        Returns whether an announcement of that id was live (False: a first one, or one that had expired)."""
         frontend_id = _check_str(record.get("id"), "id")
         with self.redis.pipeline(transaction=True) as p:
+            p.exists(k_frontend(frontend_id))
             p.set(k_frontend(frontend_id), json.dumps(record), px=max(1, int(ttl_s * 1000)))
             p.sadd(K_FRONTENDS, frontend_id)
-            p.execute()
+            live, *_ = p.execute()
+        return bool(live)
 
     def withdraw_frontend(self, frontend_id: str) -> None:
         """Removes a query frontend's announcement (it is stopping)."""

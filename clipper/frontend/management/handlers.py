@@ -37,8 +37,15 @@ def _model_json(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replica_json(replica: dict[str, Any]) -> dict[str, Any]:
+    """Clipper's fields, and the id of the query frontend the replica is connected to (null when the record
+    does not say: one written by an older version)."""
     keys = ("model_id", "model_name", "model_version", "model_replica_id", "input_type")
-    return {k: replica[k] for k in keys}
+    return {**{k: replica[k] for k in keys}, "frontend_id": replica.get("frontend_id") or None}
+
+
+def _frontend_json(frontend: dict[str, Any]) -> dict[str, Any]:
+    return {"id": frontend.get("id"), "http": frontend.get("http"), "rpc": frontend.get("rpc"),
+            "pid": frontend.get("pid")}
 
 
 def add_app(store: StateStore, d: Any) -> str:
@@ -136,6 +143,14 @@ def get_all_containers(store: StateStore, d: Any) -> str:
     if get_bool(d, "verbose"):
         return _dumps([_replica_json(r) for r in store.get_replicas()])
     return _dumps(store.list_replicas())
+
+
+def get_all_frontends(store: StateStore, d: Any) -> str:
+    """The query frontends whose announcement is live: their ids, or (verbose) their announcements."""
+    frontends = [f for f in store.get_frontends() if isinstance(f.get("id"), str)]
+    if get_bool(d, "verbose"):
+        return _dumps([_frontend_json(f) for f in frontends])
+    return _dumps([f["id"] for f in frontends])
 
 
 def get_container(store: StateStore, d: Any) -> str:

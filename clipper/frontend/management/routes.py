@@ -65,6 +65,7 @@ ROUTES: dict[str, Route] = {
     "/admin/get_model": Route("POST", h.get_model, GET_MODEL_REQUESTS_SCHEMA),
     "/admin/get_all_containers": Route("POST", h.get_all_containers, VERBOSE_OPTION_JSON_SCHEMA),
     "/admin/get_container": Route("POST", h.get_container, GET_CONTAINER_REQUESTS_SCHEMA),
+    "/admin/get_all_frontends": Route("POST", h.get_all_frontends, VERBOSE_OPTION_JSON_SCHEMA),
     "/admin/get_state": Route("POST", h.get_state, SELECTION_JSON_SCHEMA),
     "/admin/get_selection_state": Route("POST", h.get_selection_state, SELECTION_JSON_SCHEMA),
     "/admin/reset_selection_state": Route("POST", h.reset_selection_state, SELECTION_JSON_SCHEMA),

@@ -421,7 +421,10 @@ class StatusMonitor:
     @staticmethod
     def _replicas_json(now: float, replicas: dict[str, dict[str, Any]],
                        frontends: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        # A record names its frontend (`frontend_id`, and `connection_id` = `<id>#<pid>#...`); one written by an
+        # older version only by its connection id (`<rpc endpoint>#<pid>#...`).
         by_connection = {f"{e['record'].get('rpc')}#{e['record'].get('pid')}#": (i, e) for i, e in frontends.items()}
+        by_connection |= {f"{i}#{e['record'].get('pid')}#": (i, e) for i, e in frontends.items()}
         out = []
         for _key, e in replicas.items():
             record = e["record"]

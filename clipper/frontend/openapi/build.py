@@ -350,9 +350,17 @@ def management_schemas() -> dict[str, Schema]:
                       "is_current_version"],
                      model_name=string, model_version=string, input_type=string, labels=strings,
                      container_name=string, model_data_path=string, is_current_version={"type": "boolean"}),
-        "Replica": obj(["model_id", "model_name", "model_version", "model_replica_id", "input_type"],
+        "Replica": obj(["model_id", "model_name", "model_version", "model_replica_id", "input_type", "frontend_id"],
                        model_id=string, model_name=string, model_version=string,
-                       model_replica_id={"type": "integer"}, input_type=string),
+                       model_replica_id={"type": "integer"}, input_type=string,
+                       frontend_id={"type": "string", "nullable": True,
+                                    "description": "id of the query frontend the replica is connected to (as "
+                                                   "`get_all_frontends` lists it); null in a record written by "
+                                                   "an older version"}),
+        "Frontend": obj(["id", "http", "rpc", "pid"], id=string,
+                        http={**string, "description": "`host:port` where its HTTP routes are reachable"},
+                        rpc={**string, "description": "its RPC endpoint, as it binds it"},
+                        pid={"type": "integer"}),
         "Empty": {"type": "object", "maxProperties": 0, "description": "nothing of that name"},
         **status_schemas(obj),
     }
@@ -451,6 +459,8 @@ ADMIN_OPERATIONS: dict[str, tuple[str, Callable[[], dict[str, Any]], str]] = {
     "/admin/get_all_containers": ("Verbose", lambda: listing("Replica"),
                                   "List the connected replicas (`<m>:<v>:<id>`)"),
     "/admin/get_container": ("Container", lambda: one_or_empty("Replica"), "Describe a connected replica"),
+    "/admin/get_all_frontends": ("Verbose", lambda: listing("Frontend"),
+                                 "List the query frontends whose announcement is live (ids)"),
     "/admin/get_state": ("AppUser", lambda: text("The app's default output (`\"\"` when there is no such app)"),
                          "Clipper's get_state: an application's default output"),
     "/admin/get_selection_state": ("AppUser", lambda: response(
