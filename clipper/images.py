@@ -965,7 +965,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.set_defaults(images_prog=ap.prog)
     sub = ap.add_subparsers(dest="images_command", metavar="COMMAND", required=True)
     b = sub.add_parser("build", help="build missing or out-of-date images (all by default)")
-    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)} (default: all)")
+    on_use = [name for name, recipe in RECIPES.items() if not recipe.default]
+    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)} (default: all of these); "
+                                            f"built on first use, or when named: {', '.join(on_use)}")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--base-image", help=f"start from this image instead of debootstrap (default: ${BASE_ENV}, "
                                         "else clipper/base made with debootstrap)")
@@ -974,7 +976,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON rows")
     rm = sub.add_parser("rm", help="remove images (both tags of each); one a container uses is left alone")
     rm.add_argument("names", nargs="*", metavar="NAME",
-                    help=f"images among: {', '.join(IMAGE_NAMES)}, or a reference such as clipper/NAME:TAG "
+                    help=f"images among: {', '.join(RECIPES)}, or a reference such as clipper/NAME:TAG "
                          "(only that tag)")
     rm.add_argument("--all", action="store_true", help="remove every image of the project")
     rm.set_defaults(rm_parser=rm)
