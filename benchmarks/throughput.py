@@ -31,6 +31,7 @@ from benchmarks.procs import (
     ThreadCpu,
     app_prediction_counts,
     log,
+    model_batch_totals,
     read_metrics,
     wait_ready,
 )
@@ -166,6 +167,14 @@ def _counts(port: int, app: str) -> tuple[int, int] | None:
         return None
 
 
+def _batch_totals(port: int) -> tuple[int, int] | None:
+    """(batches, inputs) sent to the pipeline's model (``noop``) so far; None for the floor server."""
+    try:
+        return model_batch_totals(port, "noop")
+    except (OSError, http.client.HTTPException, ValueError, RuntimeError):
+        return None
+
+
 def measure(label: str, port: int, opts: Options, seeds: Seeds, pids: list[int]) -> dict:
     """Warm-up and measured wrk runs against a ready server (`pids`: its processes, the HTTP server first);
     return the figures."""
@@ -182,6 +191,7 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds, pids: list[int])
         log(f"{label}: warm-up, running wrk {opts.warmup}s...")
         wrkrun.run(url, duration_s=opts.warmup, seed=seeds(), **kwargs)
     before = _counts(port, opts.app)
+    batches_before = _batch_totals(port)
     log(
         f"{label}: running wrk {opts.duration}s ({opts.connections} connections, "
         f"{opts.threads} thread(s), {mode} inputs)..."
@@ -189,7 +199,12 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds, pids: list[int])
     with RssSampler(pid, 1.0) as rss, ThreadCpu(pids) as cpu:
         result, raw = wrkrun.run(url, duration_s=opts.duration, seed=seeds(), **kwargs)
     after = _counts(port, opts.app)
+    batches_after = _batch_totals(port)
     figures = result.to_dict()
+    # the mean batch the frontend sent the model during the measured run (what adaptive batching settled on)
+    figures["mean_batch_size"] = None
+    if batches_before is not None and batches_after is not None and batches_after[0] > batches_before[0]:
+        figures["mean_batch_size"] = (batches_after[1] - batches_before[1]) / (batches_after[0] - batches_before[0])
     figures["server_rss"] = rss.summary()
     figures["cpu_us_per_request"] = cpu.micros_per(result.requests)
     figures["wrk_output"] = raw
@@ -277,7 +292,8 @@ def format_table(results: dict) -> str:
     if p is not None:
         rows.append(
             f"pipeline: {num(p['defaults'], 'd')} default answers out of "
-            f"{num(p['predictions'], 'd')} predictions ({p['requests']} wrk requests)"
+            f"{num(p['predictions'], 'd')} predictions ({p['requests']} wrk requests), "
+            f"mean batch size {num(p.get('mean_batch_size'), '.1f')}"
         )
     for label in ("floor", "pipeline"):
         cpu = (results.get(label) or {}).get("cpu_us_per_request")

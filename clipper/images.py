@@ -18,6 +18,9 @@ the copy the installed package carries as ``clipper/containers``):
   entrypoint), ``clipper/redis`` (Debian's redis-server), ``clipper/python-closure-container``
   (also tagged ``clipper/python311-closure-container``, the name the deployers pick),
   ``clipper/noop-container`` and ``clipper/sklearn-container``.
+* built on first use only (or when named): the other languages' containers, ``clipper/prometheus``, and the
+  framework images (``clipper/pytorch-container``, ``clipper/onnx-container``...: the closure container plus
+  the framework's pinned wheels, `Recipe.wheels`), which the framework deployers (`clipper.deployers`) use.
 
 Images are tagged with the package version and with clipper_admin's image tag (0.4.1), and carry a
 label ``ai.clipper.images.hash`` of their inputs (recipe files, pinned requirements, the project's
@@ -80,9 +83,15 @@ class ImageBuildError(RuntimeError):
 @dataclass(frozen=True)
 class Recipe:
     """How one image is built: its recipe directory, the image it is built from, what else its
-    build context holds (``"wheels"``, ``"sklearn-wheels"``, ``"debs"``), the build argument that
-    names its parent, and whether ``build_images()`` builds it by default (the others are built on
-    first use, or when named).
+    build context holds (``"wheels"``: the runtime's wheels; ``"debs"``: the redis .deb files), the build
+    argument that names its parent, and whether ``build_images()`` builds it by default (the others are
+    built on first use, or when named).
+
+    ``wheels``: a pinned requirements file of ``containers/`` (e.g. ``"requirements-pytorch.txt"``, every
+    transitive dependency listed) whose wheels are downloaded on the host for the parent image's CPython
+    (``pip download --no-deps``; cached) into the build context's ``wheels/``, with the file itself, so that
+    the Dockerfile installs them with ``pip install --no-index`` (a framework image: see
+    ``containers/pytorch-container/Dockerfile``). The file is part of the image's hash.
 
     Debian packages: each ``<list>.debs`` file in the recipe directory names packages (one per line,
     ``#`` comments) that are fetched, with what they need beyond the parent image, into the build
@@ -98,6 +107,7 @@ class Recipe:
     parent_arg: str = "BASE"
     default: bool = True
     sources: tuple[str, ...] = ()
+    wheels: str | None = None
 
 
 RECIPES: dict[str, Recipe] = {
@@ -110,11 +120,19 @@ RECIPES: dict[str, Recipe] = {
         Recipe("redis", "base", ("debs",)),
         Recipe("python-closure-container", "python-runtime", parent_arg="RUNTIME"),
         Recipe("noop-container", "python-closure-container", parent_arg="CLOSURE"),
-        Recipe("sklearn-container", "python-closure-container", ("sklearn-wheels",), parent_arg="CLOSURE"),
+        Recipe("sklearn-container", "python-closure-container", parent_arg="CLOSURE",
+               wheels="requirements-sklearn.txt"),
         Recipe("cpp-container", "base", default=False, sources=("cpp",)),
         Recipe("java-container", "base", default=False, sources=("java",)),
         Recipe("r-container", "base", default=False, sources=("r",)),
         Recipe("prometheus", "base", default=False),
+        # --- framework images (clipper.deployers.<framework>): built on first use ---
+        # PyTorch / ONNX Runtime (clipper.deployers.pytorch, clipper.deployers.onnx)
+        Recipe("pytorch-container", "python-closure-container", parent_arg="CLOSURE", default=False,
+               wheels="requirements-pytorch.txt"),
+        Recipe("onnx-container", "python-closure-container", parent_arg="CLOSURE", default=False,
+               wheels="requirements-onnx.txt"),
+        # --- end of framework images ---
     )
 }
 #: What ``build_images()`` builds by default.
@@ -382,8 +400,8 @@ class _Builder:
             parts.append(parent["Id"] if parent else "missing")
         if "wheels" in recipe.context:
             parts += [(root / "requirements.txt").read_text(), self.source_hash()]
-        if "sklearn-wheels" in recipe.context:
-            parts.append((root / "requirements-sklearn.txt").read_text())
+        if recipe.wheels:
+            parts.append((root / recipe.wheels).read_text())
         value = _sha(*parts)
         self.hashes[recipe.name] = value
         return value
@@ -536,8 +554,8 @@ class _Builder:
                     shutil.copy2(f, dest)
             if "wheels" in recipe.context:
                 self.runtime_wheels(ctx / "wheels", parent)
-            if "sklearn-wheels" in recipe.context:
-                self.dependency_wheels("requirements-sklearn.txt", ctx / "wheels", parent)
+            if recipe.wheels:
+                self.dependency_wheels(recipe.wheels, ctx / "wheels", parent)
             for listing in sorted((containers_dir() / recipe.name).glob("*.debs")):
                 self.fetch_debs(parent, listing, ctx / "debs" / listing.stem)
             if "debs" in recipe.context:
@@ -855,15 +873,18 @@ def ensure_image(name: str, *, base_image: str | None = None, progress: Progress
 
 
 def list_images(*, base_image: str | None = None) -> list[dict[str, Any]]:
-    """One row per image: name, ref, status (``up to date``, ``out of date``, ``missing``), size, id."""
+    """One row per image: name, ref, status (``up to date``, ``out of date``, ``missing``), size, id. The images
+    built on first use only (framework, other languages) are listed when present."""
     base_image = base_image or os.environ.get(BASE_ENV) or None
     client = docker_client()
     builder = _Builder(client, base_image, False, lambda _line: None)
     rows = []
-    for name in IMAGE_NAMES:
+    for name, recipe in RECIPES.items():
         if name == "base" and base_image:
             continue
         info = _inspect(client, image_ref(name))
+        if info is None and not recipe.default:
+            continue
         if info is None:
             status = "missing"
         elif builder.src is None or builder.up_to_date(name):
@@ -944,7 +965,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.set_defaults(images_prog=ap.prog)
     sub = ap.add_subparsers(dest="images_command", metavar="COMMAND", required=True)
     b = sub.add_parser("build", help="build missing or out-of-date images (all by default)")
-    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)} (default: all)")
+    on_use = [name for name, recipe in RECIPES.items() if not recipe.default]
+    b.add_argument("names", nargs="*", help=f"images among: {', '.join(IMAGE_NAMES)} (default: all of these); "
+                                            f"built on first use, or when named: {', '.join(on_use)}")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--base-image", help=f"start from this image instead of debootstrap (default: ${BASE_ENV}, "
                                         "else clipper/base made with debootstrap)")
@@ -953,7 +976,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON rows")
     rm = sub.add_parser("rm", help="remove images (both tags of each); one a container uses is left alone")
     rm.add_argument("names", nargs="*", metavar="NAME",
-                    help=f"images among: {', '.join(IMAGE_NAMES)}, or a reference such as clipper/NAME:TAG "
+                    help=f"images among: {', '.join(RECIPES)}, or a reference such as clipper/NAME:TAG "
                          "(only that tag)")
     rm.add_argument("--all", action="store_true", help="remove every image of the project")
     rm.set_defaults(rm_parser=rm)

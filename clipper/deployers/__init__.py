@@ -2,8 +2,15 @@
 
 * `clipper.deployers.python`: `deploy_python_closure`, `create_endpoint` (any Python function);
 * `clipper.deployers.sklearn`: `deploy_sklearn_model`, `create_endpoint` (a fitted estimator);
+* `clipper.deployers.pytorch`: `deploy_pytorch_model`, `create_endpoint` (a PyTorch module, TorchScript or
+  ``torch.export`` program, served from ``clipper/pytorch-container``);
+* `clipper.deployers.onnx`: `deploy_pytorch_model`, `create_pytorch_endpoint` (PyTorch through ONNX export, as
+  Clipper's ``onnx`` deployer), `deploy_onnx_model`, `create_endpoint` (any ONNX model; ONNX Runtime, from
+  ``clipper/onnx-container``);
 * `clipper.deployers.r`: `deploy_r_function`, `create_endpoint` (an R function, served by the R container);
 * `clipper.deployers.command`: `deploy_command` (any program speaking Clipper RPC, e.g. a C++ container).
 
-Import the submodule you need, as with `clipper_admin.deployers`.
+Import the submodule you need, as with `clipper_admin.deployers`. The framework deployers share
+`clipper.deployers.framework` (the model directory with the framework's artefact and the loader each replica
+calls once); docs/frameworks.md describes each framework.
 """

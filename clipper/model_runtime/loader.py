@@ -1,11 +1,20 @@
-"""Finding the model function: ``module:function`` or a Clipper closure directory (``func.pkl``)."""
+"""Finding the model function: ``module:function`` or a Clipper closure directory (``func.pkl``).
+
+A closure directory written by a framework deployer (`clipper.deployers.framework`) also holds
+``clipper_model.json``, naming the framework and its loader (``"module:function"``): the loader is
+called once per replica, as ``loader(model_dir, func, manifest)``, loads the framework's artefact
+(e.g. ``model.pt``, ``model.onnx``) and returns the function that serves each batch (typically
+``func(model, inputs)`` inside the framework's inference context).
+"""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .runtime import PredictFn
 
@@ -16,6 +25,10 @@ class ModelLoadError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+#: File name of a framework model's manifest in a closure directory (`clipper.deployers.framework`).
+MANIFEST_FNAME = "clipper_model.json"
 
 
 def load_function(spec: str) -> PredictFn:
@@ -61,9 +74,45 @@ def load_closure(model_path: str | os.PathLike[str]) -> PredictFn:
         ) from e
     except Exception as e:
         raise ModelLoadError(f"cannot load {pkl}: {type(e).__name__}: {e}") from e
+    manifest = read_manifest(path)
+    if manifest is not None and (func is None or callable(func)):  # None: the framework loader's default
+        return load_framework_model(path, func, manifest)
     if not callable(func):
         raise ModelLoadError(f"{pkl} does not hold a callable")
     return func
+
+
+def read_manifest(model_path: str | os.PathLike[str]) -> dict | None:
+    """The framework manifest (``clipper_model.json``) of a closure directory, or None when it has none."""
+    f = Path(model_path) / MANIFEST_FNAME
+    if not f.is_file():
+        return None
+    try:
+        manifest = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {f}: {e}") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("loader"), str):
+        raise ModelLoadError(f"{f} must be a JSON object with a \"loader\" (module:function)")
+    return manifest
+
+
+def load_framework_model(model_path: str | os.PathLike[str], func: Any, manifest: dict) -> PredictFn:
+    """Calls the manifest's loader once: ``loader(model_dir, func, manifest)`` -> the batch function.
+
+    An ImportError (the framework is not installed) exits 3, like Clipper's containers; any other
+    failure of the loader exits 2 with its message."""
+    framework = manifest.get("framework", "the framework")
+    loader = load_function(manifest["loader"])
+    try:
+        predict = loader(Path(model_path), func, manifest)
+    except ImportError as e:
+        raise ModelLoadError(f"cannot load the {framework} model in {model_path}: {e} "
+                             f"(install {framework} where the replica runs)", exit_code=3) from e
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the {framework} model in {model_path}: {type(e).__name__}: {e}") from e
+    if not callable(predict):
+        raise ModelLoadError(f"the loader {manifest['loader']} returned {type(predict).__name__}, not a function")
+    return predict
 
 
 def load_model(predict: str | None = None, model_path: str | None = None) -> PredictFn:
