@@ -87,13 +87,15 @@ def save_framework_model(func: Callable[..., Any] | None, framework: str, loader
 def deploy_framework_model(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str,
                            model_dir: str, image: str, base_image: str | None = "default",
                            labels: list[str] | None = None, registry: str | None = None, num_replicas: int = 1,
-                           batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
+                           batch_size: int = -1, pkgs_to_install: list[str] | None = None, *,
+                           gpus: int | list[int | str] | None = None) -> None:
     """`ClipperConnection.build_and_deploy_model` of `model_dir` (removed afterwards, whatever happens);
-    `base_image` ``"default"`` or None is the framework's image `image` (e.g. ``"pytorch-container"``)."""
+    `base_image` ``"default"`` or None is the framework's image `image` (e.g. ``"pytorch-container"``); `gpus` as
+    `ClipperConnection.deploy_model`'s."""
     if base_image in (None, "", "default"):
         base_image = framework_base_image(image, registry)
     try:
         clipper_conn.build_and_deploy_model(name, version, input_type, model_dir, base_image, labels, registry,
-                                            num_replicas, batch_size, pkgs_to_install)
+                                            num_replicas, batch_size, pkgs_to_install, gpus=gpus)
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)

@@ -144,7 +144,8 @@ def deploy_pytorch_model(clipper_conn: ClipperConnection, name: str, version: An
                          func: Callable[[Any, Any], Any] | None, pytorch_model: Any, base_image: str | None = None,
                          labels: list[str] | None = None, registry: str | None = None, num_replicas: int = 1,
                          onnx_backend: str = "onnxruntime", batch_size: int = -1,
-                         pkgs_to_install: list[str] | None = None) -> None:
+                         pkgs_to_install: list[str] | None = None, *,
+                         gpus: int | list[int | str] | None = None) -> None:
     """Exports `pytorch_model` to ONNX (`inputs`: an example input) and deploys it with `func`
     (``func(model, inputs)``, `model` an `OnnxModel`; None: `default_predict`) as model ``name:version``, served
     by ONNX Runtime from ``clipper/onnx-container`` (`base_image` None or ``"default"``). Errors of the export
@@ -158,7 +159,7 @@ def deploy_pytorch_model(clipper_conn: ClipperConnection, name: str, version: An
     model_dir = framework.save_framework_model(func, "onnx", LOADER, save)
     logger.info("Torch model has been serialized to ONNX format")
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image, labels,
-                                     registry, num_replicas, batch_size, pkgs_to_install)
+                                     registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str, onnx_model: Any,
@@ -176,12 +177,13 @@ def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str,
 def deploy_onnx_model(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str, onnx_model: Any,
                       func: Callable[[Any, Any], Any] | None = None, base_image: str = "default",
                       labels: list[str] | None = None, registry: str | None = None, num_replicas: int = 1,
-                      batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
+                      batch_size: int = -1, pkgs_to_install: list[str] | None = None, *,
+                      gpus: int | list[int | str] | None = None) -> None:
     """Deploys an ONNX model (a ``.onnx`` path, its bytes or an ``onnx.ModelProto``) with `func`
     (``func(model, inputs)``; None: `default_predict`) as model ``name:version``, from ``clipper/onnx-container``."""
     model_dir = framework.save_framework_model(func, "onnx", LOADER, lambda d: save_onnx_model(d, onnx_model))
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image, labels,
-                                     registry, num_replicas, batch_size, pkgs_to_install)
+                                     registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 # ----------------------------------------------------------------------------- replica side

@@ -73,8 +73,9 @@ def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str,
 def deploy_python_closure(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str,
                           func: Callable[..., Any], base_image: str = "default", labels: list[str] | None = None,
                           registry: str | None = None, num_replicas: int = 1, batch_size: int = -1,
-                          pkgs_to_install: list[str] | None = None) -> None:
-    """Deploys an arbitrary Python function as model ``name:version``.
+                          pkgs_to_install: list[str] | None = None, *,
+                          gpus: int | list[int | str] | None = None) -> None:
+    """Deploys an arbitrary Python function as model ``name:version`` (`gpus`: as `ClipperConnection.deploy_model`'s).
 
     The function takes a batch (list or array) of inputs of `input_type` and returns one output
     per input (outputs are sent as ``str()``). Returns once the replicas have registered and the
@@ -93,6 +94,6 @@ def deploy_python_closure(clipper_conn: ClipperConnection, name: str, version: A
         base_image = default_base_image(registry)
     try:
         clipper_conn.build_and_deploy_model(name, version, input_type, serialization_dir, base_image, labels,
-                                            registry, num_replicas, batch_size, pkgs_to_install)
+                                            registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
     finally:
         shutil.rmtree(serialization_dir, ignore_errors=True)

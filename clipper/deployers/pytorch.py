@@ -118,9 +118,11 @@ def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str,
 def deploy_pytorch_model(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str,
                          func: Callable[[Any, Any], Any] | None, pytorch_model: Any, base_image: str = "default",
                          labels: list[str] | None = None, registry: str | None = None, num_replicas: int = 1,
-                         batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
+                         batch_size: int = -1, pkgs_to_install: list[str] | None = None, *,
+                         gpus: int | list[int | str] | None = None) -> None:
     """Deploys `pytorch_model` with `func` (``func(model, inputs) -> outputs``; None: `default_predict`, each
-    output row as JSON) as model ``name:version``.
+    output row as JSON) as model ``name:version``. `gpus`: the GPUs each replica gets
+    (`ClipperConnection.deploy_model`); the model runs on ``cuda`` where one is visible.
 
     `base_image` ``"default"``: ``clipper/pytorch-container`` (built locally on first use). Returns once the
     replicas have registered and the version is current. Errors saving the model raise ClipperException."""
@@ -128,7 +130,7 @@ def deploy_pytorch_model(clipper_conn: ClipperConnection, name: str, version: An
                                                lambda d: save_pytorch_model(d, pytorch_model))
     logger.info("Torch model saved")
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image,
-                                     labels, registry, num_replicas, batch_size, pkgs_to_install)
+                                     labels, registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 # ----------------------------------------------------------------------------- replica side
