@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages: build tools, wrk and redis-server (tests, benchmarks), debootstrap (the Docker base image,
 # clipper.images), and the model-container libraries of the other languages: C++ (cmake, libzmq3-dev,
 # cppzmq-dev), Java (default-jdk-headless, libzmq-java) and R (r-base-core, r-cran-pbdzmq); prometheus (the
-# cluster's metrics server) and chromium (the status page's browser test).
+# cluster's metrics server), chromium (the status page's browser test) and docker-registry (the registry the Swarm
+# tests push images to, as Clipper's container_registry).
 PACKAGES="build-essential pkg-config wrk redis-server debootstrap cmake libzmq3-dev cppzmq-dev
-          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq prometheus chromium"
+          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq prometheus chromium docker-registry"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PACKAGES; do
