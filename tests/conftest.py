@@ -361,21 +361,3 @@ def store(redis_server: RedisServer) -> Iterator[StateStore]:
         yield s
     finally:
         s.close()
-
-
-# ---------------------------------------------------------------------- heavy tests (framework images of GBs)
-
-#: Set to 1 to run the tests marked ``heavy`` in a run that does not select them with ``-m``.
-HEAVY_ENV = "CLIPPER_HEAVY_TESTS"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``heavy`` (a framework image of GBs: TensorFlow, Spark) are skipped, with the way to run them,
-    unless the ``-m`` expression names ``heavy`` or ``CLIPPER_HEAVY_TESTS=1``: a plain ``pytest`` (.ci/run) leaves
-    them out."""
-    if "heavy" in (config.getoption("markexpr", "") or "") or os.environ.get(HEAVY_ENV) == "1":
-        return
-    skip = pytest.mark.skip(reason=f"heavy (a framework image of GBs): run with -m heavy or {HEAVY_ENV}=1")
-    for item in items:
-        if "heavy" in item.keywords:
-            item.add_marker(skip)
