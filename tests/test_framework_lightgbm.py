@@ -125,8 +125,9 @@ def test_what_is_not_a_lightgbm_model_is_refused(conn: ClipperConnection, tmp_pa
         lightgbm_deployer.deploy_lightgbm_model(conn, "lgb-bad", 1, "doubles", None, tmp_path / "missing.txt")
 
 
-def test_the_replica_loader_reads_the_text_model(tmp_path: Path) -> None:
-    """What each replica runs once: a Booster is saved as LightGBM's text model and read back as a Booster."""
+def test_the_replica_loader_reads_the_text_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each replica runs once: a Booster is saved as LightGBM's text model and read back as a Booster, which
+    predicts on one thread unless CLIPPER_LIGHTGBM_NUM_THREADS says otherwise."""
     from clipper.deployers import framework
     from clipper.model_runtime.loader import load_closure
 
@@ -139,6 +140,12 @@ def test_the_replica_loader_reads_the_text_model(tmp_path: Path) -> None:
         assert type(predict.model) is lgb.Booster
         got = [json.loads(o) for o in predict(np.array(INPUTS))]
         assert np.allclose(got, booster.predict(np.array(INPUTS)), rtol=1e-12)
+        assert predict.model.predict.keywords == {"num_threads": 1}
+        monkeypatch.setenv(lightgbm_deployer.THREADS_ENV, "0")  # LightGBM's default: all cores
+        assert not hasattr(load_closure(model_dir).model.predict, "keywords")
+        monkeypatch.setenv(lightgbm_deployer.THREADS_ENV, "two")
+        with pytest.raises(Exception, match="CLIPPER_LIGHTGBM_NUM_THREADS must be a number"):
+            load_closure(model_dir)
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
 

@@ -124,9 +124,10 @@ def test_what_is_not_an_xgboost_model_is_refused(conn: ClipperConnection, tmp_pa
         xgboost_deployer.deploy_xgboost_model(conn, "xgb-bad", 1, "doubles", None, tmp_path / "missing.ubj")
 
 
-def test_the_replica_loader_gives_the_saved_class(tmp_path: Path) -> None:
+def test_the_replica_loader_gives_the_saved_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What each replica runs once: the manifest's loader returns the batch function, with a new estimator of the
-    saved class (its classes kept) as the model."""
+    saved class (its classes kept) as the model, predicting on one thread unless CLIPPER_XGBOOST_NTHREAD says
+    otherwise."""
     from clipper.deployers import framework
     from clipper.model_runtime.loader import load_closure
 
@@ -139,8 +140,18 @@ def test_the_replica_loader_gives_the_saved_class(tmp_path: Path) -> None:
         assert type(predict.model) is xgb.XGBClassifier
         assert predict.model.classes_.tolist() == model.classes_.tolist()
         assert [json.loads(o) for o in predict(np.array(INPUTS))] == model.predict(np.array(INPUTS)).tolist()
+        assert predict.model.n_jobs == 1 and booster_threads(predict.model.get_booster()) == "1"
+        monkeypatch.setenv(xgboost_deployer.THREADS_ENV, "2")
+        assert booster_threads(load_closure(model_dir).model.get_booster()) == "2"
+        monkeypatch.setenv(xgboost_deployer.THREADS_ENV, "0")  # XGBoost's default: all cores
+        assert load_closure(model_dir).model.n_jobs is None
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def booster_threads(booster: Any) -> str:
+    """The ``nthread`` a Booster predicts with."""
+    return json.loads(booster.save_config())["learner"]["generic_param"]["nthread"]
 
 
 # ---------------------------------------------------------------------- Docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -47,3 +48,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def replica_threads(env: str, default: int = 1) -> int:
+    """The number of threads a replica gives its model, from the environment variable `env` (default `default`;
+    0: the framework's own default, all cores). Tree models predict small batches fastest on one thread (OpenMP's
+    start-up per call costs more than the work); Clipper scales with replicas."""
+    value = os.environ.get(env, "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value)
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{env} must be a number of threads (0: the framework's default), got {value!r}") from None
+    return n

@@ -24,7 +24,12 @@ How the model is saved, the framework's own way:
   deploy ``model.booster_`` for the version-independent text format;
 * the path of a text model file LightGBM wrote (``booster.save_model(path)``), loaded as a Booster.
 
-Each replica loads the model once (`load_model`, named in the model's manifest). Images: the default base image is
+Each replica loads the model once (`load_model`, named in the model's manifest) and predicts on **one thread**
+(a Booster's ``predict`` gets ``num_threads=1`` by default, an estimator ``n_jobs=1``): for the small batches of
+serving, OpenMP's threads cost more than they bring (docs/frameworks.md); Clipper scales with replicas instead.
+``CLIPPER_LIGHTGBM_NUM_THREADS`` sets another number (0: LightGBM's default, all cores).
+
+Images: the default base image is
 ``clipper/lightgbm-container`` (PyPI's ``lightgbm`` wheel and Debian's ``libgomp1``, the OpenMP runtime it links;
 built locally on first use by `clipper.images`). With `LocalContainerManager` the replicas use your interpreter,
 which must have LightGBM (``pip install 'clipper-serving[lightgbm]'``).
@@ -32,6 +37,7 @@ which must have LightGBM (``pip install 'clipper-serving[lightgbm]'``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -41,13 +47,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ClipperException
 from . import framework
-from ._batch import as_matrix, json_rows
+from ._batch import as_matrix, json_rows, replica_threads
 from .python import serialize_object
 
 if TYPE_CHECKING:
     from ..admin.connection import ClipperConnection
 
-__all__ = ["IMAGE", "LOADER", "as_matrix", "create_endpoint", "default_predict", "deploy_lightgbm_model",
+__all__ = ["IMAGE", "LOADER", "THREADS_ENV", "as_matrix", "create_endpoint", "default_predict", "deploy_lightgbm_model",
            "load_model", "save_lightgbm_model"]
 
 logger = logging.getLogger("clipper.deployers.lightgbm")
@@ -59,6 +65,8 @@ LOADER = "clipper.deployers.lightgbm:load_model"
 #: Files of the model in a model directory: a Booster's text model, or a pickled scikit-learn estimator.
 MODEL_RELATIVE_PATH = "model.txt"
 ESTIMATOR_RELATIVE_PATH = "model.pkl"
+#: Environment variable with the threads of each replica's model (default 1; 0: LightGBM's default, all cores).
+THREADS_ENV = "CLIPPER_LIGHTGBM_NUM_THREADS"
 
 
 # ----------------------------------------------------------------------------- admin side
@@ -143,7 +151,15 @@ def load_model(model_dir: Path, func: Callable[[Any, Any], Any] | None,
             model = cloudpickle.load(f)
     else:
         raise ValueError(f"unknown LightGBM model format {manifest.get('format')!r} in the manifest")
-    logger.info(f"LightGBM {lightgbm.__version__}: {type(model).__name__} loaded from {path}")
+    threads = replica_threads(THREADS_ENV)
+    if threads:
+        if isinstance(model, lightgbm.Booster):
+            # Booster.predict takes its threads per call (num_threads), else OpenMP's default: bind it here
+            model.predict = functools.partial(model.predict, num_threads=threads)  # type: ignore[method-assign]
+        else:
+            model.set_params(n_jobs=threads)
+    logger.info(f"LightGBM {lightgbm.__version__}: {type(model).__name__} loaded from {path} "
+                f"({threads or 'all'} threads)")
     call = func if func is not None else default_predict
 
     def predict(inputs: Any) -> Any:

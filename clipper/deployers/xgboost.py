@@ -24,7 +24,12 @@ later XGBoost reads). `xgboost_model` may be:
   class, so ``predict``/``predict_proba`` work in `func`; `default_predict` is ``model.predict(inputs)``;
 * the path of a model file XGBoost wrote (``.ubj``, ``.json``, or the old binary format), loaded as a Booster.
 
-Each replica loads the model once (`load_model`, named in the model's manifest). Images: the default base image is
+Each replica loads the model once (`load_model`, named in the model's manifest) and predicts on **one thread**
+(``nthread``/``n_jobs`` 1): for the small batches of serving, XGBoost's OpenMP threads cost more than they bring
+(three times the throughput on one thread in docs/frameworks.md); Clipper scales with replicas instead.
+``CLIPPER_XGBOOST_NTHREAD`` sets another number (0: XGBoost's default, all cores).
+
+Images: the default base image is
 ``clipper/xgboost-container`` (PyPI's ``xgboost-cpu`` wheel, a few MB; built locally on first use by
 `clipper.images`). With `LocalContainerManager` the replicas use your interpreter, which must have XGBoost
 (``pip install 'clipper-serving[xgboost]'``, or ``xgboost`` itself).
@@ -41,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ClipperException
 from . import framework
-from ._batch import as_matrix, json_rows
+from ._batch import as_matrix, json_rows, replica_threads
 
 if TYPE_CHECKING:
     from ..admin.connection import ClipperConnection
 
-__all__ = ["IMAGE", "LOADER", "as_matrix", "create_endpoint", "default_predict", "deploy_xgboost_model",
+__all__ = ["IMAGE", "LOADER", "THREADS_ENV", "as_matrix", "create_endpoint", "default_predict", "deploy_xgboost_model",
            "load_model", "save_xgboost_model"]
 
 logger = logging.getLogger("clipper.deployers.xgboost")
@@ -57,6 +62,8 @@ IMAGE = "xgboost-container"
 LOADER = "clipper.deployers.xgboost:load_model"
 #: File of the model in a model directory (XGBoost's Universal Binary JSON).
 MODEL_RELATIVE_PATH = "model.ubj"
+#: Environment variable with the threads of each replica's model (default 1; 0: XGBoost's default, all cores).
+THREADS_ENV = "CLIPPER_XGBOOST_NTHREAD"
 
 
 # ----------------------------------------------------------------------------- admin side
@@ -144,7 +151,14 @@ def load_model(model_dir: Path, func: Callable[[Any, Any], Any] | None,
         model = xgboost.Booster(model_file=path)
     else:
         raise ValueError(f"unknown XGBoost model format {manifest.get('format')!r} in the manifest")
-    logger.info(f"XGBoost {xgboost.__version__}: {type(model).__name__} loaded from {path}")
+    threads = replica_threads(THREADS_ENV)
+    if threads:
+        booster = model if isinstance(model, xgboost.Booster) else model.get_booster()
+        booster.set_param({"nthread": threads})
+        if not isinstance(model, xgboost.Booster):
+            model.set_params(n_jobs=threads)
+    logger.info(f"XGBoost {xgboost.__version__}: {type(model).__name__} loaded from {path} "
+                f"({threads or 'all'} threads)")
     call = func if func is not None else default_predict
 
     def predict(inputs: Any) -> Any:
