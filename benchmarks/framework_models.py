@@ -54,6 +54,101 @@ def onnx_model() -> str:
 MAKERS: dict[str, Callable[[], str]] = {"pytorch": pytorch_model, "onnx": onnx_model}
 
 
+# --- tabular and other frameworks (XGBoost, LightGBM, TensorFlow, Keras, PySpark): the same 4 inputs; the tree
+# models are 20 trees of depth 4 on a fixed random data set, the networks the same 4 -> 16 -> 3 MLP.
+
+
+def _tabular_data():  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 4))
+    return x, (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0).astype(int)
+
+
+def xgboost_model() -> str:
+    """A binary:logistic Booster (20 trees, depth 4), served by `clipper.deployers.xgboost`."""
+    import xgboost
+
+    from clipper.deployers import framework
+    from clipper.deployers import xgboost as xgb_deployer
+
+    x, y = _tabular_data()
+    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 4}, xgboost.DMatrix(x, label=y), 20)
+    return framework.save_framework_model(None, "xgboost", xgb_deployer.LOADER,
+                                          lambda d: xgb_deployer.save_xgboost_model(d, booster))
+
+
+def lightgbm_model() -> str:
+    """A binary Booster (20 trees, depth 4), served by `clipper.deployers.lightgbm`."""
+    import lightgbm
+
+    from clipper.deployers import framework
+    from clipper.deployers import lightgbm as lgb_deployer
+
+    x, y = _tabular_data()
+    booster = lightgbm.train({"objective": "binary", "max_depth": 4, "num_leaves": 15, "verbose": -1},
+                             lightgbm.Dataset(x, label=y), 20)
+    return framework.save_framework_model(None, "lightgbm", lgb_deployer.LOADER,
+                                          lambda d: lgb_deployer.save_lightgbm_model(d, booster))
+
+
+def _keras_mlp():  # type: ignore[no-untyped-def]
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+
+
+def tensorflow_model() -> str:
+    """The MLP (Keras 3) exported as a SavedModel, served by `clipper.deployers.tensorflow` (serving_default)."""
+    from clipper.deployers import framework
+    from clipper.deployers import tensorflow as tf_deployer
+
+    net = _keras_mlp()
+    return framework.save_framework_model(None, "tensorflow", tf_deployer.LOADER,
+                                          lambda d: tf_deployer.save_tensorflow_model(d, net))
+
+
+def keras_model() -> str:
+    """The MLP as a .keras file, served by `clipper.deployers.keras` (predict_on_batch)."""
+    from clipper.deployers import framework
+    from clipper.deployers import keras as keras_deployer
+
+    net = _keras_mlp()
+    return framework.save_framework_model(None, "keras", keras_deployer.LOADER,
+                                          lambda d: keras_deployer.save_keras_model(d, net))
+
+
+def pyspark_model() -> str:
+    """A pyspark.ml LogisticRegressionModel, served by `clipper.deployers.pyspark` (one predict call per input)."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import SparkSession
+
+    from clipper.deployers import framework
+    from clipper.deployers import pyspark as spark_deployer
+
+    x, y = _tabular_data()
+    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+    try:
+        rows = [(float(b), Vectors.dense(a)) for a, b in zip(x.tolist(), y.tolist(), strict=True)]
+        frame = spark.createDataFrame(rows, ["label", "features"])
+        model = LogisticRegression(maxIter=20).fit(frame)
+        return framework.save_framework_model(None, "pyspark", spark_deployer.LOADER,
+                                              lambda d: spark_deployer.save_pyspark_model(d, model))
+    finally:
+        spark.stop()
+
+
+MAKERS.update({"xgboost": xgboost_model, "lightgbm": lightgbm_model, "tensorflow": tensorflow_model,
+               "keras": keras_model, "pyspark": pyspark_model})
+# --- end of tabular and other frameworks
+
+
 def main(argv: list[str] | None = None) -> int:
     """Writes the model directory of a framework to DIR and prints the harness's command line."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.framework_models", description=__doc__,

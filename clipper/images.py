@@ -91,7 +91,9 @@ class Recipe:
     transitive dependency listed) whose wheels are downloaded on the host for the parent image's CPython
     (``pip download --no-deps``; cached) into the build context's ``wheels/``, with the file itself, so that
     the Dockerfile installs them with ``pip install --no-index`` (a framework image: see
-    ``containers/pytorch-container/Dockerfile``). The file is part of the image's hash.
+    ``containers/pytorch-container/Dockerfile``). The file is part of the image's hash. A line whose comment starts
+    with ``sdist`` names a pure-Python package published only as an sdist (``pyspark==4.3.0  # sdist``): it is
+    built into a wheel on the host (``pip wheel --no-deps``) instead.
 
     Debian packages: each ``<list>.debs`` file in the recipe directory names packages (one per line,
     ``#`` comments) that are fetched, with what they need beyond the parent image, into the build
@@ -132,6 +134,16 @@ RECIPES: dict[str, Recipe] = {
                wheels="requirements-pytorch.txt"),
         Recipe("onnx-container", "python-closure-container", parent_arg="CLOSURE", default=False,
                wheels="requirements-onnx.txt"),
+        # XGBoost / LightGBM (clipper.deployers.xgboost, clipper.deployers.lightgbm): FROM sklearn-container
+        Recipe("xgboost-container", "sklearn-container", parent_arg="SKLEARN", default=False,
+               wheels="requirements-xgboost.txt"),
+        Recipe("lightgbm-container", "sklearn-container", parent_arg="SKLEARN", default=False,
+               wheels="requirements-lightgbm.txt"),
+        # TensorFlow 2 + Keras 3 (clipper.deployers.tensorflow, clipper.deployers.keras); PySpark with a Java runtime
+        Recipe("tensorflow-container", "python-closure-container", parent_arg="CLOSURE", default=False,
+               wheels="requirements-tensorflow.txt"),
+        Recipe("pyspark-container", "python-closure-container", parent_arg="CLOSURE", default=False,
+               wheels="requirements-pyspark.txt"),
         # --- end of framework images ---
     )
 }
@@ -688,12 +700,28 @@ class _Builder:
             self.say(f"[images] pip download {requirements} for CPython {python} ({len(platforms)} platform tags)")
             shutil.rmtree(store, ignore_errors=True)
             store.mkdir(parents=True)
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--implementation",
-                   "cp", "--python-version", python, "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3",
-                   "--abi", "none", "-d", str(store), "-r", str(req)]
-            for plat in platforms:
-                cmd += ["--platform", plat]
-            self._run(cmd, f"pip download ({requirements})")
+            binary, sdists = _split_sdist_requirements(req.read_text())
+            with tempfile.TemporaryDirectory(prefix="clipper-req-", dir=self.cache) as tmp:
+                listing = Path(tmp) / req.name
+                listing.write_text("".join(line + "\n" for line in binary))
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                       "--implementation", "cp", "--python-version", python, "--abi", f"cp{python.replace('.', '')}",
+                       "--abi", "abi3", "--abi", "none", "-d", str(store), "-r", str(listing)]
+                for plat in platforms:
+                    cmd += ["--platform", plat]
+                if binary:
+                    self._run(cmd, f"pip download ({requirements})")
+            # --- pure-Python sdists (framework images: pyspark has no wheel on PyPI): built into wheels here
+            for spec in sdists:
+                self.say(f"[images] pip wheel {spec} (a pure-Python sdist, built into a wheel on this machine)")
+                self._run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(store), spec],
+                          f"pip wheel {spec}")
+            impure = [w.name for w in store.glob("*.whl") if not w.name.endswith("-none-any.whl")
+                      and any(w.name.lower().startswith(_wheel_prefix(s)) for s in sdists)]
+            if impure:
+                raise ImageBuildError(f"{requirements}: {', '.join(impure)} built from an sdist is not pure Python "
+                                      "(only pure-Python sdists may be marked '# sdist')")
+            # --- end of pure-Python sdists
             (store / ".complete").write_text("")
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(req, dest / req.name)
@@ -751,6 +779,32 @@ class _Builder:
             tail = "\n".join(lines[-40:])
             raise ImageBuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
         return lines
+
+
+# --- pure-Python sdists in a requirements file (framework images)
+
+
+def _split_sdist_requirements(text: str) -> tuple[list[str], list[str]]:
+    """``(binary, sdists)``: the requirement lines of a pinned requirements file (comments dropped), those whose
+    comment is ``# sdist`` apart: pure-Python packages published only as an sdist (pyspark), which are built into
+    wheels on the host instead of downloaded as wheels for the image's Python."""
+    binary: list[str] = []
+    sdists: list[str] = []
+    for line in text.splitlines():
+        spec, _, comment = line.partition("#")
+        spec = spec.strip()
+        if spec:
+            (sdists if re.match(r"sdist\b", comment.strip()) else binary).append(spec)
+    return binary, sdists
+
+
+def _wheel_prefix(spec: str) -> str:
+    """The start of the wheel file names of requirement `spec` (``pyspark==4.3.0`` -> ``pyspark-``)."""
+    name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "_", name).lower() + "-"
+
+
+# --- end of pure-Python sdists
 
 
 def _installed_distribution() -> importlib.metadata.Distribution:
