@@ -7,8 +7,9 @@ the harness's inputs (4 doubles) and prints the command line to measure it throu
     python -m benchmarks throughput --duration 10 \\
         --container-command "python -m clipper.model_runtime --model-path /tmp/bench-pytorch"
 
-Each model is the same small network, 4 -> 16 (ReLU) -> 3, with the deployer's default function (each output row
-as JSON). Add a framework by adding a function to `MAKERS`.
+The networks (PyTorch, ONNX, TensorFlow, Keras) are the same small MLP, 4 -> 16 (ReLU) -> 3; XGBoost and LightGBM
+get 20 trees of depth 4, PySpark a logistic regression, each on a fixed random data set; all with the deployer's
+default function (each output as JSON). Add a framework by adding a function to `MAKERS`.
 """
 
 from __future__ import annotations

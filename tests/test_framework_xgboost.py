@@ -81,9 +81,10 @@ def test_classifier_with_a_function_and_with_the_default(conn: ClipperConnection
                                      slo_micros=5_000_000)
     check_predictions(conn, "xgb-proba", INPUTS, lambda x: model.predict_proba(np.array([x]))[0].tolist())
     conn.register_application("xgb-class", "doubles", "-1", 5_000_000)
-    xgboost_deployer.deploy_xgboost_model(conn, "xgb-class", 1, "doubles", None, model)
+    xgboost_deployer.deploy_xgboost_model(conn, "xgb-class", 1, "doubles", None, model, gpus=0)  # no GPU visible
     conn.link_model_to_app("xgb-class", "xgb-class")
     check_predictions(conn, "xgb-class", INPUTS, lambda x: int(model.predict(np.array([x]))[0]))
+    assert [r.get("gpus") for r in conn.cm._read_state()["replicas"] if r["name"] == "xgb-class"] == [0]
 
 
 def test_saved_model_file_with_integer_inputs(conn: ClipperConnection, tmp_path: Path) -> None:

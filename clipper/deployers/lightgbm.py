@@ -112,16 +112,19 @@ def create_endpoint(clipper_conn: ClipperConnection, name: str, input_type: str,
 def deploy_lightgbm_model(clipper_conn: ClipperConnection, name: str, version: Any, input_type: str,
                           func: Callable[[Any, Any], Any] | None, lightgbm_model: Any, base_image: str = "default",
                           labels: list[str] | None = None, registry: str | None = None, num_replicas: int = 1,
-                          batch_size: int = -1, pkgs_to_install: list[str] | None = None) -> None:
+                          batch_size: int = -1, pkgs_to_install: list[str] | None = None, *,
+                          gpus: int | list[int | str] | None = None) -> None:
     """Deploys `lightgbm_model` with `func` (``func(model, inputs) -> outputs``; None: `default_predict`) as model
     ``name:version``.
 
     `base_image` ``"default"``: ``clipper/lightgbm-container`` (built locally on first use). Returns once the
-    replicas have registered and the version is current. Errors saving the model raise ClipperException."""
+    replicas have registered and the version is current. Errors saving the model raise ClipperException.
+
+    `gpus`: the GPUs each replica gets (as `ClipperConnection.deploy_model`'s). PyPI's LightGBM is a CPU build."""
     model_dir = framework.save_framework_model(func, "lightgbm", LOADER,
                                                lambda d: save_lightgbm_model(d, lightgbm_model))
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image,
-                                     labels, registry, num_replicas, batch_size, pkgs_to_install)
+                                     labels, registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 # ----------------------------------------------------------------------------- replica side

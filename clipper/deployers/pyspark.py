@@ -118,18 +118,21 @@ def deploy_pyspark_model(clipper_conn: ClipperConnection, name: str, version: An
                          func: Callable[[Any, Any, Any], Any] | None, pyspark_model: Any, sc: Any = None,
                          base_image: str = "default", labels: list[str] | None = None, registry: str | None = None,
                          num_replicas: int = 1, batch_size: int = -1,
-                         pkgs_to_install: list[str] | None = None) -> None:
+                         pkgs_to_install: list[str] | None = None, *,
+                         gpus: int | list[int | str] | None = None) -> None:
     """Deploys `pyspark_model` with `func` (``func(spark, model, inputs) -> outputs``; None: `default_predict`) as
     model ``name:version``; `sc` (the SparkContext) is needed to save ``pyspark.mllib`` models.
 
     `base_image` ``"default"``: ``clipper/pyspark-container`` (built locally on first use). Returns once the
-    replicas have registered and the version is current. Errors saving the model raise ClipperException."""
+    replicas have registered and the version is current. Errors saving the model raise ClipperException.
+
+    `gpus`: the GPUs each replica gets (as `ClipperConnection.deploy_model`'s). Spark in local mode uses the CPUs."""
     _model_class(pyspark_model)
     model_dir = framework.save_framework_model(func, "pyspark", LOADER,
                                                lambda d: save_pyspark_model(d, pyspark_model, sc))
     logger.info("Spark model saved")
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image,
-                                     labels, registry, num_replicas, batch_size, pkgs_to_install)
+                                     labels, registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 # ----------------------------------------------------------------------------- replica side

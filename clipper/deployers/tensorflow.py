@@ -132,16 +132,21 @@ def deploy_tensorflow_model(clipper_conn: ClipperConnection, name: str, version:
                             func: Callable[[Any, Any], Any] | None, tf_sess_or_saved_model_path: Any,
                             base_image: str = "default", labels: list[str] | None = None,
                             registry: str | None = None, num_replicas: int = 1, batch_size: int = -1,
-                            pkgs_to_install: list[str] | None = None) -> None:
+                            pkgs_to_install: list[str] | None = None, *,
+                            gpus: int | list[int | str] | None = None) -> None:
     """Deploys a SavedModel (a directory, a Keras model or a ``tf.Module``) with `func` (``func(model, inputs) ->
     outputs``, `model` being ``tf.saved_model.load``'s object; None: `default_predict`) as model ``name:version``.
 
     `base_image` ``"default"``: ``clipper/tensorflow-container`` (built locally on first use). Returns once the
-    replicas have registered and the version is current. Errors saving the model raise ClipperException."""
+    replicas have registered and the version is current. Errors saving the model raise ClipperException.
+
+    `gpus`: the GPUs each replica gets (as `ClipperConnection.deploy_model`'s). The image is a CPU build
+    (``tensorflow-cpu``): TensorFlow uses a GPU where a GPU build runs (a `base_image` of yours, or
+    `LocalContainerManager` with ``tensorflow[and-cuda]``)."""
     model_dir = framework.save_framework_model(func, "tensorflow", LOADER,
                                                lambda d: save_tensorflow_model(d, tf_sess_or_saved_model_path))
     framework.deploy_framework_model(clipper_conn, name, version, input_type, model_dir, IMAGE, base_image,
-                                     labels, registry, num_replicas, batch_size, pkgs_to_install)
+                                     labels, registry, num_replicas, batch_size, pkgs_to_install, gpus=gpus)
 
 
 # ----------------------------------------------------------------------------- replica side
