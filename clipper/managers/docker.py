@@ -460,16 +460,19 @@ class DockerContainerManager(ContainerManager):
 
     # ------------------------------------------------------------------ network
 
-    def _ensure_network(self) -> None:
+    def _ensure_network(self, client: Any = None, **create: Any) -> None:
+        """Creates `docker_network` on `client` (default: `docker_client`) when missing, labelled as ours;
+        `create`: more ``networks.create`` arguments (default: a bridge)."""
+        client = client or self.docker_client
         errors = self._errors()
         try:
-            self.docker_client.networks.get(self.docker_network)
+            client.networks.get(self.docker_network)
             return
         except errors.NotFound:
             pass
         try:
-            self.docker_client.networks.create(self.docker_network, driver="bridge", check_duplicate=True,
-                                               labels={CLIPPER_NETWORK_LABEL: self.cluster_name})
+            client.networks.create(self.docker_network, **({"driver": "bridge", "check_duplicate": True} | create),
+                                   labels={CLIPPER_NETWORK_LABEL: self.cluster_name})
             self.logger.info(f"Created the Docker network {self.docker_network}")
         except errors.APIError as e:
             if "already exists" not in str(e):

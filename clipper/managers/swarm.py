@@ -77,7 +77,7 @@ from .base import (
     parse_model_container_label,
     wait_frontend_replicas,
 )
-from .docker import REDIS_DATA_DIR, DockerContainerManager
+from .docker import CLIPPER_NETWORK_LABEL, REDIS_DATA_DIR, DockerContainerManager
 
 #: Label of the Redis service (its value: unused).
 CLIPPER_REDIS_LABEL = "ai.clipper.redis.label"
@@ -280,19 +280,6 @@ class SwarmContainerManager(DockerContainerManager):
 
     # ------------------------------------------------------------------ services
 
-    def _ensure_overlay(self) -> None:
-        errors = self._errors()
-        try:
-            self.swarm_client.networks.get(self.docker_network)
-            return
-        except errors.NotFound:
-            pass
-        from .docker import CLIPPER_NETWORK_LABEL
-
-        self.swarm_client.networks.create(self.docker_network, driver="overlay", attachable=True,
-                                          labels={CLIPPER_NETWORK_LABEL: self.cluster_name})
-        self.logger.info(f"Created the overlay network {self.docker_network}")
-
     def _create_service(self, image: str, name: str, labels: Mapping[str, str], *, args: Sequence[str] = (),
                         env: Mapping[str, str] | None = None, replicas: int = 1,
                         ports: Mapping[int, int] | None = None, constraints: Sequence[str] = (),
@@ -390,7 +377,7 @@ class SwarmContainerManager(DockerContainerManager):
         redis_image = self._image(self.redis_image or image_ref("redis"), "Redis")
         mgmt_image = self._image(mgmt_frontend_image, "management frontend")
         query_image = self._image(query_frontend_image, "query frontend")
-        self._ensure_overlay()
+        self._ensure_network(self.swarm_client, driver="overlay", attachable=True)
         self._draw_tokens()
         try:
             self._start_services(manager_node, redis_image, mgmt_image, query_image, int(cache_size),
@@ -586,8 +573,6 @@ class SwarmContainerManager(DockerContainerManager):
         self.logger.info(f"Removed {len(services)} service(s)")
 
     def _remove_overlay(self) -> None:
-        from .docker import CLIPPER_NETWORK_LABEL
-
         errors = self._errors()
         for _ in range(50):  # the network stays in use until the tasks' endpoints are gone
             try:
