@@ -389,7 +389,9 @@ def test_sweep_and_clear_stale_in_the_store(store: StateStore) -> None:
 def test_two_frontends_each_record_the_replica_and_a_dead_ones_records_are_swept(stack: Stack) -> None:
     first, second = stack.frontend(), stack.frontend()
     ids = sorted([frontend_id(first), frontend_id(second)])
-    assert stack.admin("get_all_frontends", verbose=False) == ids
+    # A frontend answers HTTP before its watcher thread has announced it: wait for both announcements.
+    wait_until(lambda: stack.admin("get_all_frontends", verbose=False) == ids, "both frontends announced",
+               timeout=5)
     stack.replica(first, second)
     first.wait_replicas("m", 1)
     second.wait_replicas("m", 1)
