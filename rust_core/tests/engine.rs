@@ -613,8 +613,16 @@ fn engine_cpu_over_slow_requests(spin: bool, n: u64) -> Duration {
 #[test]
 fn with_spin_off_the_engine_sleeps_while_a_small_batch_is_in_flight() {
     // With the spin on, the engine polls for up to 300 µs after sending each batch of one; off, it
-    // sleeps until the answer.
-    let on = engine_cpu_over_slow_requests(true, 20);
-    let off = engine_cpu_over_slow_requests(false, 20);
-    assert!(on > off * 2, "engine CPU over 20 slow requests: spin on {on:?}, off {off:?}");
+    // sleeps until the answer. CPU time is noisy when other tests load the cores (a spin that yields
+    // accrues less, a wake-up costs more), hence three tries; were the switch broken, none would pass.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let on = engine_cpu_over_slow_requests(true, 20);
+        let off = engine_cpu_over_slow_requests(false, 20);
+        if on > off * 2 {
+            return;
+        }
+        seen.push((on, off));
+    }
+    panic!("engine CPU over 20 slow requests, (spin on, off): {seen:?}");
 }
