@@ -67,14 +67,14 @@ class Seeds:
         return self.next
 
 
-def clipper_config(app: str) -> dict:
+def clipper_config(app: str, slo_us: int = 100_000) -> dict:
     """Query frontend config: one app backed by the no-op model."""
     return {
         "apps": [
             {
                 "name": app,
                 "input_type": "doubles",
-                "latency_slo_micros": 100000,
+                "latency_slo_micros": slo_us,
                 "default_output": "-1.0",
                 "models": ["noop"],
             }
@@ -119,7 +119,7 @@ NOOP_CONTAINER = [sys.executable, "-m", "clipper.model_runtime", "--predict", "c
 
 
 def start_clipper(app: str, log_dir: Path, workers: int = 1, container: list[str] | None = None, *,
-                  spin: bool = True, wrap: Wrap = None) -> tuple[int, list[Proc]]:
+                  spin: bool = True, wrap: Wrap = None, slo_us: int = 100_000) -> tuple[int, list[Proc]]:
     """Start query frontend (`workers` processes) + the model container (`container`, an argv run with Clipper's
     environment; default the Python no-op); return HTTP port and processes. `spin` False starts both with
     their low-load poll off (``--no-spin``, ``CLIPPER_SPIN=0``)."""
@@ -128,7 +128,7 @@ def start_clipper(app: str, log_dir: Path, workers: int = 1, container: list[str
     while rpc_port <= http_port < rpc_port + workers:
         rpc_port = free_port()  # worker i takes containers on rpc_port + i (free, most likely)
     config = log_dir / "clipper_config.json"
-    config.write_text(json.dumps(clipper_config(app), indent=2))
+    config.write_text(json.dumps(clipper_config(app, slo_us), indent=2))
     procs: list[Proc] = []
     procs.append(
         Proc(
