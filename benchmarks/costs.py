@@ -136,18 +136,27 @@ def _run(curve: str, o: CostOptions, body: Callable[[dict, Path, Seeds], None]) 
 
 
 def _plot(results: dict, title: str, xlabel: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]],
-          logy: tuple[bool, ...] = ()) -> None:
-    """One panel per (y label, {series: [(x, y)]}), log x; the PNG sits next to the results JSON."""
+          logy: tuple[bool, ...] = (), xticks: bool = True) -> None:
+    """One panel per (y label, {series: [(x, y)]}), log x (``xticks``: ticks at the points' x); a series named
+    ``ideal...`` is drawn dashed in the colour of the one before it. The PNG sits next to the results JSON."""
     plt = report.pyplot()
     if plt is None:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     for i, (ax, (ylabel, series)) in enumerate(zip(axes[0], panels, strict=True)):
+        color = 0
         for label, pts in series.items():
             pts = sorted(p for p in pts if p[1] is not None)
+            ideal = label.startswith("ideal")
+            color += 0 if ideal else 1
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if ideal else "o-", color=f"C{color - 1}",
+                        alpha=0.6 if ideal else 1.0, label=label)
         ax.set_xscale("log")
+        xs = sorted({p[0] for pts in series.values() for p in pts})
+        if xticks and xs:
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
         if i < len(logy) and logy[i]:
             ax.set_yscale("log")
         else:
@@ -235,7 +244,7 @@ def run_size(o: CostOptions) -> int:
                   ("server CPU µs per KB of body", {f"{k} {s}": [(r["body_bytes"] / 1024, r["server_us_per_kb"])
                                                                  for r in rows if r["kind"] == k and r["stage"] == s]
                                                     for k in ("doubles", "bytes") for s in ("floor", "pipeline")}),
-              ], logy=(True, True))
+              ], logy=(True, True), xticks=False)
 
     return _run("size", o, body)
 
@@ -434,10 +443,10 @@ def run_replicas(o: CostOptions) -> int:
         print(replicas_table(rows))
         _plot(results, f"costs replicas: sleep {o.fixed_ms:g} ms per batch, wrk {o.connections} connections",
               "replicas", [
-                  ("answers/s", {**{f"batch {b}": [(r["replicas"], r["throughput"]) for r in rows
-                                                   if r["batch_size"] == b] for b in o.batch_sizes},
-                                 **{f"ideal, batch {b}": [(r["replicas"], r["ideal"]) for r in rows
-                                                          if r["batch_size"] == b] for b in o.batch_sizes if b > 0}}),
+                  ("answers/s", {label: [(r["replicas"], r[key]) for r in rows if r["batch_size"] == b]
+                                 for b in o.batch_sizes
+                                 for label, key in ((f"batch {b}", "throughput"), (f"ideal, batch {b}", "ideal"))
+                                 if key == "throughput" or b > 0}),
                   ("cores busy (frontend + containers + wrk)", {
                       f"batch {b}": [(r["replicas"], round(sum(r["cores"].values()), 2)) for r in rows
                                      if r["batch_size"] == b] for b in o.batch_sizes}),
@@ -447,14 +456,17 @@ def run_replicas(o: CostOptions) -> int:
 
 
 def replicas_table(rows: list[dict]) -> str:
-    """One line per (replicas, batch size)."""
+    """One line per (replicas, batch size); ``batch ms``: the median batch round trip the frontend saw (model
+    time + RPC); ``cores``: CPU µs per request x answers/s."""
     lines = [f"{'replicas':>8} {'batch':>6} {'answers/s':>10} {'ideal':>8} {'effic.':>6} {'batch mean':>10} "
-             f"{'p50 ms':>7} {'p99 ms':>7} {'defaults':>8} {'cores: frontend':>15} {'containers':>10} {'wrk':>5}"]
+             f"{'batch ms':>8} {'p50 ms':>7} {'p99 ms':>7} {'defaults':>8} {'cores: frontend':>15} {'containers':>10} "
+             f"{'wrk':>5}"]
     for r in rows:
         lat, cores = r["latency_ms"], r["cores"]
         lines.append(
             f"{r['replicas']:>8} {'AIMD' if r['batch_size'] == -1 else r['batch_size']:>6} {r['throughput']:>10,.0f} "
             f"{_num(r['ideal'], ',.0f'):>8} {_num(r['efficiency'], '.2f'):>6} {_num(r['mean_batch'], '.1f'):>10} "
+            f"{_num((r.get('batch_latency_ms') or {}).get('p50'), '.2f'):>8} "
             f"{_num(lat['p50'], '.2f'):>7} {_num(lat['p99'], '.2f'):>7} {r['defaults']:>8} "
             f"{_num(cores.get('frontend'), '.2f'):>15} {_num(cores.get('containers'), '.2f'):>10} "
             f"{_num(cores.get('wrk'), '.2f'):>5}")
