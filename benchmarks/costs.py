@@ -85,7 +85,7 @@ DEFAULT_POINTS: dict[str, tuple[dict, dict]] = {
     "replicas": ({"replicas": [1, 2, 4, 8]}, {"replicas": [1, 2]}),
     "connections": ({"levels": [1, 10, 100, 1000, 10_000]}, {"levels": [1, 10, 100]}),
 }
-DEFAULT_CONNECTIONS = {"size": 16, "apps": 64, "replicas": 128, "connections": 0}
+DEFAULT_CONNECTIONS = {"size": 64, "apps": 64, "replicas": 128, "connections": 0}
 
 
 def resolve(o: CostOptions) -> CostOptions:
