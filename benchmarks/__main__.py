@@ -1,4 +1,4 @@
-"""Benchmark harness: ``python -m benchmarks {throughput,sweep,tune,aimd,memory,costs} [options]``."""
+"""Benchmark harness: ``python -m benchmarks {throughput,sweep,tune,aimd,memory,instructions,costs} [options]``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,14 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     ai.add_argument("--check-duration", type=float, default=10.0, help="seconds of the open-loop check")
     _load_args(ai, search=True)
 
+    ins = sub.add_parser("instructions", help="instructions per request of each process (valgrind's callgrind): "
+                                              "floor vs pipeline, a figure that does not move with the machine's load")
+    ins.add_argument("--requests", type=cmdline.positive_int, default=2000, help="measured requests per point")
+    ins.add_argument("--warmup", type=cmdline.positive_int, default=300, help="requests before the counters are zeroed")
+    ins.add_argument("--connections", type=_ints, default=[1, 64], help="connection counts, e.g. 1,64")
+    ins.add_argument("--ready-timeout", type=cmdline.positive_float, default=300.0,
+                     help="seconds to wait for the servers under valgrind")
+
     me = sub.add_parser("memory", help="query frontend RSS over a steady full-load run (wrk, no-op model)")
     me.add_argument("--duration", type=cmdline.positive_int, default=60, help="seconds (e.g. 600)")
     me.add_argument("--interval", type=cmdline.positive_float, default=5.0, help="seconds between RSS samples")
@@ -167,7 +175,7 @@ def _csv(values: list[int]) -> str:
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from benchmarks import costs, memory, sweeps
+    from benchmarks import costs, instructions, memory, sweeps
 
     if args.command == "costs":
         fields = {k: v for k, v in vars(args).items() if k != "command"}
@@ -185,6 +193,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "aimd":
         return sweeps.run_aimd(sweeps.AimdOptions(args.slo_ms, args.fixed_ms, args.per_item_us, args.batch_sizes,
                                                   args.load_fraction, args.check_duration, load=_load(args)))
+    if args.command == "instructions":
+        return instructions.run_instructions(instructions.InstructionsOptions(
+            args.requests, args.warmup, args.connections, args.ready_timeout))
     return memory.run_memory(memory.MemoryOptions(args.duration, args.interval, args.connections, args.predict))
 
 
@@ -243,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--container-command", default=None, metavar="COMMAND LINE",
         help="run this model container program (split like a shell would) in place of the Python no-op; it gets "
              "CLIPPER_MODEL_NAME=noop, CLIPPER_MODEL_VERSION=1, CLIPPER_INPUT_TYPE=doubles, CLIPPER_IP, CLIPPER_PORT",
+    )
+    tp.add_argument(
+        "--no-spin", dest="spin", action="store_false",
+        help="start the frontend with --no-spin and the Python container with CLIPPER_SPIN=0 (no low-load poll)",
     )
     tp.add_argument(
         "--ready-timeout",

@@ -242,10 +242,10 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def thread_cpu_ticks(pids: list[int]) -> dict[str, int]:
-    """CPU time (user + system, in clock ticks) of every thread of `pids` and their child processes,
-    keyed ``"<process pid>/<thread name>/<tid>"``."""
-    ticks: dict[str, int] = {}
+def thread_stats(pids: list[int]) -> dict[str, tuple[int, int]]:
+    """CPU time (user + system, in clock ticks) and voluntary context switches (times it slept and was woken)
+    of every thread of `pids` and their child processes, keyed ``"<process pid>/<thread name>/<tid>"``."""
+    stats: dict[str, tuple[int, int]] = {}
     seen: set[int] = set()
     queue = list(pids)
     while queue:
@@ -258,33 +258,49 @@ def thread_cpu_ticks(pids: list[int]) -> dict[str, int]:
         except OSError:
             continue
         for tid in tids:
+            task = Path(f"/proc/{pid}/task/{tid}")
             try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+                stat = (task / "stat").read_text()
+                status = (task / "status").read_text()
+                children = (task / "children").read_text().split()
             except OSError:
                 continue
             name = stat[stat.index("(") + 1:stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2:].split()
-            ticks[f"{pid}/{name}/{tid}"] = int(fields[11]) + int(fields[12])
+            switches = next(int(line.split()[1]) for line in status.splitlines()
+                            if line.startswith("voluntary_ctxt_switches:"))
+            stats[f"{pid}/{name}/{tid}"] = (int(fields[11]) + int(fields[12]), switches)
             queue.extend(int(c) for c in children)
-    return ticks
+    return stats
+
+
+def thread_cpu_ticks(pids: list[int]) -> dict[str, int]:
+    """CPU time (user + system, in clock ticks) of every thread of `pids` and their child processes."""
+    return {k: ticks for k, (ticks, _) in thread_stats(pids).items()}
 
 
 class ThreadCpu:
-    """CPU time per thread of some processes (and their children) over a ``with`` block."""
+    """CPU time and wake-ups (voluntary context switches) per thread of some processes (and their children)
+    over a ``with`` block. At one request at a time, a thread's wake-ups per request count the hand-offs
+    it takes part in."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self.seconds: dict[str, float] = {}
+        self.wakeups: dict[str, int] = {}
 
     def __enter__(self) -> ThreadCpu:
-        self._before = thread_cpu_ticks(self.pids)
+        self._before = thread_stats(self.pids)
         return self
 
     def __exit__(self, *exc: object) -> None:
         hz = os.sysconf("SC_CLK_TCK")
-        after = thread_cpu_ticks(self.pids)
-        self.seconds = {k: (v - self._before.get(k, 0)) / hz for k, v in after.items() if v > self._before.get(k, 0)}
+        after = thread_stats(self.pids)
+        zero = (0, 0)
+        self.seconds = {k: (v[0] - self._before.get(k, zero)[0]) / hz for k, v in after.items()
+                        if v[0] > self._before.get(k, zero)[0]}
+        self.wakeups = {k: v[1] - self._before.get(k, zero)[1] for k, v in after.items()
+                        if v[1] > self._before.get(k, zero)[1]}
 
     def micros_per(self, count: int) -> dict[str, float]:
         """Each thread's CPU microseconds per `count` events (requests), busiest first."""
@@ -304,6 +320,13 @@ class ThreadCpu:
             label = names.get(pid, f"pid {pid}")
             per[label] = per.get(label, 0.0) + s * 1e6 / count
         return {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
+
+    def wakeups_per(self, count: int) -> dict[str, float]:
+        """Each thread's wake-ups per `count` events (requests), most first."""
+        if count <= 0:
+            return {}
+        per = {k: round(n / count, 3) for k, n in self.wakeups.items()}
+        return dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 
 class RssSampler:

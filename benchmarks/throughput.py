@@ -53,6 +53,7 @@ class Options:
     ready_timeout: float = 60.0
     wrk_timeout: int = 2
     container_command: str | None = None  # a command line run as the model container instead of the Python no-op
+    spin: bool = True  # False: the frontend's engine and the Python container never poll instead of sleeping
 
 
 class Seeds:
@@ -66,14 +67,14 @@ class Seeds:
         return self.next
 
 
-def clipper_config(app: str) -> dict:
+def clipper_config(app: str, slo_us: int = 100_000) -> dict:
     """Query frontend config: one app backed by the no-op model."""
     return {
         "apps": [
             {
                 "name": app,
                 "input_type": "doubles",
-                "latency_slo_micros": 100000,
+                "latency_slo_micros": slo_us,
                 "default_output": "-1.0",
                 "models": ["noop"],
             }
@@ -90,7 +91,15 @@ def clipper_config(app: str) -> dict:
     }
 
 
-def start_floor(log_dir: Path, name: str = "floor") -> tuple[int, list[Proc]]:
+#: Turns a process's name and argv into the argv to run (e.g. under valgrind); None runs argv as it is.
+Wrap = Callable[[str, list[str]], list[str]] | None
+
+
+def _wrapped(wrap: Wrap, name: str, argv: list[str]) -> list[str]:
+    return argv if wrap is None else wrap(name, argv)
+
+
+def start_floor(log_dir: Path, name: str = "floor", wrap: Wrap = None) -> tuple[int, list[Proc]]:
     """Start the floor server; return its port and process."""
     port = free_port()
     cmd = [
@@ -102,28 +111,29 @@ def start_floor(log_dir: Path, name: str = "floor") -> tuple[int, list[Proc]]:
         "--port",
         str(port),
     ]
-    return port, [Proc(name, cmd, log_dir)]
+    return port, [Proc(name, _wrapped(wrap, name, cmd), log_dir)]
 
 
 #: The default model container: our Python runtime with the no-op model.
 NOOP_CONTAINER = [sys.executable, "-m", "clipper.model_runtime", "--predict", "clipper.model_runtime.models:noop"]
 
 
-def start_clipper(app: str, log_dir: Path, workers: int = 1,
-                  container: list[str] | None = None) -> tuple[int, list[Proc]]:
+def start_clipper(app: str, log_dir: Path, workers: int = 1, container: list[str] | None = None, *,
+                  spin: bool = True, wrap: Wrap = None, slo_us: int = 100_000) -> tuple[int, list[Proc]]:
     """Start query frontend (`workers` processes) + the model container (`container`, an argv run with Clipper's
-    environment; default the Python no-op); return HTTP port and processes."""
+    environment; default the Python no-op); return HTTP port and processes. `spin` False starts both with
+    their low-load poll off (``--no-spin``, ``CLIPPER_SPIN=0``)."""
     http_port = free_port()
     rpc_port = free_port()
     while rpc_port <= http_port < rpc_port + workers:
         rpc_port = free_port()  # worker i takes containers on rpc_port + i (free, most likely)
     config = log_dir / "clipper_config.json"
-    config.write_text(json.dumps(clipper_config(app), indent=2))
+    config.write_text(json.dumps(clipper_config(app, slo_us), indent=2))
     procs: list[Proc] = []
     procs.append(
         Proc(
             "query_frontend",
-            [
+            _wrapped(wrap, "query_frontend", [
                 sys.executable,
                 "-m",
                 "clipper.frontend.query",
@@ -137,14 +147,15 @@ def start_clipper(app: str, log_dir: Path, workers: int = 1,
                 str(rpc_port),
                 "--workers",
                 str(workers),
-            ],
+                *([] if spin else ["--no-spin"]),
+            ]),
             log_dir,
         )
     )
     procs.append(
         Proc(
             "noop_container",
-            container or NOOP_CONTAINER,
+            _wrapped(wrap, "noop_container", container or NOOP_CONTAINER),
             log_dir,
             env={
                 "CLIPPER_MODEL_NAME": "noop",
@@ -152,6 +163,7 @@ def start_clipper(app: str, log_dir: Path, workers: int = 1,
                 "CLIPPER_IP": HOST,
                 "CLIPPER_PORT": ",".join(str(rpc_port + i) for i in range(workers)),
                 "CLIPPER_INPUT_TYPE": "doubles",
+                "CLIPPER_SPIN": "1" if spin else "0",
             },
         )
     )
@@ -207,6 +219,7 @@ def measure(label: str, port: int, opts: Options, seeds: Seeds, pids: list[int])
         figures["mean_batch_size"] = (batches_after[1] - batches_before[1]) / (batches_after[0] - batches_before[0])
     figures["server_rss"] = rss.summary()
     figures["cpu_us_per_request"] = cpu.micros_per(result.requests)
+    figures["wakeups_per_request"] = cpu.wakeups_per(result.requests)
     figures["wrk_output"] = raw
     if before is not None and after is not None:
         figures["predictions"] = after[0] - before[0]
@@ -300,6 +313,11 @@ def format_table(results: dict) -> str:
         if cpu:
             threads = ", ".join(f"{name} {us:.2f}" for name, us in cpu.items() if us >= 0.05)
             rows.append(f"{label} CPU µs per request (process/thread/tid): {threads}; total {sum(cpu.values()):.2f}")
+        wakeups = (results.get(label) or {}).get("wakeups_per_request")
+        if wakeups:
+            threads = ", ".join(f"{name} {n:.2f}" for name, n in wakeups.items() if n >= 0.01)
+            rows.append(f"{label} wake-ups per request (process/thread/tid): {threads}; "
+                        f"total {sum(wakeups.values()):.2f}")
     return "\n".join(rows)
 
 
@@ -329,7 +347,7 @@ def run_throughput(opts: Options) -> int:
 
         def start_pipeline(d: Path) -> tuple[int, list[Proc]]:
             container = shlex.split(opts.container_command) if opts.container_command else None
-            return start_clipper(opts.app, d, opts.workers, container)
+            return start_clipper(opts.app, d, opts.workers, container, spin=opts.spin)
 
         pipeline_label = "pipeline"
         if opts.container_command:

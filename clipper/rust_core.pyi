@@ -60,6 +60,7 @@ class Engine:
         max_queue: int = ...,
         ping_interval: float = ...,
         ping_timeout: float = ...,
+        spin: bool = ...,
     ) -> Engine:
         """Binds the RPC socket (OSError if it cannot) and starts the engine thread.
 
@@ -71,6 +72,8 @@ class Engine:
             ping_timeout after a PING is closed, and its replica dropped (a host that vanished).
         aimd_target: fraction of the SLO a batch may take before AIMD backs off by 10%.
         max_queue: requests a model's queue holds; past it requests complete at once as overloaded.
+        spin: while only small batches are in flight, poll for up to one round trip before sleeping
+            (lower latency at low load, for CPU); False: always sleep.
         """
 
     @property

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # clipper.images), and the model-container libraries of the other languages: C++ (cmake, libzmq3-dev,
 # cppzmq-dev), Java (default-jdk-headless, libzmq-java) and R (r-base-core, r-cran-pbdzmq); prometheus (the
 # cluster's metrics server), chromium (the status page's browser test) and docker-registry (the registry the Swarm
-# tests push images to, as Clipper's container_registry).
+# tests push images to, as Clipper's container_registry), valgrind (instructions per request, `benchmarks
+# instructions`).
 PACKAGES="build-essential pkg-config wrk redis-server debootstrap cmake libzmq3-dev cppzmq-dev
-          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq prometheus chromium docker-registry"
+          default-jdk-headless libzmq-java r-base-core r-cran-pbdzmq prometheus chromium docker-registry valgrind"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
     for pkg in $PACKAGES; do

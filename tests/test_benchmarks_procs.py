@@ -42,6 +42,10 @@ def test_busy_threads_and_child_processes_are_counted_idle_ones_are_not() -> Non
         assert per[busiest] == round(seconds * 1e6 / 1000, 2)
         assert list(per) == sorted(per, key=lambda k: -per[k])
         assert cpu.micros_per(0) == {}
+        # The busy thread never sleeps; the idle one slept through the block without waking.
+        assert cpu.wakeups.get(busiest, 0) < 5, cpu.wakeups
+        assert not [k for k in cpu.wakeups if k.startswith(f"{idle.pid}/")], cpu.wakeups
+        assert cpu.wakeups_per(0) == {}
     finally:
         for child in children_of(parent.pid):
             os.kill(child, signal.SIGKILL)
@@ -51,3 +55,25 @@ def test_busy_threads_and_child_processes_are_counted_idle_ones_are_not() -> Non
         idle.wait(10)
         if idle.stdout is not None:
             idle.stdout.close()
+
+
+def test_wakeups_count_each_sleep() -> None:
+    """A thread that sleeps 50 times (10 ms each) between two lines of input wakes about 50 times."""
+    code = ("import sys, time\nsys.stdin.readline()\nfor _ in range(50): time.sleep(0.01)\n"
+            "print('done', flush=True)\nsys.stdin.readline()\n")
+    sleeper = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert sleeper.stdin is not None and sleeper.stdout is not None
+    try:
+        time.sleep(0.3)  # started, waiting for its first line
+        with ThreadCpu([sleeper.pid]) as cpu:
+            sleeper.stdin.write(b"go\n")
+            sleeper.stdin.flush()
+            assert sleeper.stdout.readline() == b"done\n"
+        (main,) = [k for k in cpu.wakeups if k.endswith(f"/{sleeper.pid}")]
+        assert 50 <= cpu.wakeups[main] <= 60, cpu.wakeups
+        assert cpu.wakeups_per(50)[main] == round(cpu.wakeups[main] / 50, 3)
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+        sleeper.stdin.close()
+        sleeper.stdout.close()

@@ -151,6 +151,37 @@ def test_an_ip_address_is_static_and_never_resolved(ctx: zmq.Context, run_serve,
         fe.close()
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_after_a_small_batch_the_container_polls_for_the_next_unless_spin_is_off(
+        ctx: zmq.Context, run_serve, containers, monkeypatch: pytest.MonkeyPatch, spin: bool) -> None:
+    polls: list[zmq.Socket] = []
+    monkeypatch.setattr(runtime, "spin_for_next", polls.append)
+    fe = Router(ctx)
+    try:
+        run_serve(host="127.0.0.1", port=fe.port, spin=spin)
+        ident, _ = fe.register()
+        polls.clear()
+        assert outputs_of(fe.predict(ident, 1, 3, [f64(1.0, 2.0)]), 1) == [b"3.0"]
+        # Batches of 3 are not small; by its answer to the second, the container has decided on the first.
+        for msg_id in (2, 3):
+            assert outputs_of(fe.predict(ident, msg_id, 3, [f64(1.0)] * 3), msg_id) == [b"1.0"] * 3
+        assert len(polls) == (1 if spin else 0)
+        (container,) = containers
+        assert container.spin is spin
+    finally:
+        fe.close()
+
+
+def test_clipper_spin_0_turns_the_poll_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clipper.model_runtime.__main__ import build_parser
+
+    assert build_parser().parse_args([]).spin is True
+    assert build_parser().parse_args(["--no-spin"]).spin is False
+    monkeypatch.setenv("CLIPPER_SPIN", "0")
+    assert build_parser().parse_args([]).spin is False
+    assert build_parser().parse_args(["--spin"]).spin is True
+
+
 def test_a_name_gets_a_session_per_address_and_follows_it(ctx: zmq.Context, run_serve, containers) -> None:
     """The name resolves to 127.0.0.1, then to 127.0.0.1 and 127.0.0.2, then to 127.0.0.2 only: the replica
     registers with both frontends, then its session with the first ends (its socket closes: the frontend sees

@@ -95,6 +95,9 @@ class QueryFrontendConfig:
                               "--max-queue", type=cmdline.positive_int)
     predict_token: str | None = _setting(None, "require 'Authorization: Bearer <token>' on predict and update",
                                          "--predict-token", env=PREDICT_TOKEN_ENV)
+    no_spin: bool = _setting(False, "never poll for a model's answer instead of sleeping: while only small batches "
+                                    "are in flight the engine polls for up to one round trip, which lowers the "
+                                    "latency at low load for CPU", "--no-spin", switch=True)
     workers: int = _setting(1, "query frontend processes sharing the HTTP port; worker i takes containers on "
                                "--rpc-port + i", "--workers", type=cmdline.positive_int)
     reuse_port: bool = _setting(False, "bind the HTTP port with SO_REUSEPORT, shared with other processes",

@@ -73,7 +73,7 @@ class QueryFrontend:
         self.host, self.port, self.reuse_port = config.host, config.port, config.reuse_port
         self.engine = rust_core.Engine(
             config.rpc_endpoint, cache_bytes=config.cache_size, heartbeat_timeout=config.heartbeat_timeout,
-            max_queue=config.max_queue,
+            max_queue=config.max_queue, spin=not config.no_spin,
         )
         self.metrics = Metrics(None)
         self.server = _core.QueryServer(

@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub aimd: AimdConfig,
     /// Requests a model's queue holds at most; past it, requests are refused (`Status::Overloaded`).
     pub max_queue: usize,
+    /// While only small batches are in flight, poll for up to one round trip before sleeping
+    /// (`Worker::spin_until_ready`): lower latency at low load, for CPU.
+    pub spin: bool,
     /// For tests: the cache keys of inputs keep only this many low bits (64: all), so that different
     /// inputs share keys and the cache and the queues must tell them apart by their bytes.
     #[doc(hidden)]
@@ -80,6 +83,7 @@ impl Default for EngineConfig {
             ping_timeout: DEFAULT_PING_TIMEOUT,
             aimd: AimdConfig::default(),
             max_queue: DEFAULT_MAX_QUEUE,
+            spin: true,
             cache_key_bits: 64,
         }
     }
@@ -305,6 +309,7 @@ struct Worker {
     replicas: Registry,
     next_msg_id: u32,
     running: bool,
+    spin: bool,
 }
 
 impl Worker {
@@ -329,6 +334,7 @@ impl Worker {
             replicas: Registry::new(config.aimd, config.heartbeat_timeout, Instant::now()),
             next_msg_id: 0,
             running: true,
+            spin: config.spin,
         }
     }
 
@@ -661,6 +667,9 @@ impl Worker {
     /// that slept must be woken when the answer comes, and on virtual machines an idle vCPU takes tens
     /// of microseconds to wake. Under load (larger batches) the engine sleeps as usual.
     fn spin_until_ready(&self, items: &mut [zmq::PollItem<'_>], until: Instant) -> bool {
+        if !self.spin {
+            return false;
+        }
         let Some(round_trip) = self.replicas.small_batches_round_trip(SPIN_MAX_BATCH) else { return false };
         let spin_until = Instant::now() + round_trip.clamp(MIN_SPIN, MAX_SPIN);
         while Instant::now() < spin_until.min(until) {

@@ -48,6 +48,7 @@ impl Engine {
         max_queue=engine::DEFAULT_MAX_QUEUE,
         ping_interval=engine::DEFAULT_PING_INTERVAL.as_secs_f64(),
         ping_timeout=engine::DEFAULT_PING_TIMEOUT.as_secs_f64(),
+        spin=true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -59,6 +60,7 @@ impl Engine {
         max_queue: usize,
         ping_interval: f64,
         ping_timeout: f64,
+        spin: bool,
     ) -> PyResult<Self> {
         let valid = heartbeat_timeout > 0.0 && aimd_target > 0.0 && aimd_target <= 1.0 && max_batch_size > 0 && max_queue > 0;
         if !valid {
@@ -78,6 +80,7 @@ impl Engine {
             ping_timeout,
             aimd: AimdConfig { target: aimd_target, max_batch_size, ..AimdConfig::default() },
             max_queue,
+            spin,
             ..EngineConfig::default()
         };
         let inner = crate::engine::Engine::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;

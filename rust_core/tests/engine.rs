@@ -561,3 +561,68 @@ fn a_peer_that_vanishes_without_closing_is_dropped_at_the_ping_timeout() {
     assert_eq!(engine.replicas().len(), 1);
     far.stop.store(true, Ordering::SeqCst);
 }
+
+/// The tids of this process's engine threads.
+fn engine_threads() -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+            (name.trim() == "clipper-engine").then_some(tid)
+        })
+        .collect()
+}
+
+/// An engine started with `spin`, and its thread's tid (other tests start engines at the same time:
+/// retried until exactly one new engine thread appeared).
+fn engine_with_thread(spin: bool) -> (Engine, u32) {
+    loop {
+        let before = engine_threads();
+        let engine =
+            Engine::start(EngineConfig { rpc_address: "tcp://127.0.0.1:0".into(), spin, ..EngineConfig::default() })
+                .unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let new: Vec<u32> = engine_threads().into_iter().filter(|t| !before.contains(t)).collect();
+        if let [tid] = new[..] {
+            return (engine, tid);
+        }
+    }
+}
+
+/// CPU time a thread of this process has run (`/proc/.../schedstat`, nanoseconds).
+fn thread_runtime(tid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// The engine thread's CPU time over `n` requests, one at a time, to a model that answers after 5 ms.
+fn engine_cpu_over_slow_requests(spin: bool, n: u64) -> Duration {
+    let (engine, tid) = engine_with_thread(spin);
+    let model = engine.model("slow", "1");
+    let _c = FakeContainer::start(engine.rpc_endpoint(), "slow", Duration::from_millis(5), sum);
+    wait_for_replicas(&engine, 1);
+    let start = thread_runtime(tid);
+    for i in 0..n {
+        assert!(submit(&engine, i, model, InputType::Doubles, &doubles(&[i as f64]), SLO).is_none());
+        assert_eq!(wait_for(&engine, 1, SLO).len(), 1);
+    }
+    thread_runtime(tid) - start
+}
+
+#[test]
+fn with_spin_off_the_engine_sleeps_while_a_small_batch_is_in_flight() {
+    // With the spin on, the engine polls for up to 300 µs after sending each batch of one; off, it
+    // sleeps until the answer. CPU time is noisy when other tests load the cores (a spin that yields
+    // accrues less, a wake-up costs more), hence three tries; were the switch broken, none would pass.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let on = engine_cpu_over_slow_requests(true, 20);
+        let off = engine_cpu_over_slow_requests(false, 20);
+        if on > off * 2 {
+            return;
+        }
+        seen.push((on, off));
+    }
+    panic!("engine CPU over 20 slow requests, (spin on, off): {seen:?}");
+}
