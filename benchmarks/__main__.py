@@ -1,4 +1,4 @@
-"""Benchmark harness: ``python -m benchmarks {throughput,sweep,tune,aimd,memory} [options]``."""
+"""Benchmark harness: ``python -m benchmarks {throughput,sweep,tune,aimd,memory,instructions,costs} [options]``."""
 
 from __future__ import annotations
 
@@ -122,10 +122,64 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     me.add_argument("--connections", type=cmdline.positive_int, default=64, help="wrk connections")
     me.add_argument("--predict", default="clipper.model_runtime.models:noop", help="model function, module:fn")
 
+    _costs_args(sub.add_parser("costs", help="how cost grows: input size, apps, replicas, connections (issue #19)"))
+
+
+def _costs_args(co: argparse.ArgumentParser) -> None:
+    from benchmarks.costs import DEFAULT_CONNECTIONS, DEFAULT_POINTS, CostOptions
+
+    d = CostOptions("size")
+    curves = co.add_subparsers(dest="curve", metavar="CURVE", required=True)
+    helps = {"size": "input size: doubles and bytes inputs, floor vs. pipeline, CPU per request and per KB",
+             "apps": "1, 100, 1000 apps (Redis + management frontend): req/s, p99, RSS, add_app -> served time",
+             "replicas": "1, 2, 4, 8 replicas of a model whose batch sleeps 1 ms: where throughput stops scaling",
+             "connections": "1 to 10,000 keep-alive connections: req/s, p99, the frontend's RSS per connection"}
+    for curve, text in helps.items():
+        p = curves.add_parser(curve, help=text)
+        points = DEFAULT_POINTS[curve][0]
+        p.add_argument("--duration", type=cmdline.positive_float, default=d.duration, help="measured seconds per point")
+        p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each point")
+        p.add_argument("--quick", action="store_true",
+                       help="smoke test: 1 s points, no warm-up, fewer points (lists given here still win)")
+        p.add_argument("--ready-timeout", type=cmdline.positive_float, default=d.ready_timeout,
+                       help="seconds to wait for the processes to serve")
+        p.add_argument("--wrk-timeout", type=cmdline.positive_int, default=d.wrk_timeout,
+                       help="wrk's per-request timeout, seconds")
+        if curve == "connections":
+            p.add_argument("--connections", dest="levels", type=_ints, default=None,
+                           help=f"wrk connection counts (default {_csv(points['levels'])})")
+            continue
+        p.add_argument("--connections", type=cmdline.positive_int, default=None,
+                       help=f"wrk connections (default {DEFAULT_CONNECTIONS[curve]})")
+        if curve == "size":
+            p.add_argument("--doubles", type=_ints, default=None,
+                           help=f"values per doubles input (default {_csv(points['doubles'])}; empty: none)")
+            p.add_argument("--bytes", dest="byte_sizes", type=_ints, default=None,
+                           help=f"bytes per bytes input (default {_csv(points['byte_sizes'])}; empty: none)")
+        elif curve == "apps":
+            p.add_argument("--apps", type=_ints, default=None, help=f"app counts (default {_csv(points['apps'])})")
+            p.add_argument("--served", type=cmdline.positive_int, default=d.served,
+                           help="apps whose models get a container (the load goes to them)")
+            p.add_argument("--changes", type=int, default=d.changes, help="add_app propagation times to measure")
+        else:
+            p.add_argument("--replicas", type=_ints, default=None,
+                           help=f"replica counts (default {_csv(points['replicas'])})")
+            p.add_argument("--batch-sizes", type=_batch_sizes, default=d.batch_sizes,
+                           help="batch sizes of the model (a: adaptive)")
+            p.add_argument("--fixed-ms", type=cmdline.positive_float, default=d.fixed_ms,
+                           help="the model's cost per batch, ms")
+
+
+def _csv(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
+
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from benchmarks import instructions, memory, sweeps
+    from benchmarks import costs, instructions, memory, sweeps
 
+    if args.command == "costs":
+        fields = {k: v for k, v in vars(args).items() if k != "command"}
+        return costs.run_costs(costs.CostOptions(**fields))
     if args.command == "sweep":
         if (args.rates is None) == (args.connections is None):
             parser.error("sweep: give exactly one of --rates (open loop) or --connections (closed loop)")

@@ -8,12 +8,15 @@ default answers, no non-2xx and no errors.
 
 from __future__ import annotations
 
+import resource
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from benchmarks import openloop, wrkrun
 from benchmarks.procs import (
     HOST,
     RssSampler,
+    ThreadCpu,
     app_prediction_counts,
     log,
     model_batch_totals,
@@ -39,6 +42,7 @@ class LoadOptions:
     retries: int = 1  # a rate fails only if this many more tries fail too (the machine is shared)
     starved_retries: int = 2  # extra tries for points where the client itself was starved of CPU
     input_size: int = 4
+    wrk_timeout: int = 2  # closed loop: wrk's per-request timeout, seconds
 
 
 def meets_slo(row: dict, slo_ms: float, max_default_ratio: float) -> bool:
@@ -85,18 +89,31 @@ def open_point(serving: Serving, v: Variant, rate: float, opts: LoadOptions, see
     return row
 
 
-def closed_point(serving: Serving, v: Variant, connections: int, opts: LoadOptions, seeds: Seeds) -> dict:
-    """One closed-loop wrk run with ``connections`` on variant ``v`` (4-double inputs, unique)."""
+def closed_point(serving: Serving, v: Variant, connections: int, opts: LoadOptions, seeds: Seeds, *,
+                 mode: str = "unique", script_args: Sequence[str] = (), apps: Sequence[str] | None = None,
+                 cpu_pids: dict[int, str] | None = None) -> dict:
+    """One closed-loop wrk run with ``connections`` on variant ``v`` (4-double inputs, unique).
+
+    ``mode`` and ``script_args``: predict.lua's mode and its arguments after the seed (e.g. ``"body"`` and a
+    body file, or ``paths=...``); ``apps``: the apps whose predictions and defaults are counted (default
+    ``v``'s); ``cpu_pids`` (pid -> name): each process's CPU µs per request over the measured run, and wrk's
+    (``cpu_us_per_request``).
+    """
     url = f"http://{HOST}:{serving.port}/{v.name}/predict"
-    kw = {"connections": connections, "threads": 1, "mode": "unique", "timeout_s": 2}
+    kw = {"connections": connections, "threads": 1, "mode": mode, "timeout_s": opts.wrk_timeout,
+          "script_args": script_args}
+    counted = list(apps or [v.name])
     if opts.warmup > 0:
         wrkrun.run(url, duration_s=max(1, round(opts.warmup)), seed=seeds(), **kw)
     totals = model_batch_totals(serving.port, v.name)
-    before = app_prediction_counts(read_metrics(serving.port), v.name)
-    with RssSampler(serving.frontend_pid, 0.5) as rss:
+    before = _app_counts(serving.port, counted)
+    wrk_before = _children_cpu_s()
+    with RssSampler(serving.frontend_pid, 0.5) as rss, ThreadCpu(list(cpu_pids or {})) as cpu:
         res, _ = wrkrun.run(url, duration_s=max(1, round(opts.duration)), seed=seeds(), **kw)
+    wrk_cpu_s = [a - b for a, b in zip(_children_cpu_s(), wrk_before, strict=True)]
     fig = _model_figures(serving, v, totals)
-    after = fig.pop("_counts")
+    fig.pop("_counts")
+    after = _app_counts(serving.port, counted)
     defaults = after[1] - before[1] if before and after else 0
     answered = max(res.requests - res.non_2xx, 0)
     lat = res.latency_ms
@@ -107,10 +124,31 @@ def closed_point(serving: Serving, v: Variant, connections: int, opts: LoadOptio
            "default_ratio": round(defaults / answered, 5) if answered else 0.0,
            "latency_ms": {"p50": lat.get("50%"), "p95": None, "p99": lat.get("99%"), "p90": lat.get("90%")},
            **fig, "rss": rss.summary()}
+    if cpu_pids is not None and res.requests > 0:
+        row["cpu_us_per_request"] = {**cpu.micros_per_process(res.requests, cpu_pids),
+                                     "wrk": round(sum(wrk_cpu_s) * 1e6 / res.requests, 2)}
+        # on loopback, part of the kernel's work of delivering the request to the server is wrk's system time
+        row["wrk_user_sys_us_per_request"] = [round(s * 1e6 / res.requests, 2) for s in wrk_cpu_s]
+        row["cpu_threads_us_per_request"] = cpu.micros_per(res.requests)
     row["goodput"] = round(row["predictions"] / res.duration_s, 1) if res.duration_s else 0.0
     row["meets_slo"] = meets_slo(row, v.slo_ms, opts.max_default_ratio)
     _log_row(row)
     return row
+
+
+def _app_counts(port: int, apps: list[str]) -> tuple[int, int] | None:
+    """(predictions, defaults) summed over ``apps``; None if one is missing from the metrics."""
+    m = read_metrics(port)
+    counts = [app_prediction_counts(m, a) for a in apps]
+    if any(c is None for c in counts):
+        return None
+    return sum(c[0] for c in counts if c), sum(c[1] for c in counts if c)
+
+
+def _children_cpu_s() -> tuple[float, float]:
+    """User and system CPU seconds of this process's finished children (wrk, once it has been waited for)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime, r.ru_stime
 
 
 def _log_row(row: dict) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import itertools
 import math
 import os
+import resource
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -26,6 +29,17 @@ def log(msg: str) -> None:
     """Progress line on stderr."""
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
+
+def raise_open_files_limit() -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to its hard limit (children inherit it); return the soft
+    limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
 
 
 class Proc:
@@ -97,10 +111,15 @@ def http_request(
         conn.close()
 
 
-def probe_prediction(port: int, app: str) -> tuple[bool, str]:
-    """POST a fresh input; (True, body) if the answer is a non-default prediction."""
+def probe_prediction(port: int, app: str, input_type: str = "doubles") -> tuple[bool, str]:
+    """POST a fresh input (four doubles, or 16 bytes as base64 for ``bytes``); (True, body) if the answer is a
+    non-default prediction."""
     n = next(_probe_counter)
-    body = orjson.dumps({"input": [-1.0, float(os.getpid()), float(n), time.time()]})
+    if input_type == "bytes":
+        value: object = base64.b64encode(struct.pack("<dII", time.time(), os.getpid(), n)).decode()
+    else:
+        value = [-1.0, float(os.getpid()), float(n), time.time()]
+    body = orjson.dumps({"input": value})
     try:
         status, data = http_request(port, "POST", f"/{app}/predict", body)
     except (OSError, http.client.HTTPException) as e:
@@ -115,13 +134,13 @@ def probe_prediction(port: int, app: str) -> tuple[bool, str]:
     return ok, text
 
 
-def wait_ready(port: int, app: str, procs: list[Proc], timeout_s: float) -> None:
+def wait_ready(port: int, app: str, procs: list[Proc], timeout_s: float, input_type: str = "doubles") -> None:
     """Wait until ``app`` answers a prediction with ``"default": false``.
 
     Raises RuntimeError (with the tail of the processes' output) if one of ``procs``
     exits or the timeout passes.
     """
-    wait_until(lambda: probe_prediction(port, app), procs, timeout_s, 0.2,
+    wait_until(lambda: probe_prediction(port, app, input_type), procs, timeout_s, 0.2,
                f"app {app!r} on port {port} gave no non-default prediction")
 
 
@@ -289,6 +308,18 @@ class ThreadCpu:
             return {}
         per = {k: round(s * 1e6 / count, 2) for k, s in self.seconds.items()}
         return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+
+    def micros_per_process(self, count: int, names: dict[int, str]) -> dict[str, float]:
+        """Each process's CPU microseconds (all its threads) per `count` events, labelled by ``names``
+        (pid -> name; a pid not there, e.g. a child process, is labelled ``pid N``)."""
+        if count <= 0:
+            return {}
+        per: dict[str, float] = {}
+        for key, s in self.seconds.items():
+            pid = int(key.split("/", 1)[0])
+            label = names.get(pid, f"pid {pid}")
+            per[label] = per.get(label, 0.0) + s * 1e6 / count
+        return {k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
 
     def wakeups_per(self, count: int) -> dict[str, float]:
         """Each thread's wake-ups per `count` events (requests), most first."""

@@ -84,10 +84,12 @@ class Serving:
 
 
 def start(variants: list[Variant], predict: str, log_dir: Path, *, env: dict[str, str] | None = None,
-          input_type: str = "doubles", ready_timeout: float = 90.0, max_queue: int | None = None) -> Serving:
+          input_type: str = "doubles", ready_timeout: float = 90.0, max_queue: int | None = None,
+          frontend_args: list[str] | None = None) -> Serving:
     """Start a query frontend for ``variants`` and ``replicas`` containers of ``predict`` for each.
 
     Returns once every app answers a non-default prediction and every replica is connected.
+    ``frontend_args``: more options of the query frontend (e.g. ``["--max-body-bytes", "4194304"]``).
     """
     port, rpc_port = free_port(), free_port()
     while rpc_port == port:
@@ -98,6 +100,7 @@ def start(variants: list[Variant], predict: str, log_dir: Path, *, env: dict[str
            "--port", str(port), "--rpc-port", str(rpc_port)]
     if max_queue is not None:
         cmd += ["--max-queue", str(max_queue)]
+    cmd += frontend_args or []
     procs = [Proc("query_frontend", cmd, log_dir)]
     serving = Serving(port, procs)
     try:
@@ -111,7 +114,7 @@ def start(variants: list[Variant], predict: str, log_dir: Path, *, env: dict[str
         log(f"started a query frontend on port {port} and {len(procs) - 1} container(s) of {predict}")
         deadline = time.monotonic() + ready_timeout
         for v in variants:
-            wait_ready(port, v.name, procs, max(deadline - time.monotonic(), 1.0))
+            wait_ready(port, v.name, procs, max(deadline - time.monotonic(), 1.0), input_type)
         while True:
             metrics = read_metrics(port)
             missing = [v.name for v in variants if model_replicas(metrics, v.name) < v.replicas]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,9 +89,10 @@ def run(
     seed: int,
     timeout_s: int = 2,
     script: Path = SCRIPT,
+    script_args: Sequence[str] = (),
 ) -> tuple[WrkResult, str]:
-    """Run wrk once against ``url`` with ``script`` (arguments ``<mode> <seed>``); return the parsed
-    result and the raw report."""
+    """Run wrk once against ``url`` with ``script`` (arguments ``<mode> <seed> *script_args``); return the
+    parsed result and the raw report."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk not found on PATH (Debian: apt-get install wrk)")
@@ -106,6 +108,7 @@ def run(
         "--",
         mode,
         str(seed),
+        *script_args,
     ]
     proc = subprocess.run(
         cmd,
