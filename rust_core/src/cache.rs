@@ -8,8 +8,9 @@
 //! request). An entry under the same key for another input is a miss, and storing the other input
 //! replaces it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 /// Bytes charged per entry on top of its output and its input: the slot (key, model, the two shared
 /// pointers, the CLOCK bit: 48), the index's bucket (about 24), and the reference counts of the
@@ -61,7 +62,7 @@ impl PredictionCache {
         PredictionCache {
             capacity: capacity_bytes,
             used: 0,
-            index: HashMap::new(),
+            index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,

@@ -15,8 +15,9 @@
 //! has not seen yet ([`Connections::heard`]); then each `DISCONNECTED` is for the connection
 //! of the identity recorded on that descriptor, or for a later one.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
+
+use foldhash::HashMap;
 
 /// What a message's descriptor says about the connection that sent it (see [`Connections::heard`]).
 #[derive(Debug, PartialEq, Eq)]

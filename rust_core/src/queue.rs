@@ -11,10 +11,12 @@
 //! ([`Queues::take_batch`]) and tells it how tasks ended ([`Queues::complete_task`]).
 
 use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use crate::rpc::InputType;
 
@@ -157,9 +159,9 @@ impl Queues {
         Queues {
             models: Vec::new(),
             max_queue,
-            live: HashMap::new(),
-            waiters: HashMap::new(),
-            by_key: HashMap::new(),
+            live: HashMap::default(),
+            waiters: HashMap::default(),
+            by_key: HashMap::default(),
             next_id: 0,
             deadlines: BinaryHeap::new(),
             completed: Vec::new(),

@@ -6,9 +6,10 @@
 //! what happened; the tasks of a replica that goes are handed back for the queues
 //! ([`crate::queue`]) to requeue.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use crate::aimd::{Aimd, AimdConfig};
 use crate::queue::Task;
@@ -72,7 +73,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(aimd: AimdConfig, heartbeat_timeout: Duration, now: Instant) -> Registry {
-        Registry { replicas: HashMap::new(), models: Vec::new(), aimd, heartbeat_timeout, next_liveness_check: now }
+        Registry { replicas: HashMap::default(), models: Vec::new(), aimd, heartbeat_timeout, next_liveness_check: now }
     }
 
     fn model(&mut self, model: u32) -> &mut ModelReplicas {
