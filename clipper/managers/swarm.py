@@ -648,7 +648,7 @@ class SwarmContainerManager(DockerContainerManager):
                 service.update(image=wanted, mode=types.ServiceMode("replicated", replicas=num_replicas))
             elif self.get_num_replicas(name, version) != num_replicas:
                 self.logger.info(f"Scaling {name}:{version} to {num_replicas} replica(s)")
-                service.scale(num_replicas)
+                self._scale(service, num_replicas)
             service.reload()
         else:
             if num_replicas == 0:
@@ -666,6 +666,18 @@ class SwarmContainerManager(DockerContainerManager):
         self._wait_service(service, f"Model {name}:{version}", num_replicas)
         wait_frontend_replicas(self.get_admin_addr(), name, version, num_replicas, self.logger,
                                timeout=self.start_timeout, token=self.admin_token)
+
+    def _scale(self, service: Any, replicas: int) -> None:
+        """Sets the service's replica count and nothing else. docker-py's `Service.scale` sends back the spec read
+        with Swarm's defaults inserted; a task template that differs from the stored one is a new one to Swarm,
+        which then replaces every running task (seen: the one replica of a model restarted during 1 -> 6, and the
+        frontends had none for a second and a half)."""
+        spec = service.attrs["Spec"]
+        self.docker_client.api.update_service(
+            service.id, service.version, name=spec["Name"], labels=spec.get("Labels"),
+            task_template=spec["TaskTemplate"], mode={"Replicated": {"Replicas": replicas}},
+            update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"), fetch_current_spec=False)
 
     def _runs_our_runtime(self, image: str) -> bool:
         try:
