@@ -673,7 +673,7 @@ class SwarmContainerManager(DockerContainerManager):
         which then replaces every running task (seen: the one replica of a model restarted during 1 -> 6, and the
         frontends had none for a second and a half)."""
         spec = service.attrs["Spec"]
-        self.docker_client.api.update_service(
+        service.client.api.update_service(
             service.id, service.version, name=spec["Name"], labels=spec.get("Labels"),
             task_template=spec["TaskTemplate"], mode={"Replicated": {"Replicas": replicas}},
             update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
