@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -119,20 +118,9 @@ def _run(curve: str, o: CostOptions, body: Callable[[dict, Path, Seeds], None]) 
     results = report.new_results(f"costs-{curve}", asdict(o))
     results["open_files_limit"] = raise_open_files_limit()
     log_dir = Path(tempfile.mkdtemp(prefix="clipper-bench-"))
-    try:
+    with report.recording_errors(results, log_dir):
         body(results, log_dir, Seeds())
-    except (RuntimeError, ValueError, OSError) as e:
-        results["error"] = str(e)
-        log(f"ERROR: {e}")
-        log(f"process logs kept in {log_dir}")
-    except KeyboardInterrupt:
-        results["error"] = "interrupted"
-        log("interrupted")
-    log(f"results written to {report.write_results(results)}")
-    if results["error"] is None:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        return 0
-    return 1
+    return report.finish(results, log_dir)
 
 
 def _plot(results: dict, title: str, xlabel: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]],

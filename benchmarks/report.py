@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import sys
 import textwrap
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +46,30 @@ def write_results(results: dict, name: str = "{stamp}-{benchmark}") -> Path:
         path = results_path(results, f"-{n}.json", name)
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def recording_errors(results: dict, log_dir: Path) -> Iterator[None]:
+    """Records a failed run (RuntimeError, ValueError, OSError, Ctrl-C) as ``results["error"]`` instead of raising;
+    the processes' logs in `log_dir` are kept then."""
+    try:
+        yield
+    except (RuntimeError, ValueError, OSError) as e:
+        results["error"] = str(e)
+        log(f"ERROR: {e}")
+        log(f"process logs kept in {log_dir}")
+    except KeyboardInterrupt:
+        results["error"] = "interrupted"
+        log("interrupted")
+
+
+def finish(results: dict, log_dir: Path) -> int:
+    """Writes the results JSON; removes `log_dir` after a run without error; the exit code (1 on error)."""
+    log(f"results written to {write_results(results)}")
+    if results["error"] is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        return 0
+    return 1
 
 
 def _num(v: float | None, fmt: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,26 +35,15 @@ def _run(name: str, options: dict, variants: list[Variant], sopts: ServeOptions,
     log_dir = Path(tempfile.mkdtemp(prefix="clipper-bench-"))
     srv: Serving | None = None
     try:
-        srv = serving.start(variants, sopts.predict, log_dir, env=sopts.env, input_type=sopts.input_type,
-                            ready_timeout=sopts.ready_timeout)
-        body(srv, results)
-    except (RuntimeError, ValueError, OSError) as e:
-        results["error"] = str(e)
-        log(f"ERROR: {e}")
-        log(f"process logs kept in {log_dir}")
-    except KeyboardInterrupt:
-        results["error"] = "interrupted"
-        log("interrupted")
+        with report.recording_errors(results, log_dir):
+            srv = serving.start(variants, sopts.predict, log_dir, env=sopts.env, input_type=sopts.input_type,
+                                ready_timeout=sopts.ready_timeout)
+            body(srv, results)
     finally:
         if srv is not None:
             srv.stop()
             log("stopped the serving processes")
-    path = report.write_results(results)
-    log(f"results written to {path}")
-    if results["error"] is None:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        return 0
-    return 1
+    return report.finish(results, log_dir)
 
 
 # sweep
