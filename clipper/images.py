@@ -159,7 +159,8 @@ _SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "READ
 _SOURCE_DIRS = ("clipper", "_core", "rust_core", "containers")
 # files an installer adds to a .dist-info: not part of the wheel
 _INSTALLER_FILES = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
-_SKIP_DIRS = {"__pycache__", "target", "build", "dist", ".pytest_cache", ".ruff_cache"}
+# fuzz: rust_core/fuzz, its own cargo project (corpora, lock file) that no wheel needs
+_SKIP_DIRS = {"__pycache__", "target", "build", "dist", ".pytest_cache", ".ruff_cache", "fuzz"}
 _SKIP_SUFFIXES = (".so", ".pyc", ".pyo", ".pyd", ".o")
 
 

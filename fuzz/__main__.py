@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget the corpora of earlier local runs")
     parser.add_argument("--sanitizer", default=os.environ.get("FUZZ_RUST_SANITIZER", "address"),
                         help="cargo-fuzz sanitizer: address (default), none, ... (falls back to none)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="install the tools and build the targets, fuzz nothing (CI builds them early)")
     args = parser.parse_args(argv)
     targets = args.targets or all_targets
     unknown = [t for t in targets if t not in all_targets]
@@ -244,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.CalledProcessError) as e:
         log(f"setup failed: {e}")
         return 2
+    if args.build_only:
+        return 0
     results = [fuzz_target(name, args.seconds, sanitizer, args.merge) for name in targets]
     total = time.monotonic() - started
     print("\nfuzz summary (runs: executions; cov: coverage counters hit, after loading the corpus -> at the end; "
