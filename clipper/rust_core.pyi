@@ -9,6 +9,7 @@ from typing import final
 
 __all__ = [
     "Engine",
+    "Dealer",
     "c_api",
     "encode_simple_input",
     "DEFAULT_RPC_ADDRESS",
@@ -126,6 +127,36 @@ class Engine:
 
     def close(self) -> None:
         """Stops the engine thread; requests still waiting are not completed."""
+
+@final
+class Dealer:
+    """A ZeroMQ DEALER connection to one frontend's ROUTER (ZMTP 3.1, NULL mechanism), spoken by the
+    thread that calls it: no I/O thread, no call per frame. The model container's side of the RPC.
+
+    Like a libzmq DEALER it connects within its calls, retries every 100 ms while the frontend is away
+    or after the connection is lost, and answers the frontend's ZMTP PINGs; unlike one, what was
+    queued for a connection that is lost is dropped with it. While nobody has called it for 0.1 s
+    (a batch runs), a native thread of its own answers the PINGs, without the GIL, so a long batch
+    keeps its connection; it never takes a message. Calls from several threads take turns.
+    """
+
+    def __new__(cls, endpoint: str) -> Dealer:
+        """A connection to `endpoint` (``tcp://host:port``; ValueError otherwise), made at the first `recv`."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the handshake with the frontend is done."""
+
+    def send(self, frames: list[bytes]) -> None:
+        """Queues one message (a frame per item) and writes what the socket takes now; never blocks."""
+
+    def recv(self, timeout: float, spin: float = 0.0) -> list[bytes] | None:
+        """The next message's frames, or None after `timeout` seconds; polls without sleeping for the first
+        `spin` seconds. Releases the GIL while it waits. Raises ConnectionError (and drops the connection,
+        made again at the next call) when the peer breaks the protocol."""
+
+    def close(self) -> None:
+        """Drops the connection and what is queued."""
 
 c_api: object
 """A capsule (`clipper.rust_core.c_api`) with the C functions `clipper._core` calls: the HTTP/1.1

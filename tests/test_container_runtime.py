@@ -6,6 +6,7 @@ so the byte layouts of Clipper RPC v3 are checked independently.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -45,9 +47,12 @@ V3 = u32(3)
 class Frontend:
     """A bare ROUTER on a free port of `host` (a loopback address), speaking the frontend side of RPC v3."""
 
-    def __init__(self, ctx: zmq.Context, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, ctx: zmq.Context, port: int | None = None, host: str = "127.0.0.1",
+                 ping_ms: tuple[int, int] | None = None) -> None:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
+        if ping_ms is not None:  # ZMTP PINGs (interval, timeout), as the query frontend sends them
+            self.sock.heartbeat_ivl, self.sock.heartbeat_timeout = ping_ms
         if port is None:
             self.sock.bind(f"tcp://{host}:*")
             port = int(self.sock.last_endpoint.decode().rsplit(":", 1)[1])
@@ -405,6 +410,37 @@ def test_heartbeats_and_answers_while_a_long_batch_runs(frontend: Frontend, spaw
     assert max(gaps) < 0.5, f"longest silence while busy: {max(gaps):.2f} s"
     who, *frames = frontend.recv_content(timeout=5.0)
     assert outputs_of(frames, 2) == [b"1"]  # the batch that arrived meanwhile
+
+
+def test_a_batch_that_holds_the_gil_keeps_its_connection_through_the_frontends_pings() -> None:
+    """The frontend PINGs every 0.1 s and drops a connection silent for 0.5 s after a PING; the model holds
+    the GIL for 1.5 s (libc's usleep called through ctypes.PyDLL), so no Python thread can answer meanwhile.
+    The connection's own native keeper does: the answer comes on the same connection, which never drops."""
+    ctx = zmq.Context()
+    frontend = Frontend(ctx, ping_ms=(100, 500))
+    monitor = frontend.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    usleep = ctypes.PyDLL(None).usleep
+
+    def hold_the_gil(inputs: Any) -> list[str]:
+        usleep(1_500_000)
+        return ["held"] * len(inputs)
+
+    try:
+        stop = threading.Event()
+        t = threading.Thread(target=serve, args=(hold_the_gil,), daemon=True, kwargs=dict(
+            name="m", version="v1", port=frontend.port, stop_event=stop))
+        t.start()
+        ident, _ = frontend.register()
+        start = time.monotonic()
+        assert outputs_of(frontend.predict(ident, 1, 3, [f64(1.0)]), 1) == [b"held"]
+        assert time.monotonic() - start >= 1.5
+        assert not monitor.poll(0), "the frontend dropped the connection while the batch ran"
+        stop.set()
+        t.join(TIMEOUT_S)
+    finally:
+        monitor.close(linger=0)
+        frontend.close()
+        ctx.term()
 
 
 def test_a_batch_longer_than_the_frontend_heartbeat_timeout(cluster, tmp_path: Path) -> None:

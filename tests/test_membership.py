@@ -27,7 +27,7 @@ from test_container_runtime import Frontend as Router
 from test_query_redis import Admin, add_model
 from zmq.utils.monitor import recv_monitor_message
 
-from clipper import management_client
+from clipper import management_client, rust_core
 from clipper.frontend.replicas import ReplicaPublisher
 from clipper.managers.base import wait_frontend_replicas
 from clipper.model_runtime import runtime, serve
@@ -154,8 +154,23 @@ def test_an_ip_address_is_static_and_never_resolved(ctx: zmq.Context, run_serve,
 @pytest.mark.parametrize("spin", [True, False])
 def test_after_a_small_batch_the_container_polls_for_the_next_unless_spin_is_off(
         ctx: zmq.Context, run_serve, containers, monkeypatch: pytest.MonkeyPatch, spin: bool) -> None:
-    polls: list[zmq.Socket] = []
-    monkeypatch.setattr(runtime, "spin_for_next", polls.append)
+    polls: list[float] = []
+
+    class RecordingDealer:
+        """`rust_core.Dealer`, recording the spin of each wait that polls before it sleeps."""
+
+        def __init__(self, address: str) -> None:
+            self.dealer = rust_core.Dealer(address)
+
+        def recv(self, timeout: float, spin: float = 0.0) -> list[bytes] | None:
+            if spin:
+                polls.append(spin)
+            return self.dealer.recv(timeout, spin)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.dealer, name)
+
+    monkeypatch.setattr(runtime, "rust_core", types.SimpleNamespace(Dealer=RecordingDealer))
     fe = Router(ctx)
     try:
         run_serve(host="127.0.0.1", port=fe.port, spin=spin)
@@ -165,7 +180,7 @@ def test_after_a_small_batch_the_container_polls_for_the_next_unless_spin_is_off
         # Batches of 3 are not small; by its answer to the second, the container has decided on the first.
         for msg_id in (2, 3):
             assert outputs_of(fe.predict(ident, msg_id, 3, [f64(1.0)] * 3), msg_id) == [b"1.0"] * 3
-        assert len(polls) == (1 if spin else 0)
+        assert polls == ([runtime._SPIN_S] if spin else [])
         (container,) = containers
         assert container.spin is spin
     finally:

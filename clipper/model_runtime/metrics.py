@@ -44,7 +44,7 @@ MC_METRICS: tuple[tuple[str, str, str, tuple[float, ...]], ...] = (
      "outputs, or the input type did not match.", ()),
     ("clipper_mc_pred_batch_size", "histogram", "Inputs per prediction request.", _BATCH_BUCKETS),
     ("clipper_mc_recv_time_ms", "histogram",
-     "The time in ms takes to receive RPC call: from its first frame to the request parsed.", _CLIPPER_RPC_BUCKETS),
+     "The time in ms takes to receive RPC call: from its message read to the request parsed.", _CLIPPER_RPC_BUCKETS),
     ("clipper_mc_queue_wait_ms", "histogram",
      "The time in ms a received request waited in the container before its batch started (behind another "
      "batch).", _QUEUE_BUCKETS),
@@ -73,7 +73,7 @@ class ContainerMetrics:
             Histogram(m[3]) for m in MC_METRICS[3:])
 
     def batch(self, n: int, first: float, received: float, started: float, parsed: float, done: float) -> None:
-        """A batch of `n` answered: perf_counter() times of its first frame, parsed message, batch start,
+        """A batch of `n` answered: perf_counter() times of its message read, parsed message, batch start,
         decoded inputs and outputs ready."""
         self.batches += 1
         self.inputs += n

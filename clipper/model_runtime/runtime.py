@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import zmq
 
+from .. import rust_core
 from . import protocol as p
 from .metrics import ContainerMetrics, MetricsServer
 
@@ -28,45 +28,6 @@ PredictFn = Callable[[Any], Sequence[Any]]
 _MAX_POLL_S = 0.1
 
 _clock = time.perf_counter
-
-# pyzmq's Python-level send/recv wrappers cost about three times the C calls for the small frames of
-# a batch (one frame per input); the container's loop calls the compiled methods directly, and reads
-# "more frames follow" off each received Frame (getsockopt(RCVMORE) costs more than the frame).
-_send = zmq.backend.Socket.send
-_recv = zmq.backend.Socket.recv
-# pyzmq's constants are enum.IntFlag members: `flags | zmq.SNDMORE` runs enum's Python code (about 7,000
-# instructions, measured with callgrind), so the hot path uses them as plain ints.
-_SNDMORE, _NOBLOCK, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
-
-
-def send_frames(sock: zmq.Socket, frames: Sequence[bytes], flags: int = 0) -> None:
-    """``sock.send_multipart(frames, flags)`` for bytes frames, without pyzmq's per-frame Python overhead."""
-    last, more = len(frames) - 1, flags | _SNDMORE
-    for i, frame in enumerate(frames):
-        _send(sock, frame, more if i < last else flags)
-
-
-def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
-    """``sock.recv_multipart(flags)``, without pyzmq's per-frame Python overhead; raises ``zmq.Again`` on
-    the socket's receive timeout (at once with ``zmq.NOBLOCK`` when nothing is waiting)."""
-    frames = []
-    while True:
-        frame = _recv(sock, flags, False)
-        frames.append(frame.bytes)
-        if not frame.more:
-            return frames
-
-
-def recv_frames_timed(sock: zmq.Socket, flags: int = 0) -> tuple[list[bytes], float]:
-    """`recv_frames`, and the ``perf_counter()`` time at which the first frame was read."""
-    frame = _recv(sock, flags, False)
-    first = _clock()
-    frames = [frame.bytes]
-    while frame.more:
-        frame = _recv(sock, flags, False)
-        frames.append(frame.bytes)
-    return frames, first
-
 
 def resolve_ipv4(host: str) -> list[str]:
     """The IPv4 addresses `host` resolves to (``getaddrinfo``, AF_INET, SOCK_STREAM), in the resolver's order,
@@ -85,21 +46,13 @@ def is_ip_literal(host: str) -> bool:
 
 
 #: After answering a batch of at most `_SPIN_MAX_BATCH` inputs, the container polls for the next batch
-#: for up to `_SPIN_S` before it blocks in recv. Small batches mean spare capacity, which buys latency:
+#: for up to `_SPIN_S` before it sleeps. Small batches mean spare capacity, which buys latency:
 #: a thread that slept must be woken, and on virtual machines an idle vCPU takes tens of microseconds
 #: to wake. Under load (larger batches) the CPU goes to the work instead. A container with more than one
 #: session (several frontend ports, or a name that resolves to several frontends) does not spin, nor one
 #: served with ``spin=False`` (``--no-spin``, ``CLIPPER_SPIN=0``).
 _SPIN_MAX_BATCH = 2
 _SPIN_S = 200e-6
-
-
-def spin_for_next(sock: zmq.Socket) -> None:
-    """Polls (without sleeping) until a message is waiting or `_SPIN_S` has passed."""
-    deadline = time.perf_counter() + _SPIN_S
-    while time.perf_counter() < deadline:
-        if sock.getsockopt(_EVENTS) & _POLLIN:
-            return
 
 
 class StopEvent(Protocol):
@@ -124,7 +77,7 @@ def encode_outputs(result: Any, n: int) -> list[bytes]:
 def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int,
               metrics: ContainerMetrics | None = None, first: float = 0.0, received: float = 0.0) -> list[bytes]:
     """Run one prediction batch; a failure becomes one error output per input. With `metrics`, the batch is
-    counted there (`first`, `received`: ``perf_counter()`` times of its first frame and parsed message)."""
+    counted there (`first`, `received`: ``perf_counter()`` times of its message read and parsed)."""
     n = len(request.inputs)
     started = _clock() if metrics is not None else 0.0
     try:
@@ -190,20 +143,20 @@ class _Container:
     def stopped(self) -> bool:
         return self.halt.is_set() or (self.stop_event is not None and self.stop_event.is_set())
 
-    def serve_address(self, ctx: zmq.Context, address: str, member: _Member | None = None) -> None:
+    def serve_address(self, address: str, member: _Member | None = None) -> None:
         """One session after another with the frontend at `address`, until stopped (or, with `member`,
         until that address is no longer wanted)."""
         member = member if member is not None else _Member(address)
         try:
             while member.wanted and not self.stopped():
-                _Session(self, ctx, address, member).run()
+                _Session(self, address, member).run()
         finally:
             with self.members_lock:
                 if member in self.leaving:
                     self.leaving.discard(member)
                     self._update_spin()
 
-    def follow(self, ctx: zmq.Context, host: str, ports: Sequence[int], resolve: Callable[[str], Sequence[str]],
+    def follow(self, host: str, ports: Sequence[int], resolve: Callable[[str], Sequence[str]],
                interval: float) -> None:
         """The resolver thread, for a `host` that is a name: one session thread per (IPv4 address, port),
         following what `host` resolves to every `interval` seconds, until stopped. A resolution that fails (or
@@ -226,12 +179,12 @@ class _Container:
                 if failing:
                     failing = False
                     log.warning("%s resolves again: %s", host, ", ".join(found))
-                self.set_members(ctx, [f"tcp://{ip}:{int(port)}" for ip in found for port in ports])
+                self.set_members([f"tcp://{ip}:{int(port)}" for ip in found for port in ports])
             deadline = time.monotonic() + interval
             while not self.stopped() and (left := deadline - time.monotonic()) > 0:
                 self.halt.wait(min(left, _MAX_POLL_S))
 
-    def set_members(self, ctx: zmq.Context, addresses: Sequence[str]) -> None:
+    def set_members(self, addresses: Sequence[str]) -> None:
         """Serves exactly `addresses`: a session thread for each new one; the sessions of those that left end
         (within `_MAX_POLL_S`, or when their batch is done), closing their socket."""
         wanted = list(dict.fromkeys(addresses))
@@ -249,7 +202,7 @@ class _Container:
                 self.spin = False  # before a second session thread starts
             for a in new:
                 member = self.members[a] = _Member(a)
-                member.thread = threading.Thread(target=self.serve_address, args=(ctx, a, member),
+                member.thread = threading.Thread(target=self.serve_address, args=(a, member),
                                                  name=f"session {a}", daemon=True)
                 member.thread.start()
                 log.info("frontend %s appeared; connecting", a)
@@ -277,7 +230,7 @@ class _Container:
                     try:
                         if session.busy_since is not None:  # still running: the socket is free to use
                             session.speak_while_busy()
-                    except zmq.ZMQError as e:  # e.g. the send queue is full: the frontend is long gone
+                    except ConnectionError as e:  # the frontend broke the protocol; the session reconnects
                         log.warning("cannot speak to %s while a batch runs: %s", session.address, e)
                     finally:
                         session.owner.release()
@@ -312,38 +265,37 @@ class _Member:
 
 
 class _Session:
-    """One DEALER connection to a frontend.
+    """One DEALER connection to a frontend (`rust_core.Dealer`: ZeroMQ's protocol spoken by the thread that
+    calls it, with no I/O thread of its own).
 
-    ZeroMQ sockets are not thread-safe; a socket may move between threads across a full memory barrier.
-    `owner` is that barrier: whichever thread uses `sock` holds it. The session thread holds it except
-    while its batch runs (`busy_since` set); then the keeper thread may take it for a moment.
+    The connection is not thread-safe; `owner` says which thread may use it: whichever holds it. The session
+    thread holds it except while its batch runs (`busy_since` set); then the keeper thread may take it for a
+    moment, and its calls answer the frontend's ZMTP PINGs as well.
     """
 
-    def __init__(self, container: _Container, ctx: zmq.Context, address: str, member: _Member | None = None) -> None:
+    def __init__(self, container: _Container, address: str, member: _Member | None = None) -> None:
         self.container, self.address = container, address
         self.member = member if member is not None else _Member(address)  # ends the session once not wanted
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.linger = 0
-        self.sock.rcvtimeo = int(1000 * min(container.heartbeat_interval, container.session_timeout, _MAX_POLL_S))
+        self.sock = rust_core.Dealer(address)  # connects (and reconnects) within its calls
+        self.timeout = min(container.heartbeat_interval, container.session_timeout, _MAX_POLL_S)
         self.owner = threading.Lock()
         self.busy_since: float | None = None
         self.heard = self.sent = time.monotonic()  # last message from the frontend, last message to it
         # batches that arrived while another one ran, with the perf_counter() time they were read
         self.pending: deque[tuple[list[bytes], float]] = deque()
 
-    def send(self, frames: list[bytes], flags: int = 0) -> None:
-        send_frames(self.sock, frames, flags)
+    def send(self, frames: list[bytes]) -> None:
+        self.sock.send(frames)
         self.sent = time.monotonic()
 
     def run(self) -> None:
         """Connect, say hello and serve until nothing is heard for the session timeout, or stopped."""
         c, sock, member = self.container, self.sock, self.member
         timed = c.metrics is not None
-        first = 0.0
+        first, spin = 0.0, 0.0
         self.owner.acquire()
         c.sessions.add(self)
         try:
-            sock.connect(self.address)
             self.send(p.heartbeat())
             connected = False  # like Clipper: no repeated heartbeats before the frontend answers
             while member.wanted and not c.stopped():
@@ -357,24 +309,27 @@ class _Session:
                     frames, first = self.pending.popleft()
                 else:
                     try:
-                        if timed:
-                            frames, first = recv_frames_timed(sock)
-                        else:
-                            frames = recv_frames(sock)
-                    except zmq.Again:
+                        received = sock.recv(self.timeout, spin)
+                    except ConnectionError as e:
+                        log.warning("%s: %s; reconnecting", self.address, e)
+                        return
+                    spin = 0.0
+                    if received is None:
                         continue
-                    connected = True
+                    frames, connected = received, True
+                    if timed:
+                        first = _clock()
                 reply = self.reply(frames, first)
                 if reply is not None:
-                    send_frames(sock, reply)
+                    sock.send(reply)
                     self.heard = self.sent = time.monotonic()
                     if c.spin and len(reply) - 5 <= _SPIN_MAX_BATCH:
-                        spin_for_next(sock)
+                        spin = _SPIN_S
                 else:
                     self.heard = time.monotonic()
         finally:
             c.sessions.discard(self)
-            sock.close(linger=0)
+            sock.close()
             self.owner.release()
 
     @staticmethod
@@ -386,7 +341,7 @@ class _Session:
             return None
 
     def reply(self, frames: list[bytes], first: float = 0.0) -> list[bytes] | None:
-        """On the session thread: handle one message from the frontend (its first frame read at `first`, a
+        """On the session thread: handle one message from the frontend (read at `first`, a
         ``perf_counter()`` time, when metrics are on); return the message to send back, if any.
         A batch runs here, with the socket released to the keeper meanwhile."""
         msg = self.parse(frames)
@@ -412,18 +367,14 @@ class _Session:
         thread waits for the socket when its batch is done."""
         c = self.container
         if time.monotonic() - self.sent >= c.heartbeat_interval:
-            self.send(p.heartbeat(), _NOBLOCK)
-        while True:
-            try:
-                frames = recv_frames(self.sock, _NOBLOCK)
-            except zmq.Again:
-                return
+            self.send(p.heartbeat())
+        while (frames := self.sock.recv(0.0)) is not None:  # also answers the frontend's ZMTP PINGs
             self.heard = time.monotonic()
             msg = self.parse(frames)
             if isinstance(msg, (p.PredictRequest, p.FeedbackRequest)):
                 self.pending.append((frames, _clock()))  # for the session thread, after its batch
             elif msg is not None and (reply := c.reply(msg, self.address)) is not None:
-                self.send(reply, _NOBLOCK)
+                self.send(reply)
 
 
 def serve(
@@ -494,23 +445,22 @@ def serve(
     addresses = [f"tcp://{host}:{int(p)}" for p in ports] if static else []
     container = _Container(predict, name, str(version), code, addresses,
                            heartbeat_interval, session_timeout, stop_event, metrics, may_spin=spin)
-    ctx = zmq.Context()
     keeper = threading.Thread(target=container.keep_alive, name="heartbeat keeper", daemon=True)
     try:
         keeper.start()
         if static:
-            threads = [threading.Thread(target=container.serve_address, args=(ctx, a), name=f"session {a}",
+            threads = [threading.Thread(target=container.serve_address, args=(a,), name=f"session {a}",
                                         daemon=True) for a in addresses[1:]]
             for t in threads:
                 t.start()
-            container.serve_address(ctx, addresses[0])
+            container.serve_address(addresses[0])
             for t in threads:
                 t.join()
         else:
             # The resolver runs on its own (daemon) thread, so that a lookup that hangs does not hold up the
             # end of serve(); this thread waits for the stop.
             follower = threading.Thread(target=container.follow, name=f"resolve {host}", daemon=True,
-                                        args=(ctx, host, ports, resolver or resolve_ipv4, resolve_interval))
+                                        args=(host, ports, resolver or resolve_ipv4, resolve_interval))
             follower.start()
             while not container.stopped():
                 container.halt.wait(_MAX_POLL_S)
@@ -518,6 +468,5 @@ def serve(
         container.halt.set()
         container.end_members()
         keeper.join()
-        ctx.term()
         if server is not None:
             server.close()

@@ -179,6 +179,57 @@ impl Engine {
     }
 }
 
+/// A ZeroMQ DEALER connection to one frontend, spoken by the calling thread (`crate::dealer`).
+#[pyclass(frozen, module = "clipper.rust_core")]
+struct Dealer {
+    inner: crate::dealer::KeptDealer,
+}
+
+fn seconds(value: f64, what: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| PyValueError::new_err(format!("{what} must be a number of seconds >= 0")))
+}
+
+#[pymethods]
+impl Dealer {
+    #[new]
+    fn new(endpoint: &str) -> PyResult<Self> {
+        let inner = crate::dealer::KeptDealer::new(endpoint).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
+            _ => PyOSError::new_err(e.to_string()),
+        })?;
+        Ok(Dealer { inner })
+    }
+
+    #[getter]
+    fn connected(&self) -> bool {
+        self.inner.lock().is_connected()
+    }
+
+    fn send(&self, frames: &Bound<'_, PyList>) -> PyResult<()> {
+        let frames: Vec<Bound<'_, PyBytes>> = frames.iter().map(|f| f.downcast_into::<PyBytes>()).collect::<Result<_, _>>()?;
+        self.inner.lock().send(frames.iter().map(|f| f.as_bytes()));
+        Ok(())
+    }
+
+    #[pyo3(signature = (timeout, spin=0.0))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: f64, spin: f64) -> PyResult<Option<Bound<'py, PyList>>> {
+        let (timeout, spin) = (seconds(timeout, "timeout")?, seconds(spin, "spin")?);
+        let found = py
+            .allow_threads(|| self.inner.lock().wait(timeout, spin))
+            .map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))?;
+        // The message stays until the next wait; the keeper thread only drops it with the connection.
+        let dealer = self.inner.lock();
+        if !found || dealer.message().len() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(PyList::new(py, dealer.message().map(|frame| PyBytes::new(py, frame)))?))
+    }
+
+    fn close(&self) {
+        self.inner.lock().close();
+    }
+}
+
 /// The capsule name `_core` asks for.
 const C_API_NAME: &std::ffi::CStr = c"clipper.rust_core.c_api";
 
@@ -239,6 +290,7 @@ fn encode_simple_input<'py>(py: Python<'py>, body: &[u8], input_type_code: u8) -
 #[pymodule]
 fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_class::<Dealer>()?;
     let api = std::ptr::addr_of!(C_API).cast_mut().cast();
     // SAFETY: the capsule points to a static that lives as long as the process, and has no destructor
     // (the C side only reads it); PyCapsule_New returns a new reference, or NULL with an exception set,
