@@ -7,8 +7,9 @@
 //! Lost containers: the ROUTER's monitor reports every connection accepted and lost, and
 //! `connections` ties each replica to its connection, so that a replica whose connection closes
 //! (the process died, the host answered with a reset) is dropped at once and its batch requeued.
-//! ZMTP heartbeats (PING/PONG, answered by the container's ZeroMQ I/O thread, even while the
-//! model runs) close a connection whose peer has vanished without a word; the monitor reports that
+//! ZMTP heartbeats (PING/PONG, answered on the container's side even while the model runs: by
+//! libzmq's I/O thread in Clipper's containers, by the connection's keeper thread in ours) close a
+//! connection whose peer has vanished without a word; the monitor reports that
 //! too. The RPC heartbeat timeout stays as the last resort for a container that hangs while its
 //! connection lives.
 
