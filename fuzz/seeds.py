@@ -179,6 +179,49 @@ def decode_inbound_seeds() -> dict[str, bytes]:
     return {f"seed_{k}": join_frames(v) for k, v in seeds.items()}
 
 
+def zmtp_frame(body: bytes, flags: int = 0) -> bytes:
+    """One ZMTP frame: flags (1 more, 2 long, 4 command), its length, its body."""
+    if len(body) > 255:
+        return bytes([flags | 2]) + struct.pack(">Q", len(body)) + body
+    return bytes([flags, len(body)]) + body
+
+
+def zmtp_command(name: bytes, data: bytes) -> bytes:
+    return zmtp_frame(bytes([len(name)]) + name + data, 4)
+
+
+def zmtp_ready(socket_type: bytes, identity: bytes = b"") -> bytes:
+    props = b"".join(bytes([len(k)]) + k + struct.pack(">I", len(v)) + v
+                     for k, v in ((b"Socket-Type", socket_type), (b"Identity", identity)))
+    return zmtp_command(b"READY", props)
+
+
+def zmtp_message(*frames: bytes) -> bytes:
+    return b"".join(zmtp_frame(f, 1 if i < len(frames) - 1 else 0) for i, f in enumerate(frames))
+
+
+def zmtp_decoder_seeds() -> dict[str, bytes]:
+    """The first byte's low bit: the greeting taken as given; then chunks fed one by one (`join_frames`)."""
+    greeting = b"\xff" + bytes(8) + b"\x7f\x03\x01" + b"NULL" + bytes(16) + bytes(32)
+    registration = zmtp_message(b"", u32(0), b"m", b"1", b"3", u32(3))
+    response = zmtp_message(b"", u32(1), u32(7), u64s(24), u64s(2, 3, 3), b"0.3", b"0.7")
+    handshake = zmtp_ready(b"DEALER") + zmtp_message(b"", u32(2)) + registration
+    seeds = {
+        "whole": (0, greeting + handshake + response),
+        "named_ping_long": (0, greeting + zmtp_ready(b"DEALER", b"replica-1") + zmtp_command(b"PING", b"\x00\x0actx")
+                            + zmtp_message(b"", b"x" * 300)),
+        "given_greeting": (1, handshake + zmtp_command(b"PONG", b"") + response),
+        "wrong_socket_type": (1, zmtp_ready(b"PUB") + response),
+        "error_command": (1, zmtp_ready(b"REQ") + zmtp_command(b"ERROR", b"\x04boom")),
+    }
+    out = {}
+    for name, (flag, stream) in seeds.items():
+        for cut in (255, 7):
+            chunks = [stream[i:i + cut] for i in range(0, len(stream), cut)]
+            out[f"seed_{name}_{cut}"] = bytes([flag]) + join_frames(chunks)
+    return out
+
+
 def json_fragment_seeds() -> dict[str, bytes]:
     seeds = [b"1", b"0.25", b'{"a": [1, 2]}', b"[1,2]", b"DEFAULT", b' "x" ', b"null", b"true", b"\x00error:boom",
              b"", b"1e30", b"nan", b'"caf\xc3\xa9"', b"\xe2\x82"]
@@ -200,6 +243,7 @@ def main() -> None:
     write(CORPUS / "admin_json", admin_seeds())
     write(RUST_CORPUS / "decode_inbound", decode_inbound_seeds())
     write(RUST_CORPUS / "json_fragment", json_fragment_seeds())
+    write(RUST_CORPUS / "zmtp_decoder", zmtp_decoder_seeds())
     print("seed corpora written")
 
 

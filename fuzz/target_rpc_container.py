@@ -38,10 +38,8 @@ class Target:
         ]
         for c in self.containers:
             c.feedback_logged = True  # log once is fine, but keep the fuzz output quiet
-        # the session step the runtime's loop calls for each message (an unconnected socket: nothing is sent)
-        import zmq
-
-        self.sessions = [runtime._Session(c, zmq.Context.instance(), "fuzz") for c in self.containers]
+        # the session step the runtime's loop calls for each message (a connection never made: nothing is sent)
+        self.sessions = [runtime._Session(c, "tcp://127.0.0.1:1") for c in self.containers]
         for session in self.sessions:
             session.owner.acquire()  # held by the session thread except while a batch runs
         import logging

@@ -10,60 +10,31 @@
 //! connection). A [`Dealer`] does its I/O inside [`Dealer::send`] and [`Dealer::wait`] only; a
 //! [`KeptDealer`] adds a thread that answers PINGs while its caller is busy elsewhere.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::zmtp::{self, ProtocolError};
+use crate::link::Link;
+use crate::zmtp;
 
 /// How long to wait before connecting again (libzmq's default `ZMQ_RECONNECT_IVL`).
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bytes read per `read` call at least.
-const READ_CHUNK: usize = 64 << 10;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for the peer's greeting.
-    Greeting,
-    /// Waiting for the peer's READY.
-    Handshake,
-    /// Exchanging messages.
-    Ready,
-}
 
 pub struct Dealer {
     /// `host:port`, resolved at each connection attempt.
     address: String,
-    stream: Option<TcpStream>,
-    phase: Phase,
-    /// Bytes read and not yet parsed: `input[consumed..filled]` (`input` is a buffer, zeroed once, that
-    /// only grows).
-    input: Vec<u8>,
-    consumed: usize,
-    filled: usize,
-    /// Where the frames of the messages read lie in `input`: whole messages, then the one being read.
-    frames: VecDeque<Range<usize>>,
-    /// How many frames each whole message in `frames` has, in order.
-    messages: VecDeque<usize>,
-    /// Whether the first of `messages` was handed out by the last `wait` (and goes at the next).
-    handed_out: bool,
+    link: Option<Link>,
+    /// Messages sent while there is no connection, encoded: they go first on the next one.
+    queued: Vec<u8>,
+    retry_at: Instant,
     /// When a caller last used the connection (see [`KeptDealer`]).
     last_call: Instant,
-    /// Bytes to write: `output[written..]`.
-    output: Vec<u8>,
-    written: usize,
-    /// Messages sent before the peer's greeting came: they follow our READY, which follows it
-    /// (libzmq drops a connection whose READY arrives with the greeting).
-    held: Vec<u8>,
-    retry_at: Instant,
 }
 
 fn endpoint_address(endpoint: &str) -> io::Result<String> {
@@ -76,45 +47,27 @@ fn endpoint_address(endpoint: &str) -> io::Result<String> {
     }
 }
 
-fn protocol_error(e: ProtocolError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
-}
-
 impl Dealer {
     /// A DEALER for `endpoint` (`tcp://host:port`); it connects on the first call to `wait`.
     pub fn new(endpoint: &str) -> io::Result<Dealer> {
-        Ok(Dealer {
-            address: endpoint_address(endpoint)?,
-            stream: None,
-            phase: Phase::Greeting,
-            input: Vec::new(),
-            consumed: 0,
-            filled: 0,
-            frames: VecDeque::new(),
-            messages: VecDeque::new(),
-            handed_out: false,
-            last_call: Instant::now(),
-            output: Vec::new(),
-            written: 0,
-            held: Vec::new(),
-            retry_at: Instant::now(),
-        })
+        let now = Instant::now();
+        Ok(Dealer { address: endpoint_address(endpoint)?, link: None, queued: Vec::new(), retry_at: now, last_call: now })
     }
 
     /// Whether the handshake with the peer is done.
     pub fn is_connected(&self) -> bool {
-        self.phase == Phase::Ready
+        self.link.as_ref().is_some_and(Link::is_ready)
     }
 
     /// Queues a message and writes what the socket takes now; never blocks. The rest is written by
     /// the next calls.
     pub fn send<'a>(&mut self, frames: impl ExactSizeIterator<Item = &'a [u8]>) {
-        if self.stream.is_none() || self.phase == Phase::Greeting {
-            return zmtp::put_message(&mut self.held, frames);
-        }
-        zmtp::put_message(&mut self.output, frames);
-        self.flush();
         self.last_call = Instant::now();
+        let Some(link) = &mut self.link else { return zmtp::put_message(&mut self.queued, frames) };
+        link.queue(frames);
+        if link.flush().is_err() {
+            self.disconnect();
+        }
     }
 
     /// Waits until a whole message has arrived (true) or `timeout` has passed (false), first polling
@@ -123,34 +76,35 @@ impl Dealer {
     /// protocol is one (its connection is dropped, and made again at the next call).
     pub fn wait(&mut self, timeout: Duration, spin: Duration) -> io::Result<bool> {
         let found = self.wait_inner(timeout, spin);
-        self.handed_out = matches!(found, Ok(true));
         self.last_call = Instant::now();
         found
     }
 
     fn wait_inner(&mut self, timeout: Duration, spin: Duration) -> io::Result<bool> {
-        self.take_message();
+        if let Some(link) = &mut self.link {
+            link.release_message();
+        }
         let start = Instant::now();
         let (deadline, spin_until) = (start + timeout, start + spin.min(timeout));
         loop {
-            let found = self.parse();
-            if self.written < self.output.len() {
-                self.flush(); // a PONG just queued, or a message the socket did not take at once
-            }
-            match found {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(e) => {
-                    self.disconnect();
-                    return Err(protocol_error(e));
+            match self.link.as_mut().map(Dealer::step) {
+                Some(Ok(Some(found))) => {
+                    if found {
+                        return Ok(true);
+                    }
                 }
-            }
-            if self.stream.is_none() {
-                self.connect(deadline);
-                self.flush();
-            }
-            if self.fill() {
-                continue;
+                Some(Ok(None)) => continue, // bytes came: parse them
+                Some(Err(e)) => {
+                    self.disconnect();
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        return Err(e);
+                    }
+                }
+                None => {
+                    if self.connect(deadline) {
+                        continue;
+                    }
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -160,194 +114,76 @@ impl Dealer {
                 std::hint::spin_loop();
                 continue;
             }
-            match &self.stream {
-                Some(stream) => poll(stream, !self.pending_output().is_empty(), deadline - now),
+            match &self.link {
+                Some(link) => poll(link.fd(), link.has_output(), deadline - now),
                 None => std::thread::sleep(self.retry_at.min(deadline).saturating_duration_since(now)),
             }
         }
     }
 
-    /// The frames of the message [`Dealer::wait`] found (none if it found none).
-    pub fn message(&self) -> impl ExactSizeIterator<Item = &[u8]> {
-        let count = self.messages.front().copied().unwrap_or(0);
-        self.frames.range(..count).map(|r| &self.input[r.clone()])
+    /// Parses, writes and reads once: Some(true) when a message is there, None when bytes came (parse
+    /// again), Some(false) when there is nothing to do but wait. An error of kind `InvalidData` is a
+    /// protocol error; any other, a lost connection.
+    fn step(link: &mut Link) -> io::Result<Option<bool>> {
+        let found = link.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        link.flush()?; // our READY, a PONG, or what the socket did not take at once
+        if found {
+            return Ok(Some(link.hand_out()));
+        }
+        Ok(if link.fill()? { None } else { Some(false) })
+    }
+
+    /// The frames of the message [`Dealer::wait`] found (None, or no frames, if it found none).
+    pub fn message(&self) -> Option<impl ExactSizeIterator<Item = &[u8]>> {
+        self.link.as_ref().map(Link::message)
     }
 
     /// Reads what has come and answers PINGs, without taking a message: what [`KeptDealer`]'s thread
     /// does while nobody calls.
     fn keep(&mut self) {
-        if self.stream.is_none() {
-            return;
-        }
-        self.flush();
-        while self.fill() {}
-        if self.parse().is_err() {
+        let Some(link) = &mut self.link else { return };
+        let lost = loop {
+            match link.fill() {
+                Ok(true) => {}
+                Ok(false) => break false,
+                Err(_) => break true,
+            }
+        };
+        if lost || link.parse().is_err() || link.flush().is_err() {
             self.disconnect(); // the owner's next wait connects again
         }
-        self.flush();
     }
 
     /// Drops the connection (queued output too); a later `wait` connects again.
     pub fn close(&mut self) {
         self.disconnect();
-        self.held.clear();
+        self.queued.clear();
     }
 
-    fn pending_output(&self) -> &[u8] {
-        &self.output[self.written..]
-    }
-
-    /// Marks the message found by the last `wait` as taken, and drops the bytes no longer needed.
-    fn take_message(&mut self) {
-        if std::mem::take(&mut self.handed_out) {
-            let count = self.messages.pop_front().expect("the message handed out");
-            self.frames.drain(..count);
-        }
-        // Move what is still needed to the front: always when no frame is kept (a few bytes at most, as a
-        // rule), else once the bytes before the first frame kept are half the buffer.
-        let base = self.frames.front().map_or(self.consumed, |r| r.start);
-        if base > 0 && (self.frames.is_empty() || base >= self.input.len() / 2) {
-            self.input.copy_within(base..self.filled, 0);
-            for r in &mut self.frames {
-                *r = r.start - base..r.end - base;
-            }
-            self.consumed -= base;
-            self.filled -= base;
-        }
-    }
-
-    fn connect(&mut self, deadline: Instant) {
+    /// Connects if it is time to: whether a connection was made.
+    fn connect(&mut self, deadline: Instant) -> bool {
         let now = Instant::now();
         if now < self.retry_at || now >= deadline {
-            return;
+            return false;
         }
         self.retry_at = now + RECONNECT_INTERVAL;
         let timeout = (deadline - now).clamp(Duration::from_millis(1), CONNECT_TIMEOUT);
-        let Some(stream) = resolve(&self.address).and_then(|address| TcpStream::connect_timeout(&address, timeout).ok()) else {
-            return;
-        };
-        if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
-            return;
-        }
-        // The greeting first; READY and what was sent meanwhile once the peer's greeting is here.
-        self.output.clear();
-        self.output.extend_from_slice(&zmtp::greeting());
-        self.written = 0;
-        self.stream = Some(stream);
+        let stream = resolve(&self.address).and_then(|address| TcpStream::connect_timeout(&address, timeout).ok());
+        let Some(Ok(mut link)) = stream.map(|s| Link::new(s, "DEALER", &[b"ROUTER"])) else { return false };
+        link.queue_encoded(&std::mem::take(&mut self.queued));
+        self.link = Some(link);
+        true
     }
 
     fn disconnect(&mut self) {
-        if self.stream.take().is_some() {
-            // What was queued for this connection goes with it (see the module's documentation).
-            self.output.clear();
-            self.written = 0;
-            self.held.clear();
-        }
-        self.phase = Phase::Greeting;
-        self.consumed = 0;
-        self.filled = 0;
-        self.frames.clear();
-        self.messages.clear();
-        self.handed_out = false;
+        // What was queued for this connection goes with it (see the module's documentation).
+        self.link = None;
         self.retry_at = Instant::now() + RECONNECT_INTERVAL;
-    }
-
-    /// Writes what the socket takes now.
-    fn flush(&mut self) {
-        let Some(stream) = &mut self.stream else { return };
-        while self.written < self.output.len() {
-            match stream.write(&self.output[self.written..]) {
-                Ok(0) => return self.disconnect(),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.disconnect(),
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-    }
-
-    /// Reads what the socket has now; whether anything came.
-    fn fill(&mut self) -> bool {
-        let Some(stream) = &mut self.stream else { return false };
-        // Room for the rest of a frame whose header is there (up to 16 MiB at once), and READ_CHUNK.
-        let unparsed = &self.input[self.consumed..self.filled];
-        let frame = zmtp::frame_len(unparsed).map_or(0, |n| n.min(16 << 20) as usize);
-        let room = frame.saturating_sub(unparsed.len()).max(READ_CHUNK);
-        if self.input.len() - self.filled < room {
-            self.input.resize(self.filled + room, 0);
-        }
-        match stream.read(&mut self.input[self.filled..]) {
-            Ok(0) => {
-                self.disconnect();
-                false
-            }
-            Ok(n) => {
-                self.filled += n;
-                true
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => false,
-            Err(_) => {
-                self.disconnect();
-                false
-            }
-        }
-    }
-
-    /// Parses what was read (the greeting, the handshake, commands and message frames) until the bytes
-    /// run out: whether a whole message is there.
-    fn parse(&mut self) -> Result<bool, ProtocolError> {
-        if self.stream.is_none() {
-            return Ok(false);
-        }
-        loop {
-            let buf = &self.input[self.consumed..self.filled];
-            if self.phase == Phase::Greeting {
-                let Some(greeting) = buf.get(..zmtp::GREETING_LEN) else { return Ok(false) };
-                zmtp::check_greeting(greeting)?;
-                self.consumed += zmtp::GREETING_LEN;
-                self.phase = Phase::Handshake;
-                zmtp::put_ready(&mut self.output, "DEALER");
-                self.output.append(&mut self.held);
-                continue;
-            }
-            let Some((frame, used)) = zmtp::next_frame(buf)? else { return Ok(!self.messages.is_empty()) };
-            let body = self.consumed + frame.body.start..self.consumed + frame.body.end;
-            self.consumed += used;
-            if self.phase == Phase::Handshake {
-                if !frame.command {
-                    return Err(ProtocolError("the peer sent a message before its READY"));
-                }
-                let (name, data) = zmtp::split_command(&self.input[body])?;
-                if name != b"READY" {
-                    return Err(ProtocolError("the peer's first command is not READY"));
-                }
-                match zmtp::property(data, "Socket-Type")? {
-                    Some(t) if t == b"ROUTER" => {}
-                    _ => return Err(ProtocolError("the peer is not a ROUTER")),
-                }
-                self.phase = Phase::Ready;
-            } else if frame.command {
-                let (name, data) = zmtp::split_command(&self.input[body])?;
-                match name {
-                    b"PING" => zmtp::put_pong(&mut self.output, data),
-                    b"ERROR" => return Err(ProtocolError("the peer closed the connection with an ERROR command")),
-                    _ => {} // PONG, and commands of later versions
-                }
-            } else {
-                self.frames.push_back(body);
-                if !frame.more {
-                    let earlier: usize = self.messages.iter().sum();
-                    self.messages.push_back(self.frames.len() - earlier);
-                }
-            }
-        }
     }
 }
 
 /// How often [`KeptDealer`]'s thread looks, and how long a connection must have gone unused before
-/// it steps in (a third of the frontend's default ZMTP heartbeat timeout would still do).
+/// it steps in (the frontend's ZMTP heartbeat timeout is 3 s by default).
 const KEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A [`Dealer`] with a thread that answers the peer's PINGs (and reads what comes) while nobody
@@ -388,10 +224,10 @@ fn resolve(address: &str) -> Option<SocketAddr> {
     address.to_socket_addrs().ok()?.next()
 }
 
-/// Sleeps until `stream` is readable (or writable, with `write`), or `timeout` has passed.
-fn poll(stream: &TcpStream, write: bool, timeout: Duration) {
+/// Sleeps until `fd` is readable (or writable, with `write`), or `timeout` has passed.
+fn poll(fd: RawFd, write: bool, timeout: Duration) {
     let events = libc::POLLIN | if write { libc::POLLOUT } else { 0 };
-    let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events, revents: 0 };
+    let mut fd = libc::pollfd { fd, events, revents: 0 };
     let timeout = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -402,6 +238,8 @@ fn poll(stream: &TcpStream, write: bool, timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// A libzmq ROUTER on a free port; with `ping`, it PINGs each connection every 100 ms and drops
@@ -422,7 +260,7 @@ mod tests {
 
     fn recv(dealer: &mut Dealer) -> Vec<Vec<u8>> {
         assert!(dealer.wait(Duration::from_secs(5), Duration::ZERO).unwrap(), "no message within 5 s");
-        dealer.message().map(<[u8]>::to_vec).collect()
+        dealer.message().unwrap().map(<[u8]>::to_vec).collect()
     }
 
     #[test]

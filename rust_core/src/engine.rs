@@ -1,17 +1,15 @@
-//! The engine loop: one native thread that owns the ZeroMQ ROUTER and wires the request queues
-//! (`queue`) to the replica registry (`replicas`): it takes commands, sends batches,
-//! reads answers and heartbeats, and publishes completions and stats. Callers submit requests
-//! through a channel and collect completions in bulk; an eventfd tells them when completions are
-//! waiting.
+//! The engine loop: one native thread that owns the ROUTER ([`crate::router`]: ZeroMQ's protocol
+//! spoken by this thread, no I/O thread) and wires the request queues (`queue`) to the replica
+//! registry (`replicas`): it takes commands, sends batches, reads answers and heartbeats, and
+//! publishes completions and stats. Callers submit requests through a channel and collect
+//! completions in bulk; an eventfd tells them when completions are waiting.
 //!
-//! Lost containers: the ROUTER's monitor reports every connection accepted and lost, and
-//! `connections` ties each replica to its connection, so that a replica whose connection closes
-//! (the process died, the host answered with a reset) is dropped at once and its batch requeued.
-//! ZMTP heartbeats (PING/PONG, answered on the container's side even while the model runs: by
-//! libzmq's I/O thread in Clipper's containers, by the connection's keeper thread in ours) close a
-//! connection whose peer has vanished without a word; the monitor reports that
-//! too. The RPC heartbeat timeout stays as the last resort for a container that hangs while its
-//! connection lives.
+//! Lost containers: each replica is known by the identity of its connection, and the router
+//! reports every connection lost (closed, reset, or silent for `ping_timeout` after a ZMTP PING,
+//! which the container's side answers even while its model runs: libzmq's I/O thread in Clipper's
+//! containers, the connection's keeper thread in ours), after the last message read from it: the
+//! replica is dropped at once and its batch requeued. The RPC heartbeat timeout stays as the last
+//! resort for a container that hangs while its connection lives.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,10 +23,10 @@ use parking_lot::Mutex;
 
 use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
-use crate::connections::{Connections, Heard};
 use crate::eventfd::EventFd;
 use crate::queue::{Queues, Take, Task};
 use crate::replicas::{Answer, Batch, Registry};
+use crate::router::Router;
 use crate::rpc::{self, Inbound, InputType};
 use crate::stats::Window;
 
@@ -44,15 +42,10 @@ pub const DEFAULT_MAX_QUEUE: usize = 10_000;
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Where the ROUTER's monitor publishes its events (inproc: within the engine's own ZeroMQ context).
-const MONITOR_ENDPOINT: &str = "inproc://clipper-engine-monitor";
-/// Under a steady load the engine may not reach its poll for a while; it reads the monitor at least
-/// this often all the same.
-const MONITOR_READ_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// ZeroMQ endpoint the ROUTER binds, e.g. `tcp://127.0.0.1:7000`.
+    /// Endpoint the ROUTER listens on, e.g. `tcp://127.0.0.1:7000` (`*` for every interface).
     pub rpc_address: String,
     pub cache_bytes: usize,
     /// Replicas silent for longer are dropped and their in-flight work requeued.
@@ -140,27 +133,9 @@ pub struct Engine {
 impl Engine {
     /// Binds the RPC socket and starts the engine thread.
     pub fn start(config: EngineConfig) -> io::Result<Engine> {
-        let context = zmq::Context::new();
-        let socket = context.socket(zmq::ROUTER).map_err(io::Error::from)?;
-        socket.set_linger(0).map_err(io::Error::from)?;
-        socket.set_router_handover(true).map_err(io::Error::from)?;
-        // Sending to a container that has gone fails at once, instead of vanishing silently.
-        socket.set_router_mandatory(true).map_err(io::Error::from)?;
-        socket.set_heartbeat_ivl(millis(config.ping_interval)).map_err(io::Error::from)?;
-        socket.set_heartbeat_timeout(millis(config.ping_timeout)).map_err(io::Error::from)?;
-        // Connections accepted and lost, with their descriptors; watched before the first can come.
-        let events = zmq::SocketEvent::ACCEPTED.to_raw() | zmq::SocketEvent::DISCONNECTED.to_raw();
-        socket.monitor(MONITOR_ENDPOINT, i32::from(events)).map_err(io::Error::from)?;
-        let monitor = context.socket(zmq::PAIR).map_err(io::Error::from)?;
-        monitor.set_linger(0).map_err(io::Error::from)?;
-        monitor.connect(MONITOR_ENDPOINT).map_err(io::Error::from)?;
-        socket.bind(&config.rpc_address).map_err(|e| {
-            io::Error::new(io::ErrorKind::AddrInUse, format!("cannot bind {}: {e}", config.rpc_address))
-        })?;
-        let rpc_endpoint = socket
-            .get_last_endpoint()
-            .map_err(io::Error::from)?
-            .unwrap_or_else(|_| config.rpc_address.clone());
+        let router = Router::bind(&config.rpc_address, config.ping_interval, config.ping_timeout)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", config.rpc_address)))?;
+        let rpc_endpoint = router.endpoint()?;
         let shared = Arc::new(Shared {
             cache: Mutex::new(PredictionCache::new(config.cache_bytes)),
             completions: Mutex::new(Vec::new()),
@@ -171,9 +146,10 @@ impl Engine {
             stats: Mutex::new(Vec::new()),
             replicas: Mutex::new(Vec::new()),
         });
+        router.watch(shared.wake_fd.fd())?;
         let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let worker = Worker::new(config, shared.clone(), receiver, socket, monitor);
+        let worker = Worker::new(config, shared.clone(), receiver, router);
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
             .spawn(move || worker.run())?;
@@ -282,30 +258,12 @@ fn intern_model(shared: &Shared, name: &str, version: &str) -> u32 {
     (models.len() - 1) as u32
 }
 
-/// A duration in whole milliseconds for a ZeroMQ option (0 stays 0; at least 1 otherwise).
-fn millis(d: Duration) -> i32 {
-    if d.is_zero() {
-        0
-    } else {
-        d.as_millis().clamp(1, i32::MAX as u128) as i32
-    }
-}
 
-/// The engine thread's state: the socket and what it wires together.
+/// The engine thread's state: the router and what it wires together.
 struct Worker {
     shared: Arc<Shared>,
     commands: Receiver<Command>,
-    socket: zmq::Socket,
-    /// The PAIR socket that receives the ROUTER's monitor events.
-    monitor: zmq::Socket,
-    /// Its ZMQ_FD: readable when events may be waiting. Polled as a plain descriptor, which spares
-    /// `zmq_poll` a ZMQ_EVENTS check (a system call) per poll; reliable because every read of the
-    /// monitor takes all it holds.
-    monitor_fd: RawFd,
-    connections: Connections,
-    /// The last poll found monitor events waiting.
-    monitor_ready: bool,
-    next_monitor_read: Instant,
+    router: Router,
     queues: Queues,
     replicas: Registry,
     next_msg_id: u32,
@@ -318,19 +276,12 @@ impl Worker {
         config: EngineConfig,
         shared: Arc<Shared>,
         commands: Receiver<Command>,
-        socket: zmq::Socket,
-        monitor: zmq::Socket,
+        router: Router,
     ) -> Worker {
-        let monitor_fd = monitor.get_fd().expect("a socket has a descriptor");
         Worker {
             shared,
             commands,
-            socket,
-            monitor,
-            monitor_fd,
-            connections: Connections::default(),
-            monitor_ready: false,
-            next_monitor_read: Instant::now(),
+            router,
             queues: Queues::new(config.max_queue),
             replicas: Registry::new(config.aimd, config.heartbeat_timeout, Instant::now()),
             next_msg_id: 0,
@@ -346,10 +297,7 @@ impl Worker {
             }
             self.receive_all();
             let now = Instant::now();
-            if self.monitor_ready || now >= self.next_monitor_read {
-                self.read_monitor();
-                self.next_monitor_read = now + MONITOR_READ_INTERVAL;
-            }
+            self.router.keep_alive(now);
             self.queues.expire(now);
             for identity in self.replicas.silent(now) {
                 let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());
@@ -431,13 +379,9 @@ impl Worker {
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
         let inputs: Vec<&[u8]> = tasks.iter().map(|t| &*t.input).collect();
         let head = rpc::predict_request_head(msg_id, input_type, &inputs);
-        let more = zmq::SNDMORE | zmq::DONTWAIT;
-        let sent = self.socket.send(&identity, more).is_ok()
-            && head.iter().all(|frame| self.socket.send(frame, more).is_ok())
-            && inputs.iter().enumerate().all(|(i, input)| {
-                let flags = if i + 1 == inputs.len() { zmq::DONTWAIT } else { more };
-                self.socket.send(*input, flags).is_ok()
-            });
+        let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(inputs.iter().copied()).collect();
+        let sent = self.router.send(&identity, frames.into_iter());
+        let replica = self.replicas.get_mut(&identity).expect("idle replica is registered");
         replica.inflight = Some(Batch { msg_id, tasks, sent: now });
         if !sent {
             // The container has disconnected: its batch goes back to the queue for the others.
@@ -445,86 +389,20 @@ impl Worker {
         }
     }
 
+    /// Reads every message that has come, and drops the replicas whose connections were lost (each
+    /// after the messages read from its connection).
     fn receive_all(&mut self) {
-        let (mut identity, mut first) = (zmq::Message::new(), zmq::Message::new());
-        while self.socket.recv(&mut identity, zmq::DONTWAIT).is_ok() {
-            // The rest of a message is there once its first frame is. The frames after the identity
-            // carry the connection's properties (the identity frame not always).
-            if !identity.get_more() || self.socket.recv(&mut first, zmq::DONTWAIT).is_err() {
-                continue;
+        self.router.poll(Duration::ZERO);
+        loop {
+            let received = self.router.recv();
+            for identity in self.router.take_lost() {
+                self.drop_replica(&identity, "its connection closed");
             }
-            let more = if first.get_more() {
-                let Ok(more) = self.socket.recv_multipart(zmq::DONTWAIT) else { continue };
-                more
-            } else {
-                Vec::new()
-            };
-            let fd = source_fd(&mut first);
-            if !self.connection_is_open(&identity, fd) {
-                continue;
+            let Some(received) = received else { return };
+            match rpc::decode_inbound(&received.frames()) {
+                Ok(message) => self.handle_inbound(&received.identity, message),
+                Err(e) => self.reject_malformed(&received.identity, e),
             }
-            let rest: Vec<&[u8]> = std::iter::once(&*first).chain(more.iter().map(Vec::as_slice)).collect();
-            match rpc::decode_inbound(&rest) {
-                Ok(message) => self.handle_inbound(&identity, fd, message),
-                Err(e) => self.reject_malformed(&identity, e),
-            }
-        }
-    }
-
-    /// Whether a message from `identity` over the connection on `fd` comes from a connection that
-    /// is still open. A registered replica's messages over its own connection are (its loss has not
-    /// been reported, or the replica would be gone); anything else is checked against the monitor's
-    /// events, all of them read first. A message from a closed connection is dropped, and so is its
-    /// replica: no ghost registers, and no late heartbeat revives anything.
-    fn connection_is_open(&mut self, identity: &[u8], fd: Option<RawFd>) -> bool {
-        let Some(fd) = fd else { return true };
-        if self.replicas.get_mut(identity).is_some_and(|r| r.fd == Some(fd)) {
-            return true;
-        }
-        self.read_monitor();
-        match self.connections.heard(fd, identity) {
-            Heard::Live => {}
-            Heard::Replaced(earlier) => self.drop_replica_over(&earlier, fd, "a later connection took its descriptor"),
-            Heard::Gone => {
-                self.drop_replica_over(identity, fd, "its connection closed");
-                return false;
-            }
-        }
-        if let Some(replica) = self.replicas.get_mut(identity) {
-            // It speaks over another connection now (a peer that chose its identity reconnected).
-            replica.fd = Some(fd);
-        }
-        true
-    }
-
-    /// Takes the monitor's events: connections accepted, and lost ones, whose replicas are dropped.
-    fn read_monitor(&mut self) {
-        self.monitor_ready = false;
-        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
-            // Event version 1: a u16 event and a u32 value (the descriptor), in host order, then the
-            // endpoint.
-            let Some(&[e0, e1, v0, v1, v2, v3]) = frames.first().map(Vec::as_slice) else { continue };
-            let fd = u32::from_ne_bytes([v0, v1, v2, v3]) as RawFd;
-            match zmq::SocketEvent::from_raw(u16::from_ne_bytes([e0, e1])) {
-                zmq::SocketEvent::ACCEPTED => {
-                    if let Some(identity) = self.connections.accepted(fd) {
-                        self.drop_replica_over(&identity, fd, "its connection closed");
-                    }
-                }
-                zmq::SocketEvent::DISCONNECTED => {
-                    if let Some(identity) = self.connections.disconnected(fd) {
-                        self.drop_replica_over(&identity, fd, "its connection closed");
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Drops the replica of `identity` if it speaks over the connection on `fd`.
-    fn drop_replica_over(&mut self, identity: &[u8], fd: RawFd, reason: &str) {
-        if self.replicas.get_mut(identity).is_some_and(|r| r.fd == Some(fd)) {
-            self.drop_replica(identity, reason);
         }
     }
 
@@ -539,21 +417,18 @@ impl Worker {
         }
     }
 
-    fn handle_inbound(&mut self, identity: &[u8], fd: Option<RawFd>, message: Inbound<'_>) {
+    fn handle_inbound(&mut self, identity: &[u8], message: Inbound<'_>) {
         let now = Instant::now();
         let known = self.replicas.touch(identity, now);
         match message {
             Inbound::Heartbeat => {
                 let kind = if known { rpc::HEARTBEAT_KEEPALIVE } else { rpc::HEARTBEAT_REQUEST_METADATA };
                 let reply = rpc::heartbeat_reply(kind);
-                if self.socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
-                    let _ = self.socket.send_multipart(reply, zmq::DONTWAIT);
-                }
+                self.router.send(identity, reply.iter().map(Vec::as_slice));
             }
             Inbound::NewContainer { name, version, input_type } if !known => {
                 let model = intern_model(&self.shared, name, version);
                 let info = self.replicas.register(identity, model, input_type, now);
-                self.replicas.get_mut(identity).expect("just registered").fd = fd;
                 self.shared.replicas.lock().push(info);
             }
             Inbound::NewContainer { .. } => {}
@@ -643,22 +518,18 @@ impl Worker {
         if let Some(t) = batch_wait_until {
             until = until.min(t);
         }
-        let timeout_ms = until.saturating_duration_since(now).as_micros().div_ceil(1000) as i64;
+        if let Some(t) = self.router.keep_alive(now) {
+            until = until.min(t);
+        }
         self.shared.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if !self.commands.is_empty() {
             self.shared.sleeping.store(false, Ordering::SeqCst);
             return;
         }
-        let mut items = [
-            self.socket.as_poll_item(zmq::POLLIN),
-            zmq::PollItem::from_fd(self.shared.wake_fd.fd(), zmq::POLLIN),
-            zmq::PollItem::from_fd(self.monitor_fd, zmq::POLLIN),
-        ];
-        if !self.spin_until_ready(&mut items, until) {
-            let _ = zmq::poll(&mut items, timeout_ms);
+        if !self.spin_until_ready(until) {
+            self.router.poll(until.saturating_duration_since(Instant::now()));
         }
-        self.monitor_ready = items[2].is_readable();
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.shared.wake_fd.clear();
     }
@@ -667,14 +538,14 @@ impl Worker {
     /// core to whoever needs it, for up to about one round trip; true if something arrived. A thread
     /// that slept must be woken when the answer comes, and on virtual machines an idle vCPU takes tens
     /// of microseconds to wake. Under load (larger batches) the engine sleeps as usual.
-    fn spin_until_ready(&self, items: &mut [zmq::PollItem<'_>], until: Instant) -> bool {
+    fn spin_until_ready(&mut self, until: Instant) -> bool {
         if !self.spin {
             return false;
         }
         let Some(round_trip) = self.replicas.small_batches_round_trip(SPIN_MAX_BATCH) else { return false };
         let spin_until = Instant::now() + round_trip.clamp(MIN_SPIN, MAX_SPIN);
         while Instant::now() < spin_until.min(until) {
-            if zmq::poll(items, 0).unwrap_or(0) > 0 || !self.commands.is_empty() {
+            if self.router.poll(Duration::ZERO) || !self.commands.is_empty() {
                 return true;
             }
             std::thread::yield_now();
@@ -688,11 +559,6 @@ const SPIN_MAX_BATCH: usize = 2;
 /// Bounds of that spin (the longest is public: tests measure the CPU a spin costs against it).
 const MIN_SPIN: Duration = Duration::from_micros(50);
 pub const MAX_SPIN: Duration = Duration::from_micros(300);
-
-/// The descriptor of the connection a received message came over (`ZMQ_SRCFD`), when it has one.
-fn source_fd(message: &mut zmq::Message) -> Option<RawFd> {
-    message.gets("__fd")?.parse().ok()
-}
 
 /// The output as it is embedded in a JSON response: itself when it is valid JSON, else a string.
 pub fn json_fragment(output: &[u8]) -> Arc<[u8]> {

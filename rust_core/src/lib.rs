@@ -7,8 +7,9 @@
 //! - codecs of untrusted input: [`rpc`] (Clipper RPC v3 frames, input types), [`simple_input`]
 //!   (`{"input": [numbers]}` bodies), [`http`] (the HTTP/1.1 request parser), [`zmtp`] (ZeroMQ's
 //!   wire protocol, a DEALER's part of it);
-//! - [`dealer`]: a ZeroMQ DEALER connection spoken by the calling thread (the model container's
-//!   side of the RPC, without libzmq);
+//! - `link` (one ZMTP connection over a non-blocking socket), then [`dealer`]: a ZeroMQ DEALER
+//!   connection spoken by the calling thread (the model container's side of the RPC, without
+//!   libzmq);
 //! - parts of the engine: [`cache`] (prediction cache), [`aimd`] (adaptive batch size), [`stats`]
 //!   (sample windows), `queue` (tasks, per-model deadline queues, waiting requests, how they end),
 //!   `replicas` (connected containers, batches in flight, liveness), `connections` (which
@@ -24,13 +25,14 @@
 pub mod aimd;
 pub mod cache;
 pub mod capi;
-mod connections;
 pub mod dealer;
 pub mod engine;
 mod eventfd;
 pub mod http;
+mod link;
 mod queue;
 mod replicas;
+pub mod router;
 pub mod rpc;
 pub mod simple_input;
 pub mod stats;

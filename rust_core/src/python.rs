@@ -219,10 +219,11 @@ impl Dealer {
             .map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))?;
         // The message stays until the next wait; the keeper thread only drops it with the connection.
         let dealer = self.inner.lock();
-        if !found || dealer.message().len() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(PyList::new(py, dealer.message().map(|frame| PyBytes::new(py, frame)))?))
+        let message = match dealer.message() {
+            Some(frames) if found && frames.len() > 0 => Some(PyList::new(py, frames.map(|f| PyBytes::new(py, f)))?),
+            _ => None,
+        };
+        Ok(message)
     }
 
     fn close(&self) {

@@ -6,7 +6,6 @@
 //! what happened; the tasks of a replica that goes are handed back for the queues
 //! ([`crate::queue`]) to requeue.
 
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
@@ -33,8 +32,6 @@ pub(crate) struct Replica {
     pub(crate) model: u32,
     pub(crate) replica_id: u32,
     pub(crate) input_type: InputType,
-    /// The descriptor of its connection, when known (set by the engine loop): its loss drops the replica.
-    pub(crate) fd: Option<RawFd>,
     last_seen: Instant,
     /// Set by the engine loop when it sends the replica a batch.
     pub(crate) inflight: Option<Batch>,
@@ -127,7 +124,6 @@ impl Registry {
                 model,
                 replica_id,
                 input_type,
-                fd: None,
                 last_seen: now,
                 inflight: None,
                 aimd,

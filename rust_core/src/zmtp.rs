@@ -1,13 +1,16 @@
-//! ZMTP 3.1, ZeroMQ's wire protocol, as far as a DEALER speaks it to a ROUTER with the NULL security
-//! mechanism: the greeting, the READY handshake, message frames, and the PING/PONG heartbeat
-//! commands. A codec only, no sockets (see `dealer`).
+//! ZMTP 3.1, ZeroMQ's wire protocol, as far as a DEALER and a ROUTER speak it to each other with the
+//! NULL security mechanism: the greeting, the READY handshake, message frames, and the PING/PONG
+//! heartbeat commands; [`Decoder`] reads a connection's bytes. A codec only, no sockets (see
+//! `link`).
 //!
 //! A connection starts with a 64-byte greeting each way (signature, version, mechanism), then each
 //! side sends a READY command naming its socket type, then frames. A frame is a flags byte (more
 //! frames follow; 8-byte length; command), its length (one byte, or eight big-endian) and its body.
 //! A command's body is its name (one length byte, then the name) and its data.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 
 pub const GREETING_LEN: usize = 64;
 
@@ -184,6 +187,188 @@ pub fn property<'a>(mut data: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, 
     Ok(found)
 }
 
+/// Bytes of room offered per read at least.
+const READ_CHUNK: usize = 64 << 10;
+/// The most room offered for one frame at once.
+const MAX_READ: usize = 16 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the peer's greeting.
+    Greeting,
+    /// Waiting for the peer's READY.
+    Handshake,
+    /// Exchanging messages.
+    Ready,
+}
+
+/// The reading side of one connection: bytes in (from any source), whole messages out, with the
+/// greeting and READY exchange and the PINGs dealt with on the way. What it has to answer (our
+/// READY once the peer's greeting is there, PONGs) it appends to the output given to `parse`.
+pub struct Decoder {
+    /// Our socket type, and the peer socket types we talk to.
+    socket_type: &'static str,
+    peer_types: &'static [&'static [u8]],
+    phase: Phase,
+    /// The `Identity` property of the peer's READY (empty when it has none).
+    peer_identity: Vec<u8>,
+    /// Bytes read and not yet parsed: `input[consumed..filled]` (`input` is a buffer, zeroed once, that
+    /// only grows).
+    input: Vec<u8>,
+    consumed: usize,
+    filled: usize,
+    /// Where the frames of the messages read lie in `input`: whole messages, then the one being read.
+    frames: VecDeque<Range<usize>>,
+    /// How many frames each whole message in `frames` has, in order.
+    messages: VecDeque<usize>,
+    /// Whether the first of `messages` was handed out (and goes at the next `release_message`).
+    handed_out: bool,
+}
+
+impl Decoder {
+    /// The decoder of a `socket_type` socket that talks to peers of `peer_types`.
+    pub fn new(socket_type: &'static str, peer_types: &'static [&'static [u8]]) -> Decoder {
+        Decoder {
+            socket_type,
+            peer_types,
+            phase: Phase::Greeting,
+            peer_identity: Vec::new(),
+            input: Vec::new(),
+            consumed: 0,
+            filled: 0,
+            frames: VecDeque::new(),
+            messages: VecDeque::new(),
+            handed_out: false,
+        }
+    }
+
+    /// Whether the peer's greeting has come (and our READY was queued).
+    pub fn greeted(&self) -> bool {
+        self.phase != Phase::Greeting
+    }
+
+    /// Whether the handshake is done.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// The identity the peer's READY named (empty: none).
+    pub fn peer_identity(&self) -> &[u8] {
+        &self.peer_identity
+    }
+
+    /// Room to read into: the rest of a frame whose header is there (up to 16 MiB at once), and at
+    /// least 64 KiB. Say how much was read with `filled`.
+    pub fn room(&mut self) -> &mut [u8] {
+        let unparsed = &self.input[self.consumed..self.filled];
+        let frame = frame_len(unparsed).map_or(0, |n| n.min(MAX_READ as u64) as usize);
+        let room = frame.saturating_sub(unparsed.len()).max(READ_CHUNK);
+        if self.input.len() - self.filled < room {
+            self.input.resize(self.filled + room, 0);
+        }
+        &mut self.input[self.filled..]
+    }
+
+    /// `n` bytes were read into `room`.
+    pub fn filled(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.input.len());
+    }
+
+    /// Takes `bytes` as if read.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = self.room();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            self.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Parses what was read (the greeting, the handshake, commands and message frames) until the bytes
+    /// run out: whether a whole message is there. Appends our READY and PONGs to `output`.
+    pub fn parse(&mut self, output: &mut Vec<u8>) -> Result<bool, ProtocolError> {
+        loop {
+            let buf = &self.input[self.consumed..self.filled];
+            if self.phase == Phase::Greeting {
+                let Some(greeting) = buf.get(..GREETING_LEN) else { return Ok(false) };
+                check_greeting(greeting)?;
+                self.consumed += GREETING_LEN;
+                self.phase = Phase::Handshake;
+                put_ready(output, self.socket_type);
+                continue;
+            }
+            let Some((frame, used)) = next_frame(buf)? else { return Ok(!self.messages.is_empty()) };
+            let body = self.consumed + frame.body.start..self.consumed + frame.body.end;
+            self.consumed += used;
+            if self.phase == Phase::Handshake {
+                self.handshake(frame.command, body)?;
+            } else if frame.command {
+                let (name, data) = split_command(&self.input[body])?;
+                match name {
+                    b"PING" => put_pong(output, data),
+                    b"ERROR" => return Err(ProtocolError("the peer closed the connection with an ERROR command")),
+                    _ => {} // PONG, and commands of later versions
+                }
+            } else {
+                self.frames.push_back(body);
+                if !frame.more {
+                    let earlier: usize = self.messages.iter().sum();
+                    self.messages.push_back(self.frames.len() - earlier);
+                }
+            }
+        }
+    }
+
+    fn handshake(&mut self, command: bool, body: Range<usize>) -> Result<(), ProtocolError> {
+        if !command {
+            return Err(ProtocolError("the peer sent a message before its READY"));
+        }
+        let (name, data) = split_command(&self.input[body])?;
+        if name != b"READY" {
+            return Err(ProtocolError("the peer's first command is not READY"));
+        }
+        match property(data, "Socket-Type")? {
+            Some(t) if self.peer_types.contains(&t) => {}
+            _ => return Err(ProtocolError("the peer's socket type does not talk to ours")),
+        }
+        self.peer_identity = property(data, "Identity")?.unwrap_or_default().to_vec();
+        self.phase = Phase::Ready;
+        Ok(())
+    }
+
+    /// Hands out the first whole message, if any ([`Decoder::message`] until `release_message`).
+    pub fn hand_out(&mut self) -> bool {
+        self.handed_out = !self.messages.is_empty();
+        self.handed_out
+    }
+
+    /// The frames of the message handed out (none if none is).
+    pub fn message(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        let count = if self.handed_out { self.messages[0] } else { 0 };
+        self.frames.range(..count).map(|r| &self.input[r.clone()])
+    }
+
+    /// Drops the message handed out, if any, and the bytes no longer needed.
+    pub fn release_message(&mut self) {
+        if std::mem::take(&mut self.handed_out) {
+            let count = self.messages.pop_front().expect("the message handed out");
+            self.frames.drain(..count);
+        }
+        // Move what is still needed to the front: always when no frame is kept (a few bytes at most, as a
+        // rule), else once the bytes before the first frame kept are half the buffer.
+        let base = self.frames.front().map_or(self.consumed, |r| r.start);
+        if base > 0 && (self.frames.is_empty() || base >= self.input.len() / 2) {
+            self.input.copy_within(base..self.filled, 0);
+            for r in &mut self.frames {
+                *r = r.start - base..r.end - base;
+            }
+            self.consumed -= base;
+            self.filled -= base;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +454,72 @@ mod tests {
         assert_eq!(property(data, "Identity").unwrap(), Some(b"".as_slice()));
         assert_eq!(property(data, "Resource").unwrap(), None);
         assert!(property(&data[..data.len() - 1], "Identity").is_err(), "cut short");
+    }
+
+    /// Every message `decoder` has after taking `bytes`, handed out and released one by one.
+    fn decode(decoder: &mut Decoder, bytes: &[u8], output: &mut Vec<u8>) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        decoder.feed(bytes);
+        let mut messages = Vec::new();
+        while decoder.parse(output)? {
+            assert!(decoder.hand_out());
+            messages.push(decoder.message().map(<[u8]>::to_vec).collect());
+            decoder.release_message();
+        }
+        Ok(messages)
+    }
+
+    #[test]
+    fn a_decoder_reads_the_handshake_and_messages_however_the_bytes_are_cut() {
+        let mut peer = greeting().to_vec();
+        put_ready(&mut peer, "ROUTER");
+        put_ping(&mut peer, b"abc");
+        let expected: Vec<Vec<Vec<u8>>> = (0..5u8).map(|i| vec![vec![], vec![i], vec![i; 100 * usize::from(i)]]).collect();
+        for message in &expected {
+            put_message(&mut peer, message.iter().map(Vec::as_slice));
+        }
+        for cut in [1, 7, 64, 1000, peer.len()] {
+            let mut decoder = Decoder::new("DEALER", &[b"ROUTER"]);
+            let mut output = Vec::new();
+            let mut got = Vec::new();
+            for chunk in peer.chunks(cut) {
+                got.extend(decode(&mut decoder, chunk, &mut output).unwrap());
+            }
+            assert_eq!(got, expected, "cut every {cut} bytes");
+            assert!(decoder.is_ready() && decoder.peer_identity().is_empty());
+            // What it answered: our READY, then the PONG.
+            let (ready, used) = next_frame(&output).unwrap().unwrap();
+            let (name, data) = split_command(&output[ready.body]).unwrap();
+            assert_eq!((name, property(data, "Socket-Type").unwrap()), (b"READY".as_slice(), Some(b"DEALER".as_slice())));
+            let (pong, _) = next_frame(&output[used..]).unwrap().unwrap();
+            assert_eq!(split_command(&output[used..][pong.body]).unwrap(), (b"PONG".as_slice(), b"abc".as_slice()));
+        }
+    }
+
+    #[test]
+    fn a_decoder_refuses_peers_of_other_socket_types_and_messages_before_ready() {
+        let mut publisher = greeting().to_vec();
+        put_ready(&mut publisher, "PUB");
+        assert!(decode(&mut Decoder::new("ROUTER", &[b"DEALER"]), &publisher, &mut Vec::new()).is_err());
+        let mut hasty = greeting().to_vec();
+        put_message(&mut hasty, [b"hello".as_slice()].into_iter());
+        assert!(decode(&mut Decoder::new("ROUTER", &[b"DEALER"]), &hasty, &mut Vec::new()).is_err());
+        let mut named = greeting().to_vec();
+        named_ready(&mut named, b"replica-7");
+        let mut decoder = Decoder::new("ROUTER", &[b"DEALER"]);
+        assert!(decode(&mut decoder, &named, &mut Vec::new()).unwrap().is_empty());
+        assert_eq!(decoder.peer_identity(), b"replica-7");
+    }
+
+    /// A DEALER's READY that names its identity.
+    fn named_ready(out: &mut Vec<u8>, identity: &[u8]) {
+        let mut data = Vec::new();
+        for (name, value) in [("Socket-Type", b"DEALER".as_slice()), ("Identity", identity)] {
+            data.push(name.len() as u8);
+            data.extend_from_slice(name.as_bytes());
+            data.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            data.extend_from_slice(value);
+        }
+        put_command(out, b"READY", &data);
     }
 
     #[test]
