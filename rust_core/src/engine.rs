@@ -518,9 +518,7 @@ impl Worker {
         if let Some(t) = batch_wait_until {
             until = until.min(t);
         }
-        if let Some(t) = self.router.keep_alive(now) {
-            until = until.min(t);
-        }
+        until = until.min(self.router.keep_alive(now));
         self.shared.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if !self.commands.is_empty() {

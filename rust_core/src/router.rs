@@ -11,7 +11,8 @@
 //! - sending to an identity with no connection fails at once;
 //! - a connection lost (closed, reset, broken protocol, or silent for `ping_timeout` after a PING;
 //!   PINGs go every `ping_interval`) is reported by [`Router::take_lost`] with its identity, after
-//!   every message read from it: nothing arrives from a connection after its loss.
+//!   every message read from it: nothing arrives from a connection after its loss;
+//! - a connection that has not finished its handshake in 30 s is closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,6 +29,8 @@ const WATCHED: u64 = 1;
 const FIRST_LINK: u64 = 2;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 64;
+/// A connection that has not finished its handshake by then is closed (libzmq's `ZMQ_HANDSHAKE_IVL`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A message received: who sent it, and its frames (copied out of the connection's buffer).
 pub struct Received {
@@ -44,6 +47,7 @@ impl Received {
 
 struct Peer {
     link: Link,
+    accepted: Instant,
     /// Set once the handshake is done.
     identity: Option<Vec<u8>>,
     /// Whether the socket is watched for writability (output waits).
@@ -65,7 +69,9 @@ pub struct Router {
     lost: Vec<Vec<u8>>,
     ping_interval: Duration,
     ping_timeout: Duration,
-    next_ping_check: Instant,
+    handshake_timeout: Duration,
+    /// When `keep_alive` has something to do next (a PING, a deadline).
+    next_due: Instant,
 }
 
 fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
@@ -101,7 +107,8 @@ impl Router {
             lost: Vec::new(),
             ping_interval,
             ping_timeout,
-            next_ping_check: Instant::now(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            next_due: Instant::now(),
         };
         router.control(libc::EPOLL_CTL_ADD, router.listener.as_raw_fd(), LISTENER, libc::EPOLLIN)?;
         Ok(router)
@@ -157,7 +164,9 @@ impl Router {
             self.next_token += 1;
             let fd = link.fd();
             let now = Instant::now();
-            self.peers.insert(token, Peer { link, identity: None, writing: false, last_ping: now, answer_by: None });
+            self.peers.insert(token, Peer { link, accepted: now, identity: None, writing: false, last_ping: now, answer_by: None });
+            let first_due = now + if self.ping_interval.is_zero() { self.handshake_timeout } else { self.ping_interval };
+            self.next_due = self.next_due.min(first_due);
             if self.control(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN).is_err() {
                 self.peers.remove(&token);
                 continue;
@@ -186,7 +195,7 @@ impl Router {
                         self.identify(token);
                     }
                     self.flush(token);
-                    let peer = self.peers.get_mut(&token)?;
+                    let Some(peer) = self.peers.get_mut(&token) else { continue }; // lost while writing
                     peer.link.hand_out();
                     let identity = peer.identity.clone().expect("a message comes after the handshake");
                     let (mut bytes, mut frames) = (Vec::new(), Vec::with_capacity(peer.link.message().len()));
@@ -280,27 +289,39 @@ impl Router {
         std::mem::take(&mut self.lost)
     }
 
-    /// PINGs the connections due one and closes those that did not answer in time; returns when to
-    /// call again at the latest. Cheap to call often: it looks at the connections once per 5 ms.
-    pub fn keep_alive(&mut self, now: Instant) -> Option<Instant> {
-        if self.ping_interval.is_zero() {
-            return None;
+    /// PINGs the connections due one, and closes those that did not answer a PING in time or have not
+    /// finished their handshake in [`HANDSHAKE_TIMEOUT`]; returns when it has something to do next.
+    /// Cheap to call often: before then it does nothing.
+    pub fn keep_alive(&mut self, now: Instant) -> Instant {
+        if now < self.next_due {
+            return self.next_due;
         }
-        let step = self.ping_interval.min(Duration::from_millis(5)).max(Duration::from_millis(1));
-        if now < self.next_ping_check {
-            return Some(self.next_ping_check);
-        }
-        self.next_ping_check = now + step;
-        let mut silent = Vec::new();
-        let mut ping = Vec::new();
+        let mut next = now + self.handshake_timeout;
+        let (mut silent, mut ping) = (Vec::new(), Vec::new());
         for (&token, peer) in &mut self.peers {
+            if !peer.link.is_ready() {
+                let due = peer.accepted + self.handshake_timeout;
+                if now >= due {
+                    silent.push(token);
+                }
+                next = next.min(due);
+                continue;
+            }
             if peer.answer_by.is_some_and(|t| now >= t) {
                 silent.push(token);
-            } else if peer.link.is_ready() && now.duration_since(peer.last_ping) >= self.ping_interval {
-                peer.link.queue_ping();
-                peer.last_ping = now;
-                peer.answer_by.get_or_insert(now + self.ping_timeout);
-                ping.push(token);
+                continue;
+            }
+            if !self.ping_interval.is_zero() {
+                if now >= peer.last_ping + self.ping_interval {
+                    peer.link.queue_ping();
+                    peer.last_ping = now;
+                    peer.answer_by.get_or_insert(now + self.ping_timeout);
+                    ping.push(token);
+                }
+                next = next.min(peer.last_ping + self.ping_interval);
+            }
+            if let Some(t) = peer.answer_by {
+                next = next.min(t);
             }
         }
         for token in silent {
@@ -309,7 +330,8 @@ impl Router {
         for token in ping {
             self.flush(token);
         }
-        Some(self.next_ping_check)
+        self.next_due = next.max(now + Duration::from_millis(1));
+        self.next_due
     }
 
     /// How many connections are open (handshake done or not).
@@ -478,6 +500,24 @@ mod tests {
             router.poll(Duration::from_millis(10));
             assert!(router.recv().is_none());
         }
+        assert!(router.take_lost().is_empty(), "no identity was ever given");
+    }
+
+    #[test]
+    fn a_connection_that_never_finishes_its_handshake_is_closed() {
+        let mut router = Router::bind("tcp://127.0.0.1:0", Duration::ZERO, Duration::ZERO).unwrap();
+        router.handshake_timeout = Duration::from_millis(200);
+        let address = router.endpoint().unwrap().trim_start_matches("tcp://").to_owned();
+        let _idle = std::net::TcpStream::connect(&address).unwrap();
+        router.poll(Duration::from_millis(100));
+        assert_eq!(router.connections(), 1);
+        let started = Instant::now();
+        while router.connections() > 0 {
+            assert!(started.elapsed() < Duration::from_secs(5), "the idle connection stayed open");
+            let due = router.keep_alive(Instant::now());
+            router.poll(due.saturating_duration_since(Instant::now()));
+        }
+        assert!(started.elapsed() >= Duration::from_millis(50), "closed before its time");
         assert!(router.take_lost().is_empty(), "no identity was ever given");
     }
 
