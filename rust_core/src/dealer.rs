@@ -11,14 +11,14 @@
 //! [`KeptDealer`] adds a thread that answers PINGs while its caller is busy elsewhere.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::link::Link;
+use crate::link::{tcp_endpoint, Link};
 use crate::zmtp;
 
 /// How long to wait before connecting again (libzmq's default `ZMQ_RECONNECT_IVL`).
@@ -27,8 +27,9 @@ pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Dealer {
-    /// `host:port`, resolved at each connection attempt.
-    address: String,
+    /// Where to connect: resolved at each connection attempt.
+    host: String,
+    port: u16,
     link: Option<Link>,
     /// Messages sent while there is no connection, encoded: they go first on the next one.
     queued: Vec<u8>,
@@ -37,21 +38,12 @@ pub struct Dealer {
     last_call: Instant,
 }
 
-fn endpoint_address(endpoint: &str) -> io::Result<String> {
-    let address = endpoint.strip_prefix("tcp://").ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint:?}: only tcp:// endpoints are supported"))
-    })?;
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(address.to_owned()),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint:?} is not tcp://host:port"))),
-    }
-}
-
 impl Dealer {
     /// A DEALER for `endpoint` (`tcp://host:port`); it connects on the first call to `wait`.
     pub fn new(endpoint: &str) -> io::Result<Dealer> {
+        let (host, port) = tcp_endpoint(endpoint)?;
         let now = Instant::now();
-        Ok(Dealer { address: endpoint_address(endpoint)?, link: None, queued: Vec::new(), retry_at: now, last_call: now })
+        Ok(Dealer { host, port, link: None, queued: Vec::new(), retry_at: now, last_call: now })
     }
 
     /// Whether the handshake with the peer is done.
@@ -168,7 +160,8 @@ impl Dealer {
         }
         self.retry_at = now + RECONNECT_INTERVAL;
         let timeout = (deadline - now).clamp(Duration::from_millis(1), CONNECT_TIMEOUT);
-        let stream = resolve(&self.address).and_then(|address| TcpStream::connect_timeout(&address, timeout).ok());
+        let address = (self.host.as_str(), self.port).to_socket_addrs().ok().and_then(|mut a| a.next());
+        let stream = address.and_then(|address| TcpStream::connect_timeout(&address, timeout).ok());
         let Some(Ok(mut link)) = stream.map(|s| Link::new(s, "DEALER", &[b"ROUTER"])) else { return false };
         link.queue_encoded(&std::mem::take(&mut self.queued));
         self.link = Some(link);
@@ -218,10 +211,6 @@ fn keep(dealer: &Weak<Mutex<Dealer>>) {
             connection.keep();
         }
     }
-}
-
-fn resolve(address: &str) -> Option<SocketAddr> {
-    address.to_socket_addrs().ok()?.next()
 }
 
 /// Sleeps until `fd` is readable (or writable, with `write`), or `timeout` has passed.

@@ -9,6 +9,18 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use crate::zmtp::{self, Decoder, ProtocolError};
 
+/// The host (brackets taken off an IPv6 address) and port of a `tcp://host:port` endpoint.
+pub(crate) fn tcp_endpoint(endpoint: &str) -> io::Result<(String, u16)> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint:?} is not tcp://host:port"));
+    let (host, port) = endpoint.strip_prefix("tcp://").and_then(|a| a.rsplit_once(':')).ok_or_else(invalid)?;
+    let port = port.parse().map_err(|_| invalid())?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(invalid());
+    }
+    Ok((host.to_owned(), port))
+}
+
 pub(crate) struct Link {
     stream: TcpStream,
     decoder: Decoder,

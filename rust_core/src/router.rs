@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::link::Link;
+use crate::link::{tcp_endpoint, Link};
 
 /// epoll tokens of the listener and of the caller's descriptor; links count from `FIRST_LINK`.
 const LISTENER: u64 = 0;
@@ -80,12 +80,10 @@ fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
 
 /// The socket address of `tcp://host:port` (`*` for every interface, IPv6 addresses in brackets).
 fn bind_address(endpoint: &str) -> io::Result<SocketAddr> {
-    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint:?} is not tcp://host:port"));
-    let (host, port) = endpoint.strip_prefix("tcp://").and_then(|a| a.rsplit_once(':')).ok_or_else(invalid)?;
-    let port: u16 = port.parse().map_err(|_| invalid())?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let host = if host == "*" { "0.0.0.0" } else { host };
-    (host, port).to_socket_addrs()?.next().ok_or_else(invalid)
+    let (host, port) = tcp_endpoint(endpoint)?;
+    let host = if host == "*" { "0.0.0.0" } else { &host };
+    let unknown = || io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint:?}: {host} has no address"));
+    (host, port).to_socket_addrs()?.next().ok_or_else(unknown)
 }
 
 impl Router {
