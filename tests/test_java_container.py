@@ -70,10 +70,8 @@ def start(cluster: Cluster, fe: Frontend | None, model: str, input_type: str, ar
     container_env = {**os.environ, "CLIPPER_MODEL_NAME": model, "CLIPPER_MODEL_VERSION": "1",
                      "CLIPPER_IP": "127.0.0.1", "CLIPPER_PORT": str(port or fe.rpc_port),
                      "CLIPPER_INPUT_TYPE": input_type, **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=container_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc = cluster._spawn(argv, log, container_env)  # its own session: the cluster's close kills it
     proc.log_path = log  # type: ignore[attr-defined]
-    cluster.procs.append(proc)
     return proc
 
 
