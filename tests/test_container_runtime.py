@@ -9,9 +9,11 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
+import logging
 import os
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -410,6 +412,40 @@ def test_heartbeats_and_answers_while_a_long_batch_runs(frontend: Frontend, spaw
     assert max(gaps) < 0.5, f"longest silence while busy: {max(gaps):.2f} s"
     who, *frames = frontend.recv_content(timeout=5.0)
     assert outputs_of(frames, 2) == [b"1"]  # the batch that arrived meanwhile
+
+
+def test_a_peer_that_is_not_a_zmtp_router_is_retried_every_tenth_of_a_second_and_reported_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An HTTP server on the frontend's port: each connection it accepts gets an HTTP answer, which the
+    container's DEALER refuses at the greeting; the container warns once and connects again 0.1 s later."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[float] = []
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + b"." * 64)
+                conn.recv(1024)
+
+    threading.Thread(target=answer, daemon=True).start()
+    stop = threading.Event()
+    caplog.set_level(logging.WARNING, logger="clipper.model_runtime")
+    t = threading.Thread(target=serve, args=(len,), daemon=True,
+                         kwargs=dict(name="m", version="1", port=port, stop_event=stop))
+    t.start()
+    time.sleep(1.0)
+    stop.set()
+    t.join(TIMEOUT_S)
+    listener.close()
+    assert 3 <= len(accepted) <= 15, f"{len(accepted)} connections in 1 s"
+    warnings = [r.getMessage() for r in caplog.records if "ZMTP" in r.getMessage()]
+    assert len(warnings) == 1 and "signature" in warnings[0], warnings
 
 
 def test_a_batch_that_holds_the_gil_keeps_its_connection_through_the_frontends_pings() -> None:

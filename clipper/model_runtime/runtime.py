@@ -298,6 +298,7 @@ class _Session:
         try:
             self.send(p.heartbeat())
             connected = False  # like Clipper: no repeated heartbeats before the frontend answers
+            broken = False  # the peer broke the protocol (said once per streak)
             while member.wanted and not c.stopped():
                 now = time.monotonic()
                 if now - self.heard >= c.session_timeout:
@@ -310,13 +311,15 @@ class _Session:
                 else:
                     try:
                         received = sock.recv(self.timeout, spin)
-                    except ConnectionError as e:
-                        log.warning("%s: %s; reconnecting", self.address, e)
-                        return
+                    except ConnectionError as e:  # not a ZMTP ROUTER: the connection is made again in 0.1 s
+                        if not broken:
+                            log.warning("%s: %s; reconnecting every 0.1 s", self.address, e)
+                        broken = True
+                        continue
                     spin = 0.0
                     if received is None:
                         continue
-                    frames, connected = received, True
+                    frames, connected, broken = received, True, False
                     if timed:
                         first = _clock()
                 reply = self.reply(frames, first)
