@@ -198,15 +198,13 @@ class _Container:
                 member.wanted = False
                 self.leaving.add(member)
                 log.info("frontend %s left; ending its session", a)
-            if new:
-                self.spin = False  # before a second session thread starts
-            for a in new:
-                member = self.members[a] = _Member(a)
-                member.thread = threading.Thread(target=self.serve_address, args=(a, member),
-                                                 name=f"session {a}", daemon=True)
+            started = [self.members.setdefault(a, _Member(a)) for a in new]
+            self._update_spin()  # decided before the new session threads start: none may see it change
+            for member in started:
+                member.thread = threading.Thread(target=self.serve_address, args=(member.address, member),
+                                                 name=f"session {member.address}", daemon=True)
                 member.thread.start()
-                log.info("frontend %s appeared; connecting", a)
-            self._update_spin()
+                log.info("frontend %s appeared; connecting", member.address)
 
     def _update_spin(self) -> None:
         """Holding `members_lock`: spin while exactly one session thread runs (see `_SPIN_S`)."""
