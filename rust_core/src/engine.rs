@@ -297,7 +297,6 @@ impl Worker {
             }
             self.receive_all();
             let now = Instant::now();
-            self.router.keep_alive(now);
             self.queues.expire(now);
             for identity in self.replicas.silent(now) {
                 let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());

@@ -451,7 +451,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         router.poll(Duration::ZERO);
         while router.recv().is_some() {}
-        crate::zmtp::put_ready(&mut hello, "DEALER");
+        crate::zmtp::put_ready(&mut hello, "DEALER", b"");
         crate::zmtp::put_message(&mut hello, [b"mute".as_slice()].into_iter());
         std::io::Write::write_all(&mut mute, &hello).unwrap();
         let mute_identity = recv(&mut router).identity;

@@ -91,11 +91,11 @@ fn put_command(out: &mut Vec<u8>, name: &[u8], data: &[u8]) {
     put_frame(out, FLAG_COMMAND, &body);
 }
 
-/// Appends the READY command of a socket of `socket_type` (with an empty identity: a ROUTER gives
+/// Appends the READY command of a socket of `socket_type` naming `identity` (empty: a ROUTER gives
 /// the connection one of its own).
-pub fn put_ready(out: &mut Vec<u8>, socket_type: &str) {
+pub fn put_ready(out: &mut Vec<u8>, socket_type: &str, identity: &[u8]) {
     let mut data = Vec::new();
-    for (name, value) in [("Socket-Type", socket_type.as_bytes()), ("Identity", b"".as_slice())] {
+    for (name, value) in [("Socket-Type", socket_type.as_bytes()), ("Identity", identity)] {
         data.push(name.len() as u8);
         data.extend_from_slice(name.as_bytes());
         data.extend_from_slice(&(value.len() as u32).to_be_bytes());
@@ -295,7 +295,7 @@ impl Decoder {
                 check_greeting(greeting)?;
                 self.consumed += GREETING_LEN;
                 self.phase = Phase::Handshake;
-                put_ready(output, self.socket_type);
+                put_ready(output, self.socket_type, b"");
                 continue;
             }
             let Some((frame, used)) = next_frame(buf)? else { return Ok(!self.messages.is_empty()) };
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn ready_names_the_socket_type_and_an_empty_identity() {
         let mut out = Vec::new();
-        put_ready(&mut out, "DEALER");
+        put_ready(&mut out, "DEALER", b"");
         let parsed = frames(&out);
         assert_eq!(parsed.len(), 1);
         let (more, command, body) = &parsed[0];
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn a_decoder_reads_the_handshake_and_messages_however_the_bytes_are_cut() {
         let mut peer = greeting().to_vec();
-        put_ready(&mut peer, "ROUTER");
+        put_ready(&mut peer, "ROUTER", b"");
         put_ping(&mut peer, b"abc");
         let expected: Vec<Vec<Vec<u8>>> = (0..5u8).map(|i| vec![vec![], vec![i], vec![i; 100 * usize::from(i)]]).collect();
         for message in &expected {
@@ -498,28 +498,16 @@ mod tests {
     #[test]
     fn a_decoder_refuses_peers_of_other_socket_types_and_messages_before_ready() {
         let mut publisher = greeting().to_vec();
-        put_ready(&mut publisher, "PUB");
+        put_ready(&mut publisher, "PUB", b"");
         assert!(decode(&mut Decoder::new("ROUTER", &[b"DEALER"]), &publisher, &mut Vec::new()).is_err());
         let mut hasty = greeting().to_vec();
         put_message(&mut hasty, [b"hello".as_slice()].into_iter());
         assert!(decode(&mut Decoder::new("ROUTER", &[b"DEALER"]), &hasty, &mut Vec::new()).is_err());
         let mut named = greeting().to_vec();
-        named_ready(&mut named, b"replica-7");
+        put_ready(&mut named, "DEALER", b"replica-7");
         let mut decoder = Decoder::new("ROUTER", &[b"DEALER"]);
         assert!(decode(&mut decoder, &named, &mut Vec::new()).unwrap().is_empty());
         assert_eq!(decoder.peer_identity(), b"replica-7");
-    }
-
-    /// A DEALER's READY that names its identity.
-    fn named_ready(out: &mut Vec<u8>, identity: &[u8]) {
-        let mut data = Vec::new();
-        for (name, value) in [("Socket-Type", b"DEALER".as_slice()), ("Identity", identity)] {
-            data.push(name.len() as u8);
-            data.extend_from_slice(name.as_bytes());
-            data.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            data.extend_from_slice(value);
-        }
-        put_command(out, b"READY", &data);
     }
 
     #[test]
