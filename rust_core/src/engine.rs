@@ -4,6 +4,11 @@
 //! publishes completions and stats. Callers submit requests through a channel and collect
 //! completions in bulk; an eventfd tells them when completions are waiting.
 //!
+//! A caller that wakes the engine while its thread sleeps does the thread's work itself instead
+//! ([`Engine::wake`]): it takes the requests and sends the batches that can go now, and brings the
+//! thread's wake-up forward with a timerfd when a new deadline comes sooner. So a lone request at
+//! low load wakes the engine thread once (its answer), not twice.
+//!
 //! Lost containers: each replica is known by the identity of its connection, and the router
 //! reports every connection lost (closed, reset, or silent for `ping_timeout` after a ZMTP PING,
 //! which the container's side answers even while its model runs: libzmq's I/O thread in Clipper's
@@ -19,16 +24,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
 use crate::eventfd::EventFd;
 use crate::queue::{Queues, Take, Task};
 use crate::replicas::{Answer, Batch, Registry};
-use crate::router::Router;
+use crate::router::{self, Router};
 use crate::rpc::{self, Inbound, InputType};
 use crate::stats::Window;
+use crate::timerfd::TimerFd;
 
 pub use crate::queue::{Completion, ModelSettings, Status};
 pub use crate::replicas::ReplicaInfo;
@@ -123,6 +129,8 @@ enum Command {
 /// Handle to a running engine; dropping it stops the engine thread.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The engine thread's state: held by that thread except while it sleeps (see [`Engine::wake`]).
+    worker: Arc<Mutex<Worker>>,
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
@@ -146,14 +154,17 @@ impl Engine {
             stats: Mutex::new(Vec::new()),
             replicas: Mutex::new(Vec::new()),
         });
+        let timer = TimerFd::new()?;
         router.watch(shared.wake_fd.fd())?;
+        router.watch(timer.fd())?;
         let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let worker = Worker::new(config, shared.clone(), receiver, router);
+        let worker = Arc::new(Mutex::new(Worker::new(config, shared.clone(), receiver, router, timer)));
+        let thread_worker = worker.clone();
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
-            .spawn(move || worker.run())?;
-        Ok(Engine { shared, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, key_mask })
+            .spawn(move || Worker::run(&thread_worker))?;
+        Ok(Engine { shared, worker, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, key_mask })
     }
 
     /// The endpoint the RPC socket is bound to (with the real port when 0 was asked).
@@ -194,9 +205,19 @@ impl Engine {
         self.wake();
     }
 
-    /// Wakes the engine thread if it sleeps, so that it takes the submitted requests.
+    /// Has the submitted requests taken. While the engine thread sleeps, the caller takes them itself
+    /// and sends the batches that can go now (`Worker::step_for_caller`), which spares the thread a
+    /// wake-up; the thread is woken only when it must poll or stop, or when another caller holds it.
     pub fn wake(&self) {
         fence(Ordering::SeqCst);
+        if !self.shared.sleeping.load(Ordering::SeqCst) {
+            return; // awake: it checks the commands before it sleeps
+        }
+        if let Some(mut worker) = self.worker.try_lock() {
+            if worker.step_for_caller() {
+                return;
+            }
+        }
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             self.shared.wake_fd.notify();
         }
@@ -269,6 +290,10 @@ struct Worker {
     next_msg_id: u32,
     running: bool,
     spin: bool,
+    /// When the sleeping thread wakes at the latest; a caller's step brings it forward with `timer`.
+    sleep_until: Instant,
+    timer: TimerFd,
+    timer_set: bool,
 }
 
 impl Worker {
@@ -277,6 +302,7 @@ impl Worker {
         shared: Arc<Shared>,
         commands: Receiver<Command>,
         router: Router,
+        timer: TimerFd,
     ) -> Worker {
         Worker {
             shared,
@@ -287,28 +313,67 @@ impl Worker {
             next_msg_id: 0,
             running: true,
             spin: config.spin,
+            sleep_until: Instant::now(),
+            timer,
+            timer_set: false,
         }
     }
 
-    fn run(mut self) {
-        while self.running {
-            while let Ok(command) = self.commands.try_recv() {
-                self.handle_command(command);
-            }
-            self.receive_all();
-            let now = Instant::now();
-            self.queues.expire(now);
-            for identity in self.replicas.silent(now) {
-                let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());
-                self.drop_replica(&identity, &reason);
-            }
-            let wait_until = self.dispatch(now);
-            self.publish_completions();
-            if !self.running {
+    /// The engine thread: steps, then sleeps without the lock, so that callers can step meanwhile.
+    fn run(worker: &Mutex<Worker>) {
+        let mut this = worker.lock();
+        while this.running {
+            let wait_until = this.step();
+            if !this.running {
                 break;
             }
-            self.sleep(wait_until);
+            if let Some(timeout) = this.fall_asleep(wait_until) {
+                let epoll = this.router.epoll_fd();
+                MutexGuard::unlocked(&mut this, || router::wait(epoll, timeout));
+            }
+            this.wake_up();
         }
+    }
+
+    /// Takes commands, reads answers, ends expired requests, drops silent replicas and sends batches;
+    /// returns when a batch wait ends.
+    fn step(&mut self) -> Option<Instant> {
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle_command(command);
+        }
+        self.receive_all();
+        let now = Instant::now();
+        self.queues.expire(now);
+        for identity in self.replicas.silent(now) {
+            let reason = format!("silent for {:?}", self.replicas.heartbeat_timeout());
+            self.drop_replica(&identity, &reason);
+        }
+        let wait_until = self.dispatch(now);
+        self.publish_completions();
+        wait_until
+    }
+
+    /// The part of [`Worker::step`] a caller does while the engine thread sleeps: takes the commands
+    /// and sends what can be sent now. Answers, expiries and liveness stay the thread's, which wakes
+    /// for them; a deadline sooner than its wake-up (the SLO of a request, a batch wait) sets the
+    /// timer. False when the thread must wake after all: to stop, or to poll for the answer to a
+    /// small batch (the spin, `Worker::spin_until_ready`).
+    fn step_for_caller(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle_command(command);
+        }
+        let wait_until = self.dispatch(Instant::now());
+        self.publish_completions();
+        if !self.running || self.wants_spin() {
+            return false;
+        }
+        let wake_at = self.next_deadline(wait_until);
+        if wake_at < self.sleep_until {
+            self.sleep_until = wake_at;
+            self.timer.set(wake_at);
+            self.timer_set = true;
+        }
+        true
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -508,8 +573,8 @@ impl Worker {
         }
     }
 
-    fn sleep(&mut self, batch_wait_until: Option<Instant>) {
-        let now = Instant::now();
+    /// The soonest of the liveness check, the queues' deadlines and the batch wait.
+    fn next_deadline(&self, batch_wait_until: Option<Instant>) -> Instant {
         let mut until = self.replicas.next_liveness_check();
         if let Some(deadline) = self.queues.next_deadline() {
             until = until.min(deadline);
@@ -517,18 +582,34 @@ impl Worker {
         if let Some(t) = batch_wait_until {
             until = until.min(t);
         }
-        until = until.min(self.router.keep_alive(now));
+        until
+    }
+
+    /// Marks the thread asleep (callers now step for it) and returns how long to sleep; None when
+    /// there is work already: a command came, or the spin found something.
+    fn fall_asleep(&mut self, batch_wait_until: Option<Instant>) -> Option<Duration> {
+        let until = self.next_deadline(batch_wait_until).min(self.router.keep_alive(Instant::now()));
+        self.sleep_until = until;
         self.shared.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if !self.commands.is_empty() {
-            self.shared.sleeping.store(false, Ordering::SeqCst);
-            return;
+        if !self.commands.is_empty() || self.spin_until_ready(until) {
+            return None;
         }
-        if !self.spin_until_ready(until) {
-            self.router.poll(until.saturating_duration_since(Instant::now()));
-        }
+        Some(until.saturating_duration_since(Instant::now()))
+    }
+
+    fn wake_up(&mut self) {
         self.shared.sleeping.store(false, Ordering::SeqCst);
         self.shared.wake_fd.clear();
+        if self.timer_set {
+            self.timer.clear();
+            self.timer_set = false;
+        }
+    }
+
+    /// Whether the thread would poll for an answer rather than sleep: see `spin_until_ready`.
+    fn wants_spin(&self) -> bool {
+        self.spin && self.replicas.small_batches_round_trip(SPIN_MAX_BATCH).is_some()
     }
 
     /// While only small batches are in flight (spare capacity), polls without sleeping, yielding the

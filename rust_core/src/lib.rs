@@ -12,9 +12,9 @@
 //!   libzmq);
 //! - parts of the engine: [`cache`] (prediction cache), [`aimd`] (adaptive batch size), [`stats`]
 //!   (sample windows), `queue` (tasks, per-model deadline queues, waiting requests, how they end),
-//!   `replicas` (connected containers, batches in flight, liveness), `connections` (which
-//!   connection each replica speaks over, from the socket monitor's events), `eventfd`;
-//! - [`engine`]: the loop on its own thread that wires queues and replicas to the socket, and the
+//!   `replicas` (connected containers, batches in flight, liveness), [`router`] (the ROUTER's side
+//!   of the RPC: every container connection, on the engine thread), `eventfd` and `timerfd`;
+//! - [`engine`]: the loop on its own thread that wires queues and replicas to the router, and the
 //!   [`engine::Engine`] handle;
 //! - [`capi`]: the C interface of `rust_core/include/clipper_capi.h` (HTTP parser, simple-body
 //!   submission), free of Python;
@@ -36,6 +36,7 @@ pub mod router;
 pub mod rpc;
 pub mod simple_input;
 pub mod stats;
+mod timerfd;
 pub mod zmtp;
 
 #[cfg(feature = "python")]

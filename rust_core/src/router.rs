@@ -74,6 +74,19 @@ pub struct Router {
     next_due: Instant,
 }
 
+/// Sleeps until `epoll` (a [`Router::epoll_fd`]) has something to report or `timeout` passes, without
+/// taking the events: they are level-triggered, so the next [`Router::poll`] finds them.
+pub fn wait(epoll: RawFd, timeout: Duration) {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: a buffer of one event; a stale descriptor only makes epoll_wait fail.
+    unsafe { libc::epoll_wait(epoll, &mut event, 1, millis(timeout)) };
+}
+
+/// An epoll timeout: whole milliseconds, rounded up so that a wait never ends before `timeout`.
+fn millis(timeout: Duration) -> libc::c_int {
+    timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+}
+
 fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
 }
@@ -122,6 +135,11 @@ impl Router {
         self.control(libc::EPOLL_CTL_ADD, fd, WATCHED, libc::EPOLLIN)
     }
 
+    /// The descriptor [`Router::poll`] waits on, for [`wait`] on a thread that does not hold the router.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
     fn control(&self, op: libc::c_int, fd: RawFd, token: u64, events: libc::c_int) -> io::Result<()> {
         let mut event = libc::epoll_event { events: events as u32, u64: token };
         // SAFETY: a valid epoll descriptor and event; the kernel copies the event.
@@ -132,9 +150,8 @@ impl Router {
     /// descriptor; notes the links with something to read. Whether anything happened.
     pub fn poll(&mut self, timeout: Duration) -> bool {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        let millis = if timeout.is_zero() { 0 } else { timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32 };
         // SAFETY: a valid epoll descriptor and a buffer of EVENTS events.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, millis) };
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, millis(timeout)) };
         let mut any = false;
         for event in &events[..n.max(0) as usize] {
             any = true;
