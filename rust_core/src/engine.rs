@@ -288,8 +288,8 @@ struct Worker {
     queues: Queues,
     replicas: Registry,
     next_msg_id: u32,
-    /// The size of the last batch sent.
-    last_batch: usize,
+    /// The mean size of the recent batches sent (each batch weighs 1/8).
+    recent_batch: f64,
     running: bool,
     spin: bool,
     /// When the sleeping thread wakes at the latest; a caller's step brings it forward with `timer`.
@@ -313,7 +313,7 @@ impl Worker {
             queues: Queues::new(config.max_queue),
             replicas: Registry::new(config.aimd, config.heartbeat_timeout, Instant::now()),
             next_msg_id: 0,
-            last_batch: 0,
+            recent_batch: 0.0,
             running: true,
             spin: config.spin,
             sleep_until: Instant::now(),
@@ -364,7 +364,7 @@ impl Worker {
     /// model at 64 connections were a fifth smaller and cost its container a third more CPU per
     /// request), to stop, or to poll for the answer to a small batch (`Worker::spin_until_ready`).
     fn step_for_caller(&mut self) -> bool {
-        if self.last_batch > SMALL_BATCH {
+        if self.recent_batch > SMALL_BATCH as f64 {
             return false;
         }
         while let Ok(command) = self.commands.try_recv() {
@@ -449,7 +449,7 @@ impl Worker {
         }
         let msg_id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        self.last_batch = tasks.len();
+        self.recent_batch += (tasks.len() as f64 - self.recent_batch) / 8.0;
         let inputs: Vec<&[u8]> = tasks.iter().map(|t| &*t.input).collect();
         let head = rpc::predict_request_head(msg_id, input_type, &inputs);
         let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(inputs.iter().copied()).collect();
@@ -642,7 +642,8 @@ impl Worker {
 }
 
 /// Low load: no batch larger. The engine spins while none in flight is (`Worker::spin_until_ready`),
-/// and callers send batches for it while the last one sent was not (`Worker::step_for_caller`).
+/// and callers send batches for it while the recent ones were not on average (`Worker::step_for_caller`:
+/// a mean, so that a few small batches under load do not let callers send more of them).
 const SMALL_BATCH: usize = 2;
 /// Bounds of that spin (the longest is public: tests measure the CPU a spin costs against it).
 const MIN_SPIN: Duration = Duration::from_micros(50);
