@@ -4,10 +4,10 @@
 //! publishes completions and stats. Callers submit requests through a channel and collect
 //! completions in bulk; an eventfd tells them when completions are waiting.
 //!
-//! A caller that wakes the engine while its thread sleeps does the thread's work itself instead
-//! ([`Engine::wake`]): it takes the requests and sends the batches that can go now, and brings the
-//! thread's wake-up forward with a timerfd when a new deadline comes sooner. So a lone request at
-//! low load wakes the engine thread once (its answer), not twice.
+//! At low load, a caller that wakes the engine while its thread sleeps does the thread's intake
+//! itself instead ([`Engine::wake`]): it takes the requests and sends the batches that can go now,
+//! and brings the thread's wake-up forward with a timerfd when a new deadline comes sooner. So a
+//! lone request wakes the engine thread once (its answer), not twice.
 //!
 //! Lost containers: each replica is known by the identity of its connection, and the router
 //! reports every connection lost (closed, reset, or silent for `ping_timeout` after a ZMTP PING,
@@ -205,9 +205,9 @@ impl Engine {
         self.wake();
     }
 
-    /// Has the submitted requests taken. While the engine thread sleeps, the caller takes them itself
-    /// and sends the batches that can go now (`Worker::step_for_caller`), which spares the thread a
-    /// wake-up; the thread is woken only when it must poll or stop, or when another caller holds it.
+    /// Has the submitted requests taken. While the engine thread sleeps at low load, the caller takes
+    /// them itself and sends the batches that can go now (`Worker::step_for_caller`), which spares
+    /// the thread a wake-up; otherwise the thread is woken.
     pub fn wake(&self) {
         fence(Ordering::SeqCst);
         if !self.shared.sleeping.load(Ordering::SeqCst) {
@@ -359,10 +359,9 @@ impl Worker {
     /// The part of [`Worker::step`] a caller does while the engine thread sleeps at low load: takes
     /// the commands and sends what can be sent now. Answers, expiries and liveness stay the thread's,
     /// which wakes for them; a deadline sooner than its wake-up (the SLO of a request, a batch wait)
-    /// sets the timer. False when the thread must wake after all: under load (while its wake-up
-    /// lasts, more requests come and the batch grows: sent at once by the caller, batches of a no-op
-    /// model at 64 connections were a fifth smaller and cost its container a third more CPU per
-    /// request), to stop, or to poll for the answer to a small batch (`Worker::spin_until_ready`).
+    /// sets the timer. False when the thread must wake after all: under load (more requests come
+    /// while it wakes, and its batches grow: sent at once, they were a fifth smaller), to stop, or
+    /// to poll for the answer to a small batch (`Worker::spin_until_ready`).
     fn step_for_caller(&mut self) -> bool {
         if self.recent_batch > SMALL_BATCH as f64 {
             return false;
