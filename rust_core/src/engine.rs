@@ -29,6 +29,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
 use crate::eventfd::EventFd;
+use crate::log;
 use crate::queue::{Queues, Take, Task};
 use crate::replicas::{Answer, Batch, Registry};
 use crate::router::{self, Router};
@@ -481,7 +482,7 @@ impl Worker {
     /// A message that breaks the protocol. Its sender's batch in flight would wait for an answer that
     /// may never come (and the replica would take no work again): it fails now, with the reason.
     fn reject_malformed(&mut self, identity: &[u8], error: rpc::DecodeError) {
-        log_warn(&format!("dropped a malformed RPC message: {error}"));
+        log::warn(&format!("dropped a malformed RPC message: {error}"));
         let Some((replica_id, batch)) = self.replicas.take_inflight(identity) else { return };
         let message: Arc<[u8]> = format!("replica {replica_id} sent a malformed response: {error}").into_bytes().into();
         for task in &batch.tasks {
@@ -512,7 +513,7 @@ impl Worker {
         let (model, batch, latency) = match self.replicas.answered(identity, msg_id, now) {
             Answer::Batch { model, batch, latency } => (model, batch, latency),
             Answer::Unknown => return,
-            Answer::Unmatched => return log_warn("dropped a response that matches no batch in flight"),
+            Answer::Unmatched => return log::warn("dropped a response that matches no batch in flight"),
         };
         if outputs.len() != batch.tasks.len() {
             let message: Arc<[u8]> =
@@ -547,7 +548,7 @@ impl Worker {
     /// Forgets a replica; the batch it had in flight goes back to its model's queue.
     fn drop_replica(&mut self, identity: &[u8], reason: &str) {
         let Some(replica) = self.replicas.remove(identity) else { return };
-        log_warn(&format!("dropped replica {} of model {}: {reason}", replica.replica_id, replica.model));
+        log::warn(&format!("dropped replica {} of model {}: {reason}", replica.replica_id, replica.model));
         self.queues.requeue(replica.model, replica.inflight.into_iter().flat_map(|b| b.tasks));
         self.shared
             .replicas
@@ -659,6 +660,3 @@ pub fn json_fragment(output: &[u8]) -> Arc<[u8]> {
     Arc::from(serde_json::to_vec(&text).expect("a string always serialises"))
 }
 
-fn log_warn(message: &str) {
-    eprintln!("{{\"level\":\"warning\",\"component\":\"engine\",\"message\":{}}}", serde_json::to_string(message).unwrap());
-}

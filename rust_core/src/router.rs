@@ -12,7 +12,9 @@
 //! - a connection lost (closed, reset, broken protocol, or silent for `ping_timeout` after a PING;
 //!   PINGs go every `ping_interval`) is reported by [`Router::take_lost`] with its identity, after
 //!   every message read from it: nothing arrives from a connection after its loss;
-//! - a connection that has not finished its handshake in 30 s is closed.
+//! - a connection that has not finished its handshake in 30 s is closed;
+//! - when the process runs out of file descriptors, it stops accepting for 100 ms at a time (the
+//!   listener stays readable while a connection waits: without the pause, the engine would spin).
 
 use std::collections::HashMap;
 use std::io;
@@ -22,6 +24,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::link::{tcp_endpoint, Link};
+use crate::log;
 
 /// epoll tokens of the listener and of the caller's descriptor; links count from `FIRST_LINK`.
 const LISTENER: u64 = 0;
@@ -31,6 +34,8 @@ const FIRST_LINK: u64 = 2;
 const EVENTS: usize = 64;
 /// A connection that has not finished its handshake by then is closed (libzmq's `ZMQ_HANDSHAKE_IVL`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the listener is left alone after `accept` failed for want of descriptors or memory.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// A message received: who sent it, and its frames (copied out of the connection's buffer).
 pub struct Received {
@@ -70,8 +75,10 @@ pub struct Router {
     ping_interval: Duration,
     ping_timeout: Duration,
     handshake_timeout: Duration,
-    /// When `keep_alive` has something to do next (a PING, a deadline).
+    /// When `keep_alive` has something to do next (a PING, a deadline, accepting again).
     next_due: Instant,
+    /// Set while accepting is paused (see `ACCEPT_PAUSE`): when to start again.
+    accept_paused_until: Option<Instant>,
 }
 
 /// Sleeps until `epoll` (a [`Router::epoll_fd`]) has something to report or `timeout` passes, without
@@ -120,6 +127,7 @@ impl Router {
             ping_timeout,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             next_due: Instant::now(),
+            accept_paused_until: None,
         };
         router.control(libc::EPOLL_CTL_ADD, router.listener.as_raw_fd(), LISTENER, libc::EPOLLIN)?;
         Ok(router)
@@ -173,7 +181,13 @@ impl Router {
     }
 
     fn accept(&mut self) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => continue,
+                Err(e) => return self.pause_accepting(e),
+            };
             let Ok(link) = Link::new(stream, "ROUTER", &[b"DEALER", b"REQ"]) else { continue };
             let token = self.next_token;
             self.next_token += 1;
@@ -189,6 +203,19 @@ impl Router {
             self.flush(token); // our greeting
             self.ready.push(token); // the peer's greeting may be there already
         }
+    }
+
+    /// `accept` failed for a lasting reason (no descriptors or memory left): the waiting connection
+    /// keeps the listener readable, so it leaves the epoll set until `keep_alive` puts it back.
+    fn pause_accepting(&mut self, error: io::Error) {
+        let fd = self.listener.as_raw_fd();
+        if self.control(libc::EPOLL_CTL_DEL, fd, LISTENER, 0).is_err() {
+            return;
+        }
+        log::warn(&format!("cannot accept container connections ({error}); trying again in {ACCEPT_PAUSE:?}"));
+        let until = Instant::now() + ACCEPT_PAUSE;
+        self.accept_paused_until = Some(until);
+        self.next_due = self.next_due.min(until);
     }
 
     /// The next message from any connection, reading what the last `poll` found.
@@ -312,6 +339,15 @@ impl Router {
             return self.next_due;
         }
         let mut next = now + self.handshake_timeout;
+        if let Some(until) = self.accept_paused_until {
+            if now >= until && self.control(libc::EPOLL_CTL_ADD, self.listener.as_raw_fd(), LISTENER, libc::EPOLLIN).is_ok() {
+                self.accept_paused_until = None;
+            } else {
+                let until = until.max(now + ACCEPT_PAUSE * u32::from(now >= until));
+                self.accept_paused_until = Some(until);
+                next = next.min(until);
+            }
+        }
         let (mut silent, mut ping) = (Vec::new(), Vec::new());
         for (&token, peer) in &mut self.peers {
             if !peer.link.is_ready() {
