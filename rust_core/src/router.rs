@@ -13,8 +13,9 @@
 //!   PINGs go every `ping_interval`) is reported by [`Router::take_lost`] with its identity, after
 //!   every message read from it: nothing arrives from a connection after its loss;
 //! - a connection that has not finished its handshake in 30 s is closed;
-//! - when the process runs out of file descriptors, it stops accepting for 100 ms at a time (the
-//!   listener stays readable while a connection waits: without the pause, the engine would spin).
+//! - when the process runs out of file descriptors, it stops accepting for 100 ms at a time, logged
+//!   once (the listener stays readable while a connection waits: without the pause, the engine
+//!   would spin).
 
 use std::collections::HashMap;
 use std::io;
@@ -79,6 +80,8 @@ pub struct Router {
     next_due: Instant,
     /// Set while accepting is paused (see `ACCEPT_PAUSE`): when to start again.
     accept_paused_until: Option<Instant>,
+    /// Whether the pauses since the last connection accepted were logged (once per streak).
+    accept_failure_logged: bool,
 }
 
 /// Sleeps until `epoll` (a [`Router::epoll_fd`]) has something to report or `timeout` passes, without
@@ -128,6 +131,7 @@ impl Router {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             next_due: Instant::now(),
             accept_paused_until: None,
+            accept_failure_logged: false,
         };
         router.control(libc::EPOLL_CTL_ADD, router.listener.as_raw_fd(), LISTENER, libc::EPOLLIN)?;
         Ok(router)
@@ -188,6 +192,7 @@ impl Router {
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => continue,
                 Err(e) => return self.pause_accepting(e),
             };
+            self.accept_failure_logged = false;
             let Ok(link) = Link::new(stream, "ROUTER", &[b"DEALER", b"REQ"]) else { continue };
             let token = self.next_token;
             self.next_token += 1;
@@ -212,7 +217,10 @@ impl Router {
         if self.control(libc::EPOLL_CTL_DEL, fd, LISTENER, 0).is_err() {
             return;
         }
-        log::warn(&format!("cannot accept container connections ({error}); trying again in {ACCEPT_PAUSE:?}"));
+        if !self.accept_failure_logged {
+            log::warn(&format!("cannot accept container connections ({error}); trying again every {ACCEPT_PAUSE:?}"));
+            self.accept_failure_logged = true;
+        }
         let until = Instant::now() + ACCEPT_PAUSE;
         self.accept_paused_until = Some(until);
         self.next_due = self.next_due.min(until);
