@@ -101,8 +101,8 @@ class Engine:
         """Withdraws requests whose client has gone; work only they waited for is never sent."""
 
     def wake(self) -> None:
-        """Has the submitted requests taken: by the engine thread, or, while it sleeps, by the caller, who then
-        sends the batches that can go now without waking it. Call once after a burst of submits."""
+        """Has the submitted requests taken: by the engine thread, or, while it sleeps at low load, by the caller,
+        who then sends the batches that can go now without waking it. Call once after a burst of submits."""
 
     def completion_fd(self) -> int:
         """A file descriptor that is readable while completions wait to be drained."""
