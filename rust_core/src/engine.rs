@@ -130,8 +130,9 @@ enum Command {
 /// Handle to a running engine; dropping it stops the engine thread.
 pub struct Engine {
     shared: Arc<Shared>,
-    /// The engine thread's state: held by that thread except while it sleeps (see [`Engine::wake`]).
-    worker: Arc<Mutex<Worker>>,
+    /// The engine thread's state: held by that thread except while it sleeps (see [`Engine::wake`]);
+    /// None once the thread has ended (its sockets closed with it).
+    worker: Arc<Mutex<Option<Worker>>>,
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
@@ -160,7 +161,7 @@ impl Engine {
         router.watch(timer.fd())?;
         let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let worker = Arc::new(Mutex::new(Worker::new(config, shared.clone(), receiver, router, timer)));
+        let worker = Arc::new(Mutex::new(Some(Worker::new(config, shared.clone(), receiver, router, timer))));
         let thread_worker = worker.clone();
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
@@ -215,7 +216,7 @@ impl Engine {
             return; // awake: it checks the commands before it sleeps
         }
         if let Some(mut worker) = self.worker.try_lock() {
-            if worker.step_for_caller() {
+            if worker.as_mut().is_some_and(Worker::step_for_caller) {
                 return;
             }
         }
@@ -324,19 +325,25 @@ impl Worker {
     }
 
     /// The engine thread: steps, then sleeps without the lock, so that callers can step meanwhile.
-    fn run(worker: &Mutex<Worker>) {
-        let mut this = worker.lock();
-        while this.running {
+    /// When it ends, the worker goes with it: the listener and every connection close then.
+    fn run(worker: &Mutex<Option<Worker>>) {
+        let mut guard = worker.lock();
+        loop {
+            let this = guard.as_mut().expect("only this thread takes the worker away");
+            if !this.running {
+                break;
+            }
             let wait_until = this.step();
             if !this.running {
                 break;
             }
             if let Some(timeout) = this.fall_asleep(wait_until) {
                 let epoll = this.router.epoll_fd();
-                MutexGuard::unlocked(&mut this, || router::wait(epoll, timeout));
+                MutexGuard::unlocked(&mut guard, || router::wait(epoll, timeout));
             }
-            this.wake_up();
+            guard.as_mut().expect("only this thread takes the worker away").wake_up();
         }
+        *guard = None;
     }
 
     /// Takes commands, reads answers, ends expired requests, drops silent replicas and sends batches;

@@ -703,3 +703,11 @@ fn with_spin_off_a_batch_wait_begun_by_the_caller_still_ends_on_time() {
     assert_eq!(&*done[0].payload, b"1", "a batch of one after the wait");
     assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_millis(400), "{elapsed:?}");
 }
+
+#[test]
+fn shutdown_closes_the_rpc_port_while_the_handle_lives() {
+    let engine = engine(DEFAULT_HEARTBEAT_TIMEOUT);
+    let address = engine.rpc_endpoint().trim_start_matches("tcp://").to_string();
+    engine.shutdown();
+    TcpListener::bind(&address).expect("the port is free once the engine has stopped");
+}
