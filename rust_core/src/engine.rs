@@ -349,9 +349,7 @@ impl Worker {
     /// Takes commands, reads answers, ends expired requests, drops silent replicas and sends batches;
     /// returns when a batch wait ends.
     fn step(&mut self) -> Option<Instant> {
-        while let Ok(command) = self.commands.try_recv() {
-            self.handle_command(command);
-        }
+        self.take_commands();
         self.receive_all();
         let now = Instant::now();
         self.queues.expire(now);
@@ -374,9 +372,7 @@ impl Worker {
         if self.recent_batch > SMALL_BATCH as f64 {
             return false;
         }
-        while let Ok(command) = self.commands.try_recv() {
-            self.handle_command(command);
-        }
+        self.take_commands();
         let wait_until = self.dispatch(Instant::now());
         self.publish_completions();
         if !self.running || self.wants_spin() {
@@ -389,6 +385,12 @@ impl Worker {
             self.timer_set = true;
         }
         true
+    }
+
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle_command(command);
+        }
     }
 
     fn handle_command(&mut self, command: Command) {
