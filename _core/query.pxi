@@ -274,6 +274,8 @@ cdef class QueryServer(HttpServer):
     cdef dict waiting
     cdef long long next_query_id
     cdef bint wake_scheduled
+    cdef bint reading_answers
+    cdef object loop
 
     def __init__(self, engine, max_body_bytes=_config.DEFAULT_MAX_BODY_BYTES,
                  max_batch_inputs=_config.DEFAULT_MAX_BATCH_INPUTS, metrics_handler=None, prometheus_handler=None,
@@ -289,6 +291,8 @@ cdef class QueryServer(HttpServer):
         self.next_query_id = 0
         self.max_batch_inputs = max_batch_inputs
         self.wake_scheduled = False
+        self.reading_answers = False
+        self.loop = None
 
     @property
     def predict_token(self):
@@ -302,18 +306,40 @@ cdef class QueryServer(HttpServer):
     def attach(self, loop):
         """Binds to the running event loop: completions are read there, wake-ups batched there."""
         HttpServer.attach(self, loop)
+        self.loop = loop
         loop.add_reader(self.engine.completion_fd(), self.on_completions)
 
     def detach(self, loop):
         loop.remove_reader(self.engine.completion_fd())
+        self.watch_answers(False)
 
     def _wake_engine(self):
         self.wake_scheduled = False
-        self.engine.wake()
+        self.watch_answers(self.engine.wake())
+
+    cdef watch_answers(self, bint reading):
+        """At low load the event loop reads the containers' answers itself (`Engine.wake` says when): it
+        watches the engine's answer descriptor while `reading`."""
+        if reading == self.reading_answers:
+            return
+        self.reading_answers = reading
+        if reading:
+            self.loop.add_reader(self.engine.answer_fd(), self.on_answers)
+        else:
+            self.loop.remove_reader(self.engine.answer_fd())
+
+    def on_answers(self):
+        """Reads the answers that came and fills the slots waiting on them."""
+        reading, done = self.engine.read_answers()
+        self.watch_answers(reading)
+        self.complete(done)
 
     def on_completions(self):
         """Drains the engine's completions and fills the slots waiting on them."""
-        for token, status, payload in self.engine.drain():
+        self.complete(self.engine.drain())
+
+    cdef complete(self, list done):
+        for token, status, payload in done:
             entry = self.waiting.pop(token, None)
             if entry is None:
                 continue

@@ -100,9 +100,20 @@ class Engine:
     def cancel(self, tokens: list[int]) -> None:
         """Withdraws requests whose client has gone; work only they waited for is never sent."""
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
         """Has the submitted requests taken: by the engine thread, or, while it sleeps at low load, by the caller,
-        who then sends the batches that can go now without waking it. Call once after a burst of submits."""
+        who then sends the batches that can go now without waking it. Call once after a burst of submits.
+
+        True: the caller reads the answers of those batches too. While that lasts, watch `answer_fd` and call
+        `read_answers` whenever it is readable; the engine thread does not wake for them. False: stop watching."""
+
+    def answer_fd(self) -> int:
+        """A file descriptor readable while something from a container waits to be read (see `wake`)."""
+
+    def read_answers(self) -> tuple[bool, list[tuple[int, int, bytes]]]:
+        """Reads what has come from the containers and sends the batches that can go now: whether the caller
+        still reads the answers (as `wake` says), and the completions that came (as `drain` gives them, which
+        does not give these)."""
 
     def completion_fd(self) -> int:
         """A file descriptor that is readable while completions wait to be drained."""

@@ -91,7 +91,7 @@ class _Loop:
     def __init__(self) -> None:
         self.callbacks: list = []
         self.timers = 0
-        self.fd = -1
+        self.readers: dict = {}
 
     def call_soon(self, callback, *args):
         self.callbacks.append((callback, args))
@@ -102,10 +102,10 @@ class _Loop:
         self.timers += 1  # never run, never kept (it would keep its transport alive)
 
     def add_reader(self, fd, callback, *args):
-        self.fd = fd
+        self.readers[fd] = (callback, args)
 
     def remove_reader(self, fd):
-        self.fd = -1
+        self.readers.pop(fd, None)
 
     def run_callbacks(self) -> None:
         while self.callbacks:
@@ -228,10 +228,6 @@ class Target:
             _FakeContainer(self.ctx, endpoint, "echo_b", 0, lambda x: x),
             _FakeContainer(self.ctx, endpoint, "one_s", 4, lambda x: b"1"),
         ]
-        self.poller = zmq.Poller()
-        for c in self.containers:
-            self.poller.register(c.sock, zmq.POLLIN)
-        self.poller.register(self.loop.fd, zmq.POLLIN)
         deadline = time.monotonic() + 10
         while len(self.engine.replicas()) < len(self.containers):
             if time.monotonic() > deadline:
@@ -240,9 +236,16 @@ class Target:
 
     def pump_once(self, timeout_ms: int) -> None:
         self.loop.run_callbacks()
-        for sock, _ in self.poller.poll(timeout_ms):
-            if sock == self.loop.fd:
-                self.server.on_completions()
+        poller = zmq.Poller()
+        for c in self.containers:
+            poller.register(c.sock, zmq.POLLIN)
+        readers = dict(self.loop.readers)  # the query server's: completions, and the answers while it reads them
+        for fd in readers:
+            poller.register(fd, zmq.POLLIN)
+        for sock, _ in poller.poll(timeout_ms):
+            if sock in readers:
+                callback, args = readers[sock]
+                callback(*args)
             else:
                 next(c for c in self.containers if c.sock is sock).handle()
         self.loop.run_callbacks()

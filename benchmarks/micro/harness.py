@@ -26,7 +26,7 @@ class StubLoop:
 
     def __init__(self) -> None:
         self.callbacks: list = []
-        self.fd = -1
+        self.readers: dict = {}
 
     def call_soon(self, callback, *args):
         self.callbacks.append((callback, args))
@@ -37,10 +37,10 @@ class StubLoop:
         return None
 
     def add_reader(self, fd, callback, *args):
-        self.fd = fd
+        self.readers[fd] = (callback, args)
 
     def remove_reader(self, fd):
-        self.fd = -1
+        self.readers.pop(fd, None)
 
     def run_callbacks(self) -> None:
         while self.callbacks:
@@ -68,6 +68,7 @@ class StubTransport:
                 raise RuntimeError(f"{len(done)} of {n} completions after {timeout_s} s")
             self.engine.wake()
             done += self.engine.drain()
+            done += self.engine.read_answers()[1]  # nothing unless wake() said the caller reads them
             time.sleep(0.001)
         return done
 
@@ -126,9 +127,6 @@ class Harness:
         apps["none"] = _core.App("none", self.doubles, SLO_MICROS, DEFAULT)
         self.ctx = zmq.Context()
         self.replica = SumReplica(self.ctx, self.engine.rpc_endpoint, "sum", "1", self.doubles)
-        self.poller = zmq.Poller()
-        self.poller.register(self.replica.sock, zmq.POLLIN)
-        self.poller.register(self.loop.fd, zmq.POLLIN)
         self.pump_until(lambda: len(self.engine.replicas()) == 1, "the replica did not register")
 
     def pump_until(self, done, what: str, timeout_s: float = 10.0) -> None:
@@ -137,9 +135,15 @@ class Harness:
             if time.monotonic() > deadline:
                 raise RuntimeError(what)
             self.loop.run_callbacks()
-            for sock, _ in self.poller.poll(20):
-                if sock == self.loop.fd:
-                    self.server.on_completions()
+            poller = zmq.Poller()
+            poller.register(self.replica.sock, zmq.POLLIN)
+            readers = dict(self.loop.readers)  # the server's: completions, and the answers while it reads them
+            for fd in readers:
+                poller.register(fd, zmq.POLLIN)
+            for sock, _ in poller.poll(20):
+                if sock in readers:
+                    callback, args = readers[sock]
+                    callback(*args)
                 else:
                     self.replica.handle()
             self.loop.run_callbacks()
@@ -173,6 +177,7 @@ class Harness:
                 raise RuntimeError(f"{len(done)} of {n} completions after {timeout_s} s")
             self.engine.wake()
             done += self.engine.drain()
+            done += self.engine.read_answers()[1]  # nothing unless wake() said the caller reads them
             time.sleep(0.001)
         return done
 

@@ -6,8 +6,11 @@
 //!
 //! At low load, a caller that wakes the engine while its thread sleeps does the thread's intake
 //! itself instead ([`Engine::wake`]): it takes the requests and sends the batches that can go now,
-//! and brings the thread's wake-up forward with a timerfd when a new deadline comes sooner. So a
-//! lone request wakes the engine thread once (its answer), not twice.
+//! and brings the thread's wake-up forward with a timerfd when a new deadline comes sooner. The
+//! caller then reads the answers of those batches too ([`Engine::read_answers`], when the router's
+//! descriptor [`Engine::answer_fd`] is readable), and the thread sleeps on its timers alone: a lone
+//! request does not wake the engine thread at all, and its completion reaches the caller without an
+//! eventfd.
 //!
 //! Lost containers: each replica is known by the identity of its connection, and the router
 //! reports every connection lost (closed, reset, or silent for `ping_timeout` after a ZMTP PING,
@@ -28,11 +31,12 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::aimd::AimdConfig;
 use crate::cache::{cache_key, PredictionCache};
+use crate::epoll::{self, Epoll};
 use crate::eventfd::EventFd;
 use crate::log;
 use crate::queue::{Queues, Take, Task};
 use crate::replicas::{Answer, Batch, Registry};
-use crate::router::{self, Router};
+use crate::router::Router;
 use crate::rpc::{self, Inbound, InputType};
 use crate::stats::Window;
 use crate::timerfd::TimerFd;
@@ -115,6 +119,8 @@ struct Shared {
     completion_fd: EventFd,
     wake_fd: EventFd,
     sleeping: AtomicBool,
+    /// Whether the caller reads the answers (see [`Engine::wake`]); written under the worker's lock.
+    caller_reads: AtomicBool,
     models: Mutex<Vec<ModelName>>,
     stats: Mutex<Vec<ModelStats>>,
     replicas: Mutex<Vec<ReplicaInfo>>,
@@ -136,6 +142,8 @@ pub struct Engine {
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rpc_endpoint: String,
+    /// The router's epoll set (see [`Engine::answer_fd`]).
+    answer_fd: RawFd,
     /// Applied to every cache key (see [`EngineConfig::cache_key_bits`]).
     key_mask: u64,
 }
@@ -146,27 +154,31 @@ impl Engine {
         let router = Router::bind(&config.rpc_address, config.ping_interval, config.ping_timeout)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", config.rpc_address)))?;
         let rpc_endpoint = router.endpoint()?;
+        let answer_fd = router.epoll_fd();
         let shared = Arc::new(Shared {
             cache: Mutex::new(PredictionCache::new(config.cache_bytes)),
             completions: Mutex::new(Vec::new()),
             completion_fd: EventFd::new()?,
             wake_fd: EventFd::new()?,
             sleeping: AtomicBool::new(false),
+            caller_reads: AtomicBool::new(false),
             models: Mutex::new(Vec::new()),
             stats: Mutex::new(Vec::new()),
             replicas: Mutex::new(Vec::new()),
         });
         let timer = TimerFd::new()?;
-        router.watch(shared.wake_fd.fd())?;
-        router.watch(timer.fd())?;
+        let sleep_set = Epoll::new()?;
+        for fd in [shared.wake_fd.fd(), timer.fd(), router.epoll_fd()] {
+            sleep_set.add(fd, 0, libc::EPOLLIN)?;
+        }
         let key_mask = u64::MAX.checked_shr(64 - config.cache_key_bits.min(64)).unwrap_or(0);
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let worker = Arc::new(Mutex::new(Some(Worker::new(config, shared.clone(), receiver, router, timer))));
+        let worker = Arc::new(Mutex::new(Some(Worker::new(config, shared.clone(), receiver, router, timer, sleep_set))));
         let thread_worker = worker.clone();
         let thread = std::thread::Builder::new()
             .name("clipper-engine".into())
             .spawn(move || Worker::run(&thread_worker))?;
-        Ok(Engine { shared, worker, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, key_mask })
+        Ok(Engine { shared, worker, commands, thread: Mutex::new(Some(thread)), rpc_endpoint, answer_fd, key_mask })
     }
 
     /// The endpoint the RPC socket is bound to (with the real port when 0 was asked).
@@ -210,19 +222,32 @@ impl Engine {
     /// Has the submitted requests taken. While the engine thread sleeps at low load, the caller takes
     /// them itself and sends the batches that can go now (`Worker::step_for_caller`), which spares
     /// the thread a wake-up; otherwise the thread is woken.
-    pub fn wake(&self) {
+    ///
+    /// True when the caller is to read the answers: from then on, while it returns true, it watches
+    /// [`Engine::answer_fd`] and calls [`Engine::read_answers`] when that is readable; the engine
+    /// thread no longer wakes for them. False: the thread reads them (stop watching).
+    pub fn wake(&self) -> bool {
         fence(Ordering::SeqCst);
-        if !self.shared.sleeping.load(Ordering::SeqCst) {
-            return; // awake: it checks the commands before it sleeps
-        }
-        if let Some(mut worker) = self.worker.try_lock() {
-            if worker.as_mut().is_some_and(Worker::step_for_caller) {
-                return;
+        if self.shared.sleeping.load(Ordering::SeqCst) {
+            let stepped = self.worker.try_lock().is_some_and(|mut w| w.as_mut().is_some_and(Worker::step_for_caller));
+            if !stepped && self.shared.sleeping.swap(false, Ordering::SeqCst) {
+                self.shared.wake_fd.notify();
             }
-        }
-        if self.shared.sleeping.swap(false, Ordering::SeqCst) {
-            self.shared.wake_fd.notify();
-        }
+        } // else awake: it checks the commands before it sleeps
+        self.shared.caller_reads.load(Ordering::SeqCst)
+    }
+
+    /// The descriptor to watch while [`Engine::wake`] says the caller reads the answers: readable when
+    /// something has come from a container (an answer, a heartbeat, a new connection).
+    pub fn answer_fd(&self) -> RawFd {
+        self.answer_fd
+    }
+
+    /// Reads what has come from the containers, sends the batches that can go now, and moves the
+    /// completions into `out` (without the completion eventfd). Whether the caller still reads the
+    /// answers: false when the load grew or the engine stops (the thread reads them again).
+    pub fn read_answers(&self, out: &mut Vec<Completion>) -> bool {
+        self.worker.lock().as_mut().is_some_and(|worker| worker.read_for_caller(out))
     }
 
     /// Withdraws submitted requests (their client has gone): they complete never, and work that
@@ -298,6 +323,9 @@ struct Worker {
     sleep_until: Instant,
     timer: TimerFd,
     timer_set: bool,
+    /// What the thread sleeps on: the wake-up eventfd, the timer and, unless the caller reads the
+    /// answers, the router's set.
+    sleep_set: Epoll,
 }
 
 impl Worker {
@@ -307,6 +335,7 @@ impl Worker {
         commands: Receiver<Command>,
         router: Router,
         timer: TimerFd,
+        sleep_set: Epoll,
     ) -> Worker {
         Worker {
             shared,
@@ -321,6 +350,7 @@ impl Worker {
             sleep_until: Instant::now(),
             timer,
             timer_set: false,
+            sleep_set,
         }
     }
 
@@ -338,8 +368,8 @@ impl Worker {
                 break;
             }
             if let Some(timeout) = this.fall_asleep(wait_until) {
-                let epoll = this.router.epoll_fd();
-                MutexGuard::unlocked(&mut guard, || router::wait(epoll, timeout));
+                let sleep_set = this.sleep_set.fd();
+                MutexGuard::unlocked(&mut guard, || epoll::wait(sleep_set, timeout));
             }
             guard.as_mut().expect("only this thread takes the worker away").wake_up();
         }
@@ -363,28 +393,70 @@ impl Worker {
     }
 
     /// The part of [`Worker::step`] a caller does while the engine thread sleeps at low load: takes
-    /// the commands and sends what can be sent now. Answers, expiries and liveness stay the thread's,
-    /// which wakes for them; a deadline sooner than its wake-up (the SLO of a request, a batch wait)
-    /// sets the timer. False when the thread must wake after all: under load (more requests come
-    /// while it wakes, and its batches grow: sent at once, they were a fifth smaller), to stop, or
-    /// to poll for the answer to a small batch (`Worker::spin_until_ready`).
+    /// the commands and sends what can be sent now; the caller then reads the answers
+    /// (`read_for_caller`). Expiries and liveness stay the thread's; a deadline sooner than its wake-up
+    /// (the SLO of a request, a batch wait) sets the timer. False when the thread must wake after all
+    /// (and read the answers again): under load (more requests come while it wakes, and its batches
+    /// grow: sent at once, they were a fifth smaller), to stop, or to poll for the answer to a small
+    /// batch (`Worker::spin_until_ready`).
     fn step_for_caller(&mut self) -> bool {
         if self.recent_batch > SMALL_BATCH as f64 {
+            self.set_caller_reads(false);
             return false;
         }
         self.take_commands();
         let wait_until = self.dispatch(Instant::now());
         self.publish_completions();
-        if !self.running || self.wants_spin() {
+        self.keep_caller_reading(wait_until)
+    }
+
+    /// While the caller reads the answers: reads what came, sends what can go now and hands the
+    /// completions over. Whether the caller goes on reading (see `step_for_caller`).
+    fn read_for_caller(&mut self, out: &mut Vec<Completion>) -> bool {
+        if !self.shared.caller_reads.load(Ordering::Relaxed) {
             return false;
         }
-        let wake_at = self.next_deadline(wait_until);
+        self.receive_all();
+        let wait_until = self.dispatch(Instant::now());
+        out.append(self.queues.completed());
+        if self.recent_batch <= SMALL_BATCH as f64 && self.keep_caller_reading(wait_until) {
+            return true;
+        }
+        self.set_caller_reads(false);
+        if self.shared.sleeping.swap(false, Ordering::SeqCst) {
+            self.shared.wake_fd.notify(); // to take the commands the caller left
+        }
+        false
+    }
+
+    /// After the caller's step: the caller reads the answers from now on, unless the thread must wake
+    /// (false); a deadline sooner than the thread's wake-up sets the timer.
+    fn keep_caller_reading(&mut self, batch_wait_until: Option<Instant>) -> bool {
+        if !self.running || self.wants_spin() {
+            self.set_caller_reads(false);
+            return false;
+        }
+        let wake_at = self.next_deadline(batch_wait_until);
         if wake_at < self.sleep_until {
             self.sleep_until = wake_at;
             self.timer.set(wake_at);
             self.timer_set = true;
         }
+        self.set_caller_reads(true);
         true
+    }
+
+    /// Who reads the answers: the caller (the thread sleeps without the router's set) or the thread.
+    fn set_caller_reads(&mut self, caller: bool) {
+        if self.shared.caller_reads.swap(caller, Ordering::SeqCst) == caller {
+            return;
+        }
+        let router = self.router.epoll_fd();
+        let changed = if caller { self.sleep_set.delete(router) } else { self.sleep_set.add(router, 0, libc::EPOLLIN) };
+        if let Err(e) = changed {
+            // Cannot happen with valid descriptors; were it to, the thread's wake-ups still read them.
+            log::warn(&format!("cannot change what the engine thread sleeps on: {e}"));
+        }
     }
 
     fn take_commands(&mut self) {
@@ -592,7 +664,7 @@ impl Worker {
     }
 
     /// The soonest of the liveness check, the queues' deadlines and the batch wait.
-    fn next_deadline(&self, batch_wait_until: Option<Instant>) -> Instant {
+    fn next_deadline(&mut self, batch_wait_until: Option<Instant>) -> Instant {
         let mut until = self.replicas.next_liveness_check();
         if let Some(deadline) = self.queues.next_deadline() {
             until = until.min(deadline);

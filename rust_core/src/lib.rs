@@ -4,7 +4,7 @@
 //! queues, adaptive batching and the prediction cache; the `python` feature adds a thin PyO3
 //! module over it. The modules in layers; each uses only modules listed before it:
 //!
-//! - `log` (the engine's structured log lines);
+//! - `log` (the engine's structured log lines), `epoll` (an epoll set);
 //! - codecs of untrusted input: [`rpc`] (Clipper RPC v3 frames, input types), [`simple_input`]
 //!   (`{"input": [numbers]}` bodies), [`http`] (the HTTP/1.1 request parser), [`zmtp`] (ZeroMQ's
 //!   wire protocol, a DEALER's part of it);
@@ -28,6 +28,7 @@ pub mod cache;
 pub mod capi;
 pub mod dealer;
 pub mod engine;
+mod epoll;
 mod eventfd;
 pub mod http;
 mod link;

@@ -23,6 +23,15 @@ fn input_type(code: u8) -> PyResult<InputType> {
     InputType::from_code(u32::from(code)).ok_or_else(|| PyValueError::new_err(format!("unknown input type code {code}")))
 }
 
+/// Completions as Python sees them: a list of `(token, status, payload)`.
+fn completion_list<'py>(py: Python<'py>, done: &[Completion]) -> PyResult<Bound<'py, PyList>> {
+    let items = done.iter().map(|c| {
+        let payload = PyBytes::new(py, &c.payload);
+        PyTuple::new(py, [c.token.into_pyobject(py)?.into_any(), (c.status as u8).into_pyobject(py)?.into_any(), payload.into_any()])
+    });
+    PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+}
+
 fn summary<'py>(py: Python<'py>, s: Summary) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("count", s.count)?;
@@ -125,8 +134,18 @@ impl Engine {
         self.inner.cancel(tokens);
     }
 
-    fn wake(&self) {
-        self.inner.wake();
+    fn wake(&self) -> bool {
+        self.inner.wake()
+    }
+
+    fn answer_fd(&self) -> i32 {
+        self.inner.answer_fd()
+    }
+
+    fn read_answers<'py>(&self, py: Python<'py>) -> PyResult<(bool, Bound<'py, PyList>)> {
+        let mut done: Vec<Completion> = Vec::new();
+        let reading = self.inner.read_answers(&mut done);
+        Ok((reading, completion_list(py, &done)?))
     }
 
     fn completion_fd(&self) -> i32 {
@@ -136,11 +155,7 @@ impl Engine {
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut done: Vec<Completion> = Vec::new();
         self.inner.drain(&mut done);
-        let items = done.iter().map(|c| {
-            let payload = PyBytes::new(py, &c.payload);
-            PyTuple::new(py, [c.token.into_pyobject(py)?.into_any(), (c.status as u8).into_pyobject(py)?.into_any(), payload.into_any()])
-        });
-        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+        completion_list(py, &done)
     }
 
     fn model_name(&self, model: u32) -> Option<(String, String)> {

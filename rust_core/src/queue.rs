@@ -199,10 +199,16 @@ impl Queues {
         &mut self.completed
     }
 
-    /// The earliest deadline of a live request (or of one that ended since, which [`Queues::expire`]
-    /// then skips).
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|&Reverse((deadline, _))| deadline)
+    /// The earliest deadline of a live request. The deadlines of requests that ended first are
+    /// dropped here: left in the heap, each would wake the engine once, after its request had ended.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((deadline, token))) = self.deadlines.peek() {
+            if self.live.contains_key(&token) {
+                return Some(deadline);
+            }
+            self.deadlines.pop();
+        }
+        None
     }
 
     /// Queues `task` for the request `token`, or has it wait on the task already queued or in flight
@@ -455,6 +461,20 @@ pub(crate) mod tests {
         // Completing the expired task (the first queued: id 0) later completes nobody twice.
         queues.complete_task(0, Status::Ok, &Arc::from([]));
         assert!(completed(&mut queues).is_empty());
+    }
+
+    #[test]
+    fn the_next_deadline_is_that_of_a_request_still_waiting() {
+        let now = Instant::now();
+        let mut queues = Queues::new(100);
+        queues.enqueue(task(1, 5 * MS, now), 1);
+        queues.enqueue(task(2, 50 * MS, now), 2);
+        assert_eq!(keys(queues.take_batch(0, 1, now, now)), [1]);
+        queues.complete_task(0, Status::Ok, &Arc::from([]));
+        assert_eq!(completed(&mut queues), [(1, Status::Ok)]);
+        assert_eq!(queues.next_deadline(), Some(now + 50 * MS), "not the answered request's");
+        queues.cancel(&[2]);
+        assert_eq!(queues.next_deadline(), None);
     }
 
     #[test]

@@ -20,17 +20,17 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::epoll::{Epoll, NO_EVENT};
 use crate::link::{tcp_endpoint, Link};
 use crate::log;
 
-/// epoll tokens of the listener and of the caller's descriptor; links count from `FIRST_LINK`.
+/// The listener's epoll token; links count from `FIRST_LINK`.
 const LISTENER: u64 = 0;
-const WATCHED: u64 = 1;
-const FIRST_LINK: u64 = 2;
+const FIRST_LINK: u64 = 1;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 64;
 /// A connection that has not finished its handshake by then is closed (libzmq's `ZMQ_HANDSHAKE_IVL`).
@@ -65,7 +65,7 @@ struct Peer {
 
 pub struct Router {
     listener: TcpListener,
-    epoll: OwnedFd,
+    epoll: Epoll,
     peers: HashMap<u64, Peer>,
     by_identity: HashMap<Vec<u8>, u64>,
     next_token: u64,
@@ -84,23 +84,6 @@ pub struct Router {
     accept_failure_logged: bool,
 }
 
-/// Sleeps until `epoll` (a [`Router::epoll_fd`]) has something to report or `timeout` passes, without
-/// taking the events: they are level-triggered, so the next [`Router::poll`] finds them.
-pub fn wait(epoll: RawFd, timeout: Duration) {
-    let mut event = libc::epoll_event { events: 0, u64: 0 };
-    // SAFETY: a buffer of one event; a stale descriptor only makes epoll_wait fail.
-    unsafe { libc::epoll_wait(epoll, &mut event, 1, millis(timeout)) };
-}
-
-/// An epoll timeout: whole milliseconds, rounded up so that a wait never ends before `timeout`.
-fn millis(timeout: Duration) -> libc::c_int {
-    timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-}
-
-fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
-}
-
 /// The socket address of `tcp://host:port` (`*` for every interface, IPv6 addresses in brackets).
 fn bind_address(endpoint: &str) -> io::Result<SocketAddr> {
     let (host, port) = tcp_endpoint(endpoint)?;
@@ -115,11 +98,9 @@ impl Router {
     pub fn bind(endpoint: &str, ping_interval: Duration, ping_timeout: Duration) -> io::Result<Router> {
         let listener = TcpListener::bind(bind_address(endpoint)?)?;
         listener.set_nonblocking(true)?;
-        // SAFETY: epoll_create1 returns a new descriptor that nothing else owns, or -1 (checked).
-        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         let router = Router {
             listener,
-            epoll,
+            epoll: Epoll::new()?,
             peers: HashMap::new(),
             by_identity: HashMap::new(),
             next_token: FIRST_LINK,
@@ -133,7 +114,7 @@ impl Router {
             accept_paused_until: None,
             accept_failure_logged: false,
         };
-        router.control(libc::EPOLL_CTL_ADD, router.listener.as_raw_fd(), LISTENER, libc::EPOLLIN)?;
+        router.epoll.add(router.listener.as_raw_fd(), LISTENER, libc::EPOLLIN)?;
         Ok(router)
     }
 
@@ -142,35 +123,21 @@ impl Router {
         Ok(format!("tcp://{}", self.listener.local_addr()?))
     }
 
-    /// Also wakes [`Router::poll`] when `fd` becomes readable (the caller's own eventfd).
-    pub fn watch(&self, fd: RawFd) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_ADD, fd, WATCHED, libc::EPOLLIN)
-    }
-
-    /// The descriptor [`Router::poll`] waits on, for [`wait`] on a thread that does not hold the router.
+    /// The descriptor of the router's epoll set: readable while a connection waits to be accepted or a
+    /// link has something to read or can write what waits (another set can watch it; see `engine`).
     pub fn epoll_fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+        self.epoll.fd()
     }
 
-    fn control(&self, op: libc::c_int, fd: RawFd, token: u64, events: libc::c_int) -> io::Result<()> {
-        let mut event = libc::epoll_event { events: events as u32, u64: token };
-        // SAFETY: a valid epoll descriptor and event; the kernel copies the event.
-        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) }).map(drop)
-    }
-
-    /// Waits up to `timeout` for a connection to accept, bytes to read or write, or the watched
-    /// descriptor; notes the links with something to read. Whether anything happened.
+    /// Waits up to `timeout` for a connection to accept or bytes to read or write; notes the links
+    /// with something to read. Whether anything happened.
     pub fn poll(&mut self, timeout: Duration) -> bool {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        // SAFETY: a valid epoll descriptor and a buffer of EVENTS events.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, millis(timeout)) };
-        let mut any = false;
-        for event in &events[..n.max(0) as usize] {
-            any = true;
+        let mut events = [NO_EVENT; EVENTS];
+        let events = self.epoll.poll(&mut events, timeout);
+        for event in events {
             let (token, flags) = (event.u64, event.events);
             match token {
                 LISTENER => self.accept(),
-                WATCHED => {}
                 _ => {
                     if flags & libc::EPOLLOUT as u32 != 0 {
                         self.flush(token);
@@ -181,7 +148,7 @@ impl Router {
                 }
             }
         }
-        any
+        !events.is_empty()
     }
 
     fn accept(&mut self) {
@@ -201,7 +168,7 @@ impl Router {
             self.peers.insert(token, Peer { link, accepted: now, identity: None, writing: false, last_ping: now, answer_by: None });
             let first_due = now + if self.ping_interval.is_zero() { self.handshake_timeout } else { self.ping_interval };
             self.next_due = self.next_due.min(first_due);
-            if self.control(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN).is_err() {
+            if self.epoll.add(fd, token, libc::EPOLLIN).is_err() {
                 self.peers.remove(&token);
                 continue;
             }
@@ -214,7 +181,7 @@ impl Router {
     /// keeps the listener readable, so it leaves the epoll set until `keep_alive` puts it back.
     fn pause_accepting(&mut self, error: io::Error) {
         let fd = self.listener.as_raw_fd();
-        if self.control(libc::EPOLL_CTL_DEL, fd, LISTENER, 0).is_err() {
+        if self.epoll.delete(fd).is_err() {
             return;
         }
         if !self.accept_failure_logged {
@@ -315,7 +282,7 @@ impl Router {
             peer.writing = writing;
             let events = libc::EPOLLIN | if writing { libc::EPOLLOUT } else { 0 };
             let fd = peer.link.fd();
-            if self.control(libc::EPOLL_CTL_MOD, fd, token, events).is_err() {
+            if self.epoll.modify(fd, token, events).is_err() {
                 self.close(token);
                 return false;
             }
@@ -348,7 +315,7 @@ impl Router {
         }
         let mut next = now + self.handshake_timeout;
         if let Some(until) = self.accept_paused_until {
-            if now >= until && self.control(libc::EPOLL_CTL_ADD, self.listener.as_raw_fd(), LISTENER, libc::EPOLLIN).is_ok() {
+            if now >= until && self.epoll.add(self.listener.as_raw_fd(), LISTENER, libc::EPOLLIN).is_ok() {
                 self.accept_paused_until = None;
             } else {
                 let until = until.max(now + ACCEPT_PAUSE * u32::from(now >= until));
