@@ -5,6 +5,7 @@ per-model-version queues (earliest deadline first), adaptive batching (AIMD per 
 prediction cache and the deadlines. The GIL is never taken on that thread.
 """
 
+from collections.abc import Sequence
 from typing import final
 
 __all__ = [
@@ -166,6 +167,19 @@ class Dealer:
         """The next message's frames, or None after `timeout` seconds; polls without sleeping for the first
         `spin` seconds. Releases the GIL while it waits. Raises ConnectionError (and drops the connection,
         made again at the next call) when the peer breaks the protocol."""
+
+    def recv_request(
+        self, timeout: float, spin: float = 0.0
+    ) -> tuple[int, int, bytearray | list[str], list[int] | None] | list[bytes] | None:
+        """Like `recv`, with a prediction batch decoded (Clipper RPC v3, checked as
+        `clipper.model_runtime.protocol.parse_request` checks it): ``(msg_id, input_type, data, sizes)``, the
+        inputs joined in one writable ``bytearray`` `data` and `sizes` their lengths, or, for strings (type 4),
+        `data` a list of ``str`` (invalid UTF-8 replaced) and `sizes` None. Any other message (a heartbeat,
+        feedback, or one that breaks the protocol) comes as its frames, as `recv` gives them."""
+
+    def send_prediction(self, msg_id: int, outputs: Sequence[object]) -> None:
+        """Sends the answer to the batch `msg_id`: each output as the UTF-8 of itself, if a ``str``, or of its
+        ``str()``. Raises (and sends nothing) when an output's ``str()`` raises or is not valid Unicode."""
 
     def close(self) -> None:
         """Drops the connection and what is queued."""

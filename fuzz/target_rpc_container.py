@@ -3,14 +3,17 @@
 Input format (shared with rust_core/fuzz): frames, each a one-byte length L and L bytes; byte 0
 first picks the container's input type (`b % 5`) and the rest are the frames.
 
-Two layers are checked:
+Three layers are checked:
 * `clipper.model_runtime.protocol.parse_request(frames)` returns a Heartbeat, PredictRequest or
   FeedbackRequest, or raises ProtocolError (a ValueError); a PredictRequest is consistent with its
   header (one input per announced size, sizes as announced);
-* `_Session.reply(frames)`, the session loop's step (parse, decode the inputs, run the
-  model, answer): it never raises, so a malformed message is dropped and the session goes on; every
-  message it sends is a well-formed registration or prediction response (one output per input,
-  lengths as in its header).
+* `clipper.rust_core.decode_batch(frames)`, the compiled decoder the session's connection hands batches
+  over with, agrees with it: a batch exactly when the Python codec finds a PredictRequest, with the same
+  id, input type and inputs;
+* `_Session.handle`, the session loop's step (run the model on a batch and answer it, or parse and
+  answer another message): it never raises, so a malformed message is dropped and the session goes on;
+  every message it sends (encoded as its connection encodes it, `rust_core.encode_prediction`) is a
+  well-formed registration or prediction response (one output per input, lengths as in its header).
 """
 
 from __future__ import annotations
@@ -27,11 +30,31 @@ def _model(batch):
     return [repr(getattr(x, "shape", len(x))) for x in batch]
 
 
+class _SentRecorder:
+    """Stands in for a session's connection (none is made): keeps what the session sends, each message's
+    frames as the connection would write them."""
+
+    def __init__(self, rust_core) -> None:
+        self.rust_core = rust_core
+        self.sent: list[list[bytes]] = []
+
+    def send(self, frames: list[bytes]) -> None:
+        self.sent.append([bytes(f) for f in frames])
+
+    def send_prediction(self, msg_id: int, outputs) -> None:
+        self.sent.append(self.rust_core.encode_prediction(msg_id, outputs))
+
+    def close(self) -> None:
+        pass
+
+
 class Target:
     def __init__(self) -> None:
+        from clipper import rust_core
         from clipper.model_runtime import protocol, runtime
 
         self.p = protocol
+        self.rust_core = rust_core
         self.runtime = runtime
         self.containers = [
             runtime._Container(_model, "m", "1", code, ["tcp://127.0.0.1:1"], 1.0, 10.0, None) for code in range(5)
@@ -42,6 +65,8 @@ class Target:
         self.sessions = [runtime._Session(c, "tcp://127.0.0.1:1") for c in self.containers]
         for session in self.sessions:
             session.owner.acquire()  # held by the session thread except while a batch runs
+            session.sock.close()
+            session.sock = _SentRecorder(rust_core)
         import logging
 
         logging.getLogger("clipper.model_runtime").setLevel(logging.CRITICAL)
@@ -65,9 +90,32 @@ class Target:
                 raise Failure(f"PredictRequest disagrees with its header {header}: {msg}")
             if msg.msg_id != frames[3]:
                 raise Failure("msg_id is not the raw id frame")
-        out = session.reply(frames)  # any exception here would end the container's session
-        if out is not None:
-            self._check_sent([bytes(f) for f in out], msg, container.input_type)
+        batch = self.rust_core.decode_batch(frames)
+        self._check_batch(batch, msg)
+        session.sock.sent.clear()
+        session.handle(batch if batch is not None else frames)  # any exception here would end the session
+        if len(session.sock.sent) > 1:
+            raise Failure(f"{len(session.sock.sent)} messages sent for one received")
+        for out in session.sock.sent:
+            self._check_sent(out, msg, container.input_type)
+
+    def _check_batch(self, batch, msg) -> None:
+        p = self.p
+        if not isinstance(msg, p.PredictRequest):
+            if batch is not None:
+                raise Failure(f"the compiled decoder found a batch where the Python codec found {msg}")
+            return
+        if batch is None:
+            raise Failure(f"the compiled decoder found no batch in {msg}")
+        msg_id, input_type, data, sizes = batch
+        if msg_id != int.from_bytes(msg.msg_id, "little") or input_type != msg.input_type:
+            raise Failure(f"decoded batch {batch[:2]} differs from {msg}")
+        if input_type == p.INPUT_STRINGS:
+            expected = [str(b, "utf-8", "replace") for b in msg.inputs]
+            if sizes is not None or data != expected:
+                raise Failure(f"decoded strings {data!r} differ from {expected!r}")
+        elif type(data) is not bytearray or data != b"".join(msg.inputs) or sizes != [len(x) for x in msg.inputs]:
+            raise Failure(f"decoded inputs {data!r} {sizes} differ from {msg.inputs}")
 
     def _check_sent(self, out: list[bytes], msg, input_type: int) -> None:
         p = self.p

@@ -621,6 +621,19 @@ def test_bad_model_output_fails_the_batch(frontend: Frontend, in_process, result
     assert outputs_of(frontend.predict(ident, 1, 3, [f64(1.0)] * 2), 1) == [b"fine"] * 2
 
 
+def test_outputs_are_sent_as_their_str_and_outputs_that_cannot_be_fail_the_batch(frontend: Frontend,
+                                                                                   in_process) -> None:
+    results = iter([np.array([0.5, 2.0]), [1, None], ["ok", "\ud800"], (b"x", "\u00e9")])
+    in_process(lambda xs: next(results))
+    ident, _ = frontend.register()
+    assert outputs_of(frontend.predict(ident, 0, 3, [f64(1.0)] * 2), 0) == [b"0.5", b"2.0"]
+    assert outputs_of(frontend.predict(ident, 1, 3, [f64(1.0)] * 2), 1) == [b"1", b"None"]
+    # A lone surrogate has no UTF-8: the whole batch fails, and says why.
+    out = outputs_of(frontend.predict(ident, 2, 3, [f64(1.0)] * 2), 2)
+    assert len(out) == 2 and out[0] == out[1] and out[0].startswith(ERROR_PREFIX + b"UnicodeEncodeError"), out
+    assert outputs_of(frontend.predict(ident, 3, 3, [f64(1.0)] * 2), 3) == [b"b'x'", "\u00e9".encode()]
+
+
 def test_long_error_messages_are_truncated(frontend: Frontend, in_process) -> None:
     def predict(xs):
         raise KeyError("x" * 2000)

@@ -162,10 +162,10 @@ def test_after_a_small_batch_the_container_polls_for_the_next_unless_spin_is_off
         def __init__(self, address: str) -> None:
             self.dealer = rust_core.Dealer(address)
 
-        def recv(self, timeout: float, spin: float = 0.0) -> list[bytes] | None:
+        def recv_request(self, timeout: float, spin: float = 0.0) -> Any:
             if spin:
                 polls.append(spin)
-            return self.dealer.recv(timeout, spin)
+            return self.dealer.recv_request(timeout, spin)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self.dealer, name)

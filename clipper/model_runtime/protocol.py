@@ -115,10 +115,16 @@ def prediction_response(msg_id: bytes, outputs: Sequence[bytes]) -> list[bytes]:
     return [_EMPTY, _CONTENT, bytes(msg_id), _U64.pack(8 * (n + 1)), header, *outputs]
 
 
+def error_text(message: str) -> str:
+    """The output, as text, that reports a failed batch: ``"\\x00error:" + message`` (at most 500 bytes of it
+    in UTF-8)."""
+    raw = message.encode("utf-8", "replace")[:MAX_ERROR_BYTES]
+    return ERROR_PREFIX.decode() + raw.decode("utf-8", "ignore")
+
+
 def error_output(message: str) -> bytes:
     """The output that reports a failed batch: ``b"\\x00error:" + message`` (at most 500 bytes)."""
-    raw = message.encode("utf-8", "replace")[:MAX_ERROR_BYTES]
-    return ERROR_PREFIX + raw.decode("utf-8", "ignore").encode()
+    return error_text(message).encode()
 
 
 def _u32(frame: Buffer, what: str) -> int:
@@ -178,16 +184,22 @@ def decode_inputs(input_type: int, inputs: Sequence[Buffer]) -> np.ndarray | lis
     """
     if input_type == INPUT_STRINGS:
         return [str(b, "utf-8", "replace") for b in inputs]
+    return decode_joined(input_type, bytearray().join(inputs), list(map(len, inputs)))
+
+
+def decode_joined(input_type: int, data: bytearray, sizes: list[int]) -> np.ndarray | list:
+    """`decode_inputs` for a numeric or bytes batch whose inputs come joined in one writable buffer, `sizes`
+    their lengths in bytes (as `clipper.rust_core.Dealer.recv_request` hands a batch over)."""
     dtype = INPUT_DTYPES.get(input_type)
     if dtype is None:
         raise ValueError(f"unknown input type code {input_type}")
-    n = len(inputs)
-    sizes = set(map(len, inputs))
-    if any(size % dtype.itemsize for size in sizes):
+    n = len(sizes)
+    distinct = set(sizes)
+    if any(size % dtype.itemsize for size in distinct):
         name = INPUT_TYPE_NAMES[input_type]
         raise ValueError(f"input size is not a multiple of {dtype.itemsize} bytes ({name})")
-    flat = np.frombuffer(bytearray().join(inputs), dtype=dtype)
-    if len(sizes) <= 1:
-        return flat.reshape(n, sizes.pop() // dtype.itemsize if n else 0)
-    ends = np.cumsum(np.fromiter(map(len, inputs), dtype=np.int64, count=n)[:-1])
+    flat = np.frombuffer(data, dtype=dtype)
+    if len(distinct) <= 1:
+        return flat.reshape(n, distinct.pop() // dtype.itemsize if n else 0)
+    ends = np.cumsum(np.fromiter(sizes, dtype=np.int64, count=n)[:-1])
     return np.split(flat, ends // dtype.itemsize)

@@ -65,32 +65,48 @@ class BatchError(Exception):
     """A batch that cannot be answered with predictions (reported with error outputs)."""
 
 
-def encode_outputs(result: Any, n: int) -> list[bytes]:
-    """Check a model's result for a batch of `n` and encode it: ``str()`` on non-``str`` items."""
+#: A prediction batch as `rust_core.Dealer.recv_request` hands it over: ``(msg_id, input_type, data, sizes)``,
+#: `data` the inputs joined in one ``bytearray`` and `sizes` their lengths, or, for strings, `data` a list of
+#: ``str`` and `sizes` None.
+Batch = tuple[int, int, Any, Any]
+
+
+def checked_outputs(result: Any, n: int) -> Sequence[Any]:
+    """A model's result for a batch of `n`, checked: one output per input (each sent as ``str()`` of itself)."""
     if not isinstance(result, (list, tuple, np.ndarray)):
         raise BatchError(f"model returned {type(result).__name__}, expected a list of {n} outputs")
     if len(result) != n:
         raise BatchError(f"model returned {len(result)} outputs for a batch of {n}")
-    return [(o if type(o) is str else str(o)).encode() for o in result]
+    return result
 
 
-def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int,
-              metrics: ContainerMetrics | None = None, first: float = 0.0, received: float = 0.0) -> list[bytes]:
+def batch_size(batch: Batch) -> int:
+    return len(batch[2]) if batch[3] is None else len(batch[3])
+
+
+def decode_batch(batch: Batch) -> Any:
+    """What the model receives for `batch` (see `protocol.decode_inputs`)."""
+    _, input_type, data, sizes = batch
+    return data if sizes is None else p.decode_joined(input_type, data, sizes)
+
+
+def run_batch(predict: PredictFn, batch: Batch, input_type: int,
+              metrics: ContainerMetrics | None = None, first: float = 0.0, received: float = 0.0) -> Sequence[Any]:
     """Run one prediction batch; a failure becomes one error output per input. With `metrics`, the batch is
-    counted there (`first`, `received`: ``perf_counter()`` times of its message read and parsed)."""
-    n = len(request.inputs)
+    counted there (`first`, `received`: ``perf_counter()`` times of its message read and decoded)."""
+    n = batch_size(batch)
     started = _clock() if metrics is not None else 0.0
     try:
-        if request.input_type != input_type:
+        if batch[1] != input_type:
             raise BatchError(
-                f"request input type {p.INPUT_TYPE_NAMES.get(request.input_type, request.input_type)}"
+                f"request input type {p.INPUT_TYPE_NAMES.get(batch[1], batch[1])}"
                 f" does not match the container's input type {p.INPUT_TYPE_NAMES[input_type]}"
             )
         if metrics is None:
-            return encode_outputs(predict(p.decode_inputs(input_type, request.inputs)), n)
-        inputs = p.decode_inputs(input_type, request.inputs)
+            return checked_outputs(predict(decode_batch(batch)), n)
+        inputs = decode_batch(batch)
         parsed = _clock()
-        outputs = encode_outputs(predict(inputs), n)
+        outputs = checked_outputs(predict(inputs), n)
         metrics.batch(n, first, received, started, parsed, _clock())
         return outputs
     except BatchError as e:
@@ -101,7 +117,7 @@ def run_batch(predict: PredictFn, request: p.PredictRequest, input_type: int,
         log.exception("batch of %d failed: model raised %s", n, message)
     if metrics is not None:
         metrics.failed(n, first, received, started, _clock())
-    return [p.error_output(message)] * n
+    return [p.error_text(message)] * n
 
 
 #: While a batch runs, the keeper thread looks at the sessions this often (at most; a quarter of the
@@ -280,7 +296,7 @@ class _Session:
         self.busy_since: float | None = None
         self.heard = self.sent = time.monotonic()  # last message from the frontend, last message to it
         # batches that arrived while another one ran, with the perf_counter() time they were read
-        self.pending: deque[tuple[list[bytes], float]] = deque()
+        self.pending: deque[tuple[Batch, float]] = deque()
 
     def send(self, frames: list[bytes]) -> None:
         self.sock.send(frames)
@@ -305,10 +321,10 @@ class _Session:
                 if connected and now - max(self.heard, self.sent) >= c.heartbeat_interval:
                     self.send(p.heartbeat())
                 if self.pending:
-                    frames, first = self.pending.popleft()
+                    received, first = self.pending.popleft()
                 else:
                     try:
-                        received = sock.recv(self.timeout, spin)
+                        received = sock.recv_request(self.timeout, spin)
                     except ConnectionError as e:  # not a ZMTP ROUTER: the connection is made again in 0.1 s
                         if not broken:
                             log.warning("%s: %s; reconnecting every 0.1 s", self.address, e)
@@ -317,17 +333,12 @@ class _Session:
                     spin = 0.0
                     if received is None:
                         continue
-                    frames, connected, broken = received, True, False
+                    connected, broken = True, False
                     if timed:
                         first = _clock()
-                reply = self.reply(frames, first)
-                if reply is not None:
-                    sock.send(reply)
-                    self.heard = self.sent = time.monotonic()
-                    if c.spin and len(reply) - 5 <= _SPIN_MAX_BATCH:
-                        spin = _SPIN_S
-                else:
-                    self.heard = time.monotonic()
+                n = self.handle(received, first)
+                if c.spin and n is not None and n <= _SPIN_MAX_BATCH:
+                    spin = _SPIN_S
         finally:
             c.sessions.discard(self)
             sock.close()
@@ -335,32 +346,49 @@ class _Session:
 
     @staticmethod
     def parse(frames: list[bytes]) -> p.Message | None:
+        """A message other than a batch (batches come decoded by the Dealer, see `answer`)."""
         try:
             return p.parse_request(frames)
         except p.ProtocolError as e:
             log.error("dropping malformed message from the frontend: %s", e)
             return None
 
-    def reply(self, frames: list[bytes], first: float = 0.0) -> list[bytes] | None:
-        """On the session thread: handle one message from the frontend (read at `first`, a
-        ``perf_counter()`` time, when metrics are on); return the message to send back, if any.
-        A batch runs here, with the socket released to the keeper meanwhile."""
-        msg = self.parse(frames)
-        if msg is None:
-            return None
-        if isinstance(msg, p.PredictRequest):
-            c = self.container
-            received = _clock() if c.metrics is not None else 0.0
-            self.busy_since = time.monotonic()
-            self.owner.release()  # the keeper may heartbeat meanwhile
-            try:
-                with c.predicting:
-                    outputs = run_batch(c.predict, msg, c.input_type, c.metrics, first, received)
-            finally:
-                self.owner.acquire()
-                self.busy_since = None
-            return p.prediction_response(msg.msg_id, outputs)
-        return self.container.reply(msg, self.address)
+    def handle(self, received: Batch | list[bytes], first: float = 0.0) -> int | None:
+        """On the session thread, one step of the loop: what came from the frontend (a batch, decoded by the
+        `Dealer`, read at `first`, a ``perf_counter()`` time, when metrics are on; else a message's frames)
+        handled, and answered if it asks for an answer. A batch's size, None for other messages. Never raises
+        for what the frontend sent: a malformed message is logged and dropped."""
+        if type(received) is tuple:
+            n = self.answer(received, first)
+            self.heard = self.sent = time.monotonic()
+            return n
+        self.heard = time.monotonic()
+        msg = self.parse(received)
+        if msg is not None and (reply := self.container.reply(msg, self.address)) is not None:
+            self.send(reply)
+        return None
+
+    def answer(self, batch: Batch, first: float = 0.0) -> int:
+        """Runs a batch and sends its answer; returns its size. The socket is released to the keeper while the
+        model runs."""
+        c = self.container
+        received = _clock() if c.metrics is not None else 0.0
+        self.busy_since = time.monotonic()
+        self.owner.release()  # the keeper may heartbeat meanwhile
+        try:
+            with c.predicting:
+                outputs = run_batch(c.predict, batch, c.input_type, c.metrics, first, received)
+        finally:
+            self.owner.acquire()
+            self.busy_since = None
+        msg_id, n = batch[0], batch_size(batch)
+        try:
+            self.sock.send_prediction(msg_id, outputs)
+        except Exception as e:  # an output whose str() fails, or text that is not UTF-8 (a lone surrogate)
+            message = f"{type(e).__name__}: {e}"
+            log.error("batch of %d failed: its outputs cannot be sent: %s", n, message)
+            self.sock.send_prediction(msg_id, [p.error_text(message)] * n)
+        return n
 
     def speak_while_busy(self) -> None:
         """On the keeper thread, holding `owner`: a heartbeat when one is due, and the answers to what the
@@ -369,12 +397,11 @@ class _Session:
         c = self.container
         if time.monotonic() - self.sent >= c.heartbeat_interval:
             self.send(p.heartbeat())
-        while (frames := self.sock.recv(0.0)) is not None:  # also answers the frontend's ZMTP PINGs
+        while (received := self.sock.recv_request(0.0)) is not None:  # also answers the frontend's ZMTP PINGs
             self.heard = time.monotonic()
-            msg = self.parse(frames)
-            if isinstance(msg, (p.PredictRequest, p.FeedbackRequest)):
-                self.pending.append((frames, _clock()))  # for the session thread, after its batch
-            elif msg is not None and (reply := c.reply(msg, self.address)) is not None:
+            if type(received) is tuple:
+                self.pending.append((received, _clock()))  # a batch, for the session thread, after its own
+            elif (msg := self.parse(received)) is not None and (reply := c.reply(msg, self.address)) is not None:
                 self.send(reply)
 
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::aimd::AimdConfig;
 use crate::capi::{self, CApi};
 use crate::engine::{self, Completion, EngineConfig, ModelSettings, Status};
-use crate::rpc::InputType;
+use crate::rpc::{self, InputType, Request};
 use crate::stats::Summary;
 
 #[pyclass(frozen, module = "clipper.rust_core")]
@@ -228,21 +228,104 @@ impl Dealer {
 
     #[pyo3(signature = (timeout, spin=0.0))]
     fn recv<'py>(&self, py: Python<'py>, timeout: f64, spin: f64) -> PyResult<Option<Bound<'py, PyList>>> {
-        let (timeout, spin) = (seconds(timeout, "timeout")?, seconds(spin, "spin")?);
-        let found = py
-            .allow_threads(|| self.inner.lock().wait(timeout, spin))
-            .map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))?;
-        // The message stays until the next wait; the keeper thread only drops it with the connection.
-        let dealer = self.inner.lock();
-        let message = match dealer.message() {
-            Some(frames) if found && frames.len() > 0 => Some(PyList::new(py, frames.map(|f| PyBytes::new(py, f)))?),
+        let dealer = self.wait(py, timeout, spin)?;
+        let message = match dealer.as_ref().and_then(|d| d.message()) {
+            Some(frames) if frames.len() > 0 => Some(PyList::new(py, frames.map(|f| PyBytes::new(py, f)))?),
             _ => None,
         };
         Ok(message)
     }
 
+    #[pyo3(signature = (timeout, spin=0.0))]
+    fn recv_request<'py>(&self, py: Python<'py>, timeout: f64, spin: f64) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let dealer = self.wait(py, timeout, spin)?;
+        let Some(frames) = dealer.as_ref().and_then(|d| d.message()) else { return Ok(None) };
+        let frames: Vec<&[u8]> = frames.collect();
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        match batch(py, &frames)? {
+            Some(batch) => Ok(Some(batch.into_any())),
+            None => Ok(Some(PyList::new(py, frames.iter().map(|f| PyBytes::new(py, f)))?.into_any())),
+        }
+    }
+
+    fn send_prediction(&self, msg_id: u32, outputs: &Bound<'_, PyAny>) -> PyResult<()> {
+        let texts = output_texts(outputs)?;
+        let outputs = output_bytes(&texts)?;
+        let head = rpc::predict_response_head(msg_id, &outputs);
+        let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(outputs.iter().copied()).collect();
+        self.inner.lock().send(frames.into_iter());
+        Ok(())
+    }
+
     fn close(&self) {
         self.inner.lock().close();
+    }
+}
+
+/// The batch a frontend message holds, as `Dealer.recv_request` hands it over; None for any other message
+/// (or one that breaks the protocol).
+fn batch<'py>(py: Python<'py>, frames: &[&[u8]]) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Ok(Request::Predict { msg_id, input_type, inputs }) = rpc::decode_request(frames) else { return Ok(None) };
+    let (data, sizes) = if input_type == u64::from(InputType::Strings.code()) {
+        let texts = inputs.iter().map(|i| PyString::new(py, &String::from_utf8_lossy(i)));
+        (PyList::new(py, texts)?.into_any(), py.None().into_bound(py))
+    } else {
+        let joined = PyByteArray::new_with(py, inputs.iter().map(|i| i.len()).sum(), |buffer| {
+            let mut at = 0;
+            for input in &inputs {
+                buffer[at..at + input.len()].copy_from_slice(input);
+                at += input.len();
+            }
+            Ok(())
+        })?;
+        (joined.into_any(), PyList::new(py, inputs.iter().map(|i| i.len()))?.into_any())
+    };
+    Ok(Some((msg_id, input_type, data, sizes).into_pyobject(py)?))
+}
+
+/// Each output as text: itself if a `str`, else its `str()`.
+fn output_texts<'py>(outputs: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    outputs
+        .try_iter()?
+        .map(|o| match o?.downcast_into::<PyString>() {
+            Ok(text) => Ok(text),
+            Err(e) => e.into_inner().str(),
+        })
+        .collect()
+}
+
+/// The UTF-8 of each text (an error if one is not valid Unicode: a lone surrogate).
+fn output_bytes<'a>(texts: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a [u8]>> {
+    texts.iter().map(|t| t.to_str().map(str::as_bytes)).collect()
+}
+
+/// `Dealer.recv_request`'s decoding alone: the batch `frames` hold, or None.
+#[pyfunction]
+fn decode_batch<'py>(py: Python<'py>, frames: Vec<Vec<u8>>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    batch(py, &frames.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
+
+/// `Dealer.send_prediction`'s encoding alone: the frames of the answer.
+#[pyfunction]
+fn encode_prediction<'py>(py: Python<'py>, msg_id: u32, outputs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let texts = output_texts(outputs)?;
+    let outputs = output_bytes(&texts)?;
+    let head = rpc::predict_response_head(msg_id, &outputs);
+    let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(outputs.iter().copied()).collect();
+    PyList::new(py, frames.into_iter().map(|f| PyBytes::new(py, f)))
+}
+
+impl Dealer {
+    /// Waits for a message without the GIL: the connection, holding it, when one came.
+    fn wait(&self, py: Python<'_>, timeout: f64, spin: f64) -> PyResult<Option<parking_lot::MutexGuard<'_, crate::dealer::Dealer>>> {
+        let (timeout, spin) = (seconds(timeout, "timeout")?, seconds(spin, "spin")?);
+        let found = py
+            .allow_threads(|| self.inner.lock().wait(timeout, spin))
+            .map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))?;
+        // The message stays until the next wait; the keeper thread only drops it with the connection.
+        Ok(found.then(|| self.inner.lock()))
     }
 }
 
@@ -314,6 +397,8 @@ fn rust_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let capsule = unsafe { Bound::from_owned_ptr_or_err(m.py(), pyo3::ffi::PyCapsule_New(api, C_API_NAME.as_ptr(), None))? };
     m.add("c_api", capsule)?;
     m.add_function(wrap_pyfunction!(encode_simple_input, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_prediction, m)?)?;
     // The facts the layers above share, defined once here.
     m.add("DEFAULT_RPC_ADDRESS", engine::DEFAULT_RPC_ADDRESS)?;
     m.add("DEFAULT_CACHE_BYTES", engine::DEFAULT_CACHE_BYTES)?;

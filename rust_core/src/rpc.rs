@@ -16,6 +16,7 @@ pub const HEARTBEAT_KEEPALIVE: u32 = 0;
 pub const HEARTBEAT_REQUEST_METADATA: u32 = 1;
 
 pub const REQUEST_PREDICT: u32 = 0;
+pub const REQUEST_FEEDBACK: u32 = 1;
 
 /// Prefix of an output that reports a failed batch instead of a prediction. Our container runtime
 /// answers a batch whose model raised with one such output per input; to a Clipper frontend it is
@@ -149,6 +150,65 @@ pub fn decode_inbound<'a>(frames: &[&'a [u8]]) -> Result<Inbound<'a>, DecodeErro
     }
 }
 
+/// A message from the frontend, decoded (the container's side of the wire).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Keep-alive, or [`HEARTBEAT_REQUEST_METADATA`]: the container is to register.
+    Heartbeat { heartbeat_type: u32 },
+    /// A batch: `input_type` is the header's code as sent (the container checks it against its own).
+    Predict { msg_id: u32, input_type: u64, inputs: Vec<&'a [u8]> },
+    /// Never sent by Clipper's frontend; containers do not answer it.
+    Feedback { msg_id: u32 },
+}
+
+/// Decodes a frontend-to-container message, as a container's DEALER receives it.
+pub fn decode_request<'a>(frames: &[&'a [u8]]) -> Result<Request<'a>, DecodeError> {
+    let [delimiter, version, kind, rest @ ..] = frames else {
+        return Err(DecodeError("message has fewer than three frames"));
+    };
+    if !delimiter.is_empty() {
+        return Err(DecodeError("first frame is not the empty delimiter"));
+    }
+    if read_u32(version)? != RPC_VERSION {
+        return Err(DecodeError("unsupported RPC version (expected 3)"));
+    }
+    match read_u32(kind)? {
+        MSG_HEARTBEAT => match rest {
+            [heartbeat_type] => Ok(Request::Heartbeat { heartbeat_type: read_u32(heartbeat_type)? }),
+            _ => Err(DecodeError("heartbeat: expected 4 frames")),
+        },
+        MSG_CONTAINER_CONTENT => {
+            let [msg_id, request_type, rest @ ..] = rest else {
+                return Err(DecodeError("container content: expected at least 5 frames"));
+            };
+            let msg_id = read_u32(msg_id)?;
+            match read_u32(request_type)? {
+                REQUEST_FEEDBACK => return Ok(Request::Feedback { msg_id }),
+                REQUEST_PREDICT => {}
+                _ => return Err(DecodeError("unknown request type")),
+            }
+            let [header_len, header, inputs @ ..] = rest else {
+                return Err(DecodeError("predict: expected at least 7 frames"));
+            };
+            let header_len: [u8; 8] = (*header_len).try_into().map_err(|_| DecodeError("predict: bad header length frame"))?;
+            if u64::from_le_bytes(header_len) != header.len() as u64 || header.len() < 16 {
+                return Err(DecodeError("predict: bad header length"));
+            }
+            let lengths = header.len() / 8 - 2;
+            let mut header = read_u64s(header)?;
+            let (input_type, count) = (header.next().unwrap_or(0), header.next().unwrap_or(0));
+            if count != inputs.len() as u64 || lengths != inputs.len() {
+                return Err(DecodeError("predict: the header announces another number of inputs"));
+            }
+            if !header.zip(inputs).all(|(len, input)| len == input.len() as u64) {
+                return Err(DecodeError("predict: input frame sizes differ from the header"));
+            }
+            Ok(Request::Predict { msg_id, input_type, inputs: inputs.to_vec() })
+        }
+        _ => Err(DecodeError("unexpected message type")),
+    }
+}
+
 /// The frontend's reply to a heartbeat: keep-alive, or a request to register.
 pub fn heartbeat_reply(heartbeat_type: u32) -> [Vec<u8>; 4] {
     [
@@ -178,20 +238,25 @@ pub fn predict_request_head<I: AsRef<[u8]>>(msg_id: u32, input_type: InputType, 
     ]
 }
 
-/// A container's prediction response (the container side of the wire, used by tests and tools).
-pub fn predict_response<O: AsRef<[u8]>>(msg_id: u32, outputs: &[O]) -> Vec<Vec<u8>> {
+/// The fixed frames of a container's prediction response; the output frames follow, one per output.
+pub fn predict_response_head<O: AsRef<[u8]>>(msg_id: u32, outputs: &[O]) -> [Vec<u8>; 5] {
     let mut header = Vec::with_capacity(8 * (1 + outputs.len()));
     header.extend_from_slice(&(outputs.len() as u64).to_le_bytes());
     for output in outputs {
         header.extend_from_slice(&(output.as_ref().len() as u64).to_le_bytes());
     }
-    let mut frames = vec![
+    [
         Vec::new(),
         MSG_CONTAINER_CONTENT.to_le_bytes().to_vec(),
         msg_id.to_le_bytes().to_vec(),
         (header.len() as u64).to_le_bytes().to_vec(),
         header,
-    ];
+    ]
+}
+
+/// A container's whole prediction response (the container side of the wire).
+pub fn predict_response<O: AsRef<[u8]>>(msg_id: u32, outputs: &[O]) -> Vec<Vec<u8>> {
+    let mut frames = predict_response_head(msg_id, outputs).to_vec();
     frames.extend(outputs.iter().map(|o| o.as_ref().to_vec()));
     frames
 }
@@ -308,6 +373,32 @@ mod tests {
             decode_inbound(&refs(&frames)),
             Ok(Inbound::Response { msg_id: 1, outputs: vec![b"ab".as_slice()] })
         );
+    }
+
+    #[test]
+    fn requests_decode_as_the_container_sees_them() {
+        let inputs: Vec<Vec<u8>> = vec![vec![1; 16], vec![], vec![2; 8]];
+        let head = predict_request_head(9, InputType::Doubles, &inputs);
+        let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(inputs.iter().map(Vec::as_slice)).collect();
+        let expected = Request::Predict { msg_id: 9, input_type: 3, inputs: refs(&inputs) };
+        assert_eq!(decode_request(&frames), Ok(expected));
+        let heartbeat = heartbeat_reply(HEARTBEAT_REQUEST_METADATA);
+        assert_eq!(decode_request(&refs(&heartbeat)), Ok(Request::Heartbeat { heartbeat_type: 1 }));
+        let feedback: [&[u8]; 5] = [b"", &[3, 0, 0, 0], &[1, 0, 0, 0], &[4, 0, 0, 0], &[1, 0, 0, 0]];
+        assert_eq!(decode_request(&feedback), Ok(Request::Feedback { msg_id: 4 }));
+        // Each frame of the predict request changed in turn: only the inputs' bytes may change freely.
+        for (i, frame) in frames.iter().enumerate().take(7) {
+            let mut bad = frames.clone();
+            let changed = [frame.to_vec(), vec![0]].concat();
+            bad[i] = &changed;
+            assert!(decode_request(&bad).is_err(), "frame {i} lengthened");
+        }
+        assert!(decode_request(&frames[..frames.len() - 1]).is_err(), "an input missing");
+        let mut longer = frames.clone();
+        longer[7] = &[0; 17];
+        assert!(decode_request(&longer).is_err(), "an input longer than the header says");
+        assert!(decode_request(&frames[..6]).is_err(), "no header");
+        assert!(decode_request(&frames[..2]).is_err());
     }
 
     #[test]
