@@ -81,10 +81,11 @@ def checked_outputs(result: Any, n: int) -> Sequence[Any]:
 
 
 def batch_size(batch: Batch) -> int:
+    """How many inputs `batch` holds."""
     return len(batch[2]) if batch[3] is None else len(batch[3])
 
 
-def decode_batch(batch: Batch) -> Any:
+def model_inputs(batch: Batch) -> Any:
     """What the model receives for `batch` (see `protocol.decode_inputs`)."""
     _, input_type, data, sizes = batch
     return data if sizes is None else p.decode_joined(input_type, data, sizes)
@@ -103,8 +104,8 @@ def run_batch(predict: PredictFn, batch: Batch, input_type: int,
                 f" does not match the container's input type {p.INPUT_TYPE_NAMES[input_type]}"
             )
         if metrics is None:
-            return checked_outputs(predict(decode_batch(batch)), n)
-        inputs = decode_batch(batch)
+            return checked_outputs(predict(model_inputs(batch)), n)
+        inputs = model_inputs(batch)
         parsed = _clock()
         outputs = checked_outputs(predict(inputs), n)
         metrics.batch(n, first, received, started, parsed, _clock())
@@ -346,7 +347,7 @@ class _Session:
 
     @staticmethod
     def parse(frames: list[bytes]) -> p.Message | None:
-        """A message other than a batch (batches come decoded by the Dealer, see `answer`)."""
+        """A message other than a batch (batches come decoded by the Dealer, see `handle`)."""
         try:
             return p.parse_request(frames)
         except p.ProtocolError as e:

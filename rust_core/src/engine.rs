@@ -424,7 +424,7 @@ impl Worker {
         }
         self.set_caller_reads(false);
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
-            self.shared.wake_fd.notify(); // to take the commands the caller left
+            self.shared.wake_fd.notify(); // it reads the answers from now on, and takes what was submitted
         }
         false
     }
