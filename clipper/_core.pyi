@@ -156,6 +156,8 @@ class QueryServer(HttpServer):
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reads completions on `loop` and batches engine wake-ups per loop iteration."""
     def on_completions(self) -> None: ...
+    def on_answers(self) -> None:
+        """At low load: reads the containers' answers (`Engine.read_answers`) and fills the slots waiting on them."""
     @property
     def unanswered(self) -> int:
         """Requests waiting on the engine."""

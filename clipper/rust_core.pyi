@@ -13,6 +13,8 @@ __all__ = [
     "Dealer",
     "c_api",
     "encode_simple_input",
+    "decode_batch",
+    "encode_prediction",
     "DEFAULT_RPC_ADDRESS",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_HEARTBEAT_TIMEOUT_S",
@@ -191,3 +193,10 @@ request parser and the submission of simple predict bodies (`rust_core/include/c
 def encode_simple_input(body: bytes, input_type_code: int) -> bytes | None:
     """The element bytes of a predict body that is exactly `{"input": [numbers]}` of a numeric input
     type, else None (the full validator, `clipper._core.encode_input`, takes such bodies)."""
+
+def decode_batch(frames: list[bytes]) -> tuple[int, int, bytearray | list[str], list[int] | None] | None:
+    """The prediction batch a frontend message's `frames` hold, decoded as `Dealer.recv_request` hands it over;
+    None for any other message, or one that breaks the protocol."""
+
+def encode_prediction(msg_id: int, outputs: Sequence[object]) -> list[bytes]:
+    """The frames of the answer to batch `msg_id`, as `Dealer.send_prediction` writes them."""
