@@ -23,7 +23,7 @@ PYTHON_TARGETS = {
     "rpc_container": "fuzz.target_rpc_container",
 }
 #: Rust (cargo-fuzz) targets in rust_core/fuzz.
-RUST_TARGETS = ("decode_inbound", "json_fragment", "http_parser", "simple_input", "zmtp_decoder")
+RUST_TARGETS = ("decode_inbound", "decode_request", "json_fragment", "http_parser", "simple_input", "zmtp_decoder")
 
 #: The fuzzing tools, pinned here and nowhere else: the runner installs exactly these versions.
 ATHERIS_VERSION = "3.0.0"

@@ -179,6 +179,22 @@ def decode_inbound_seeds() -> dict[str, bytes]:
     return {f"seed_{k}": join_frames(v) for k, v in seeds.items()}
 
 
+def decode_request_seeds() -> dict[str, bytes]:
+    head = [b"", u32(3), u32(1), u32(7), u32(0)]
+    seeds = {
+        "keepalive": [b"", u32(3), u32(2), u32(0)],
+        "register": [b"", u32(3), u32(2), u32(1)],
+        # the example of `docs/protocol.md`: doubles [1.0, 2.0] and [3.0, 4.0]
+        "predict_doubles": [*head, u64s(32), u64s(3, 2, 16, 16), struct.pack("<2d", 1, 2), struct.pack("<2d", 3, 4)],
+        "predict_strings": [*head, u64s(32), u64s(4, 2, 2, 3), b"ab", b"\xc3\xa9\xff"],
+        "predict_empty": [*head, u64s(16), u64s(3, 0)],
+        "predict_wrong_size": [*head, u64s(24), u64s(3, 1, 9), bytes(8)],
+        "feedback": [b"", u32(3), u32(1), u32(7), u32(1)],
+        "version_2": [b"", u32(2), u32(2), u32(0)],
+    }
+    return {f"seed_{k}": join_frames(v) for k, v in seeds.items()}
+
+
 def zmtp_frame(body: bytes, flags: int = 0) -> bytes:
     """One ZMTP frame: flags (1 more, 2 long, 4 command), its length, its body."""
     if len(body) > 255:
@@ -242,6 +258,7 @@ def main() -> None:
     write(CORPUS / "rpc_container", rpc_container_seeds())
     write(CORPUS / "admin_json", admin_seeds())
     write(RUST_CORPUS / "decode_inbound", decode_inbound_seeds())
+    write(RUST_CORPUS / "decode_request", decode_request_seeds())
     write(RUST_CORPUS / "json_fragment", json_fragment_seeds())
     write(RUST_CORPUS / "zmtp_decoder", zmtp_decoder_seeds())
     print("seed corpora written")
