@@ -126,6 +126,15 @@ struct Shared {
     replicas: Mutex<Vec<ReplicaInfo>>,
 }
 
+impl Shared {
+    /// Wakes the engine thread if it sleeps (once: the first caller to see it asleep writes the eventfd).
+    fn wake_thread(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wake_fd.notify();
+        }
+    }
+}
+
 enum Command {
     Predict(Task, u64),
     Configure(u32, ModelSettings),
@@ -230,8 +239,8 @@ impl Engine {
         fence(Ordering::SeqCst);
         if self.shared.sleeping.load(Ordering::SeqCst) {
             let stepped = self.worker.try_lock().is_some_and(|mut w| w.as_mut().is_some_and(Worker::step_for_caller));
-            if !stepped && self.shared.sleeping.swap(false, Ordering::SeqCst) {
-                self.shared.wake_fd.notify();
+            if !stepped {
+                self.shared.wake_thread();
             }
         } // else awake: it checks the commands before it sleeps
         self.shared.caller_reads.load(Ordering::SeqCst)
@@ -423,9 +432,7 @@ impl Worker {
             return true;
         }
         self.set_caller_reads(false);
-        if self.shared.sleeping.swap(false, Ordering::SeqCst) {
-            self.shared.wake_fd.notify(); // it reads the answers from now on, and takes what was submitted
-        }
+        self.shared.wake_thread(); // it reads the answers from now on, and takes what was submitted
         false
     }
 

@@ -251,12 +251,7 @@ impl Dealer {
     }
 
     fn send_prediction(&self, msg_id: u32, outputs: &Bound<'_, PyAny>) -> PyResult<()> {
-        let texts = output_texts(outputs)?;
-        let outputs = output_bytes(&texts)?;
-        let head = rpc::predict_response_head(msg_id, &outputs);
-        let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(outputs.iter().copied()).collect();
-        self.inner.lock().send(frames.into_iter());
-        Ok(())
+        with_prediction_frames(msg_id, outputs, |frames| self.inner.lock().send(frames.into_iter()))
     }
 
     fn close(&self) {
@@ -285,20 +280,19 @@ fn batch<'py>(py: Python<'py>, frames: &[&[u8]]) -> PyResult<Option<Bound<'py, P
     Ok(Some((msg_id, input_type, data, sizes).into_pyobject(py)?))
 }
 
-/// Each output as text: itself if a `str`, else its `str()`.
-fn output_texts<'py>(outputs: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
-    outputs
+/// The frames of the answer to batch `msg_id`, handed to `write`: each output as the UTF-8 of itself if a
+/// `str`, else of its `str()` (an error, and nothing written, when one has no UTF-8: a lone surrogate).
+fn with_prediction_frames<R>(msg_id: u32, outputs: &Bound<'_, PyAny>, write: impl FnOnce(Vec<&[u8]>) -> R) -> PyResult<R> {
+    let texts = outputs
         .try_iter()?
         .map(|o| match o?.downcast_into::<PyString>() {
             Ok(text) => Ok(text),
             Err(e) => e.into_inner().str(),
         })
-        .collect()
-}
-
-/// The UTF-8 of each text (an error if one is not valid Unicode: a lone surrogate).
-fn output_bytes<'a>(texts: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a [u8]>> {
-    texts.iter().map(|t| t.to_str().map(str::as_bytes)).collect()
+        .collect::<PyResult<Vec<_>>>()?;
+    let outputs = texts.iter().map(|t| t.to_str().map(str::as_bytes)).collect::<PyResult<Vec<&[u8]>>>()?;
+    let head = rpc::predict_response_head(msg_id, &outputs);
+    Ok(write(head.iter().map(Vec::as_slice).chain(outputs.iter().copied()).collect()))
 }
 
 /// `Dealer.recv_request`'s decoding alone: the batch `frames` hold, or None.
@@ -310,11 +304,7 @@ fn decode_batch<'py>(py: Python<'py>, frames: Vec<Vec<u8>>) -> PyResult<Option<B
 /// `Dealer.send_prediction`'s encoding alone: the frames of the answer.
 #[pyfunction]
 fn encode_prediction<'py>(py: Python<'py>, msg_id: u32, outputs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    let texts = output_texts(outputs)?;
-    let outputs = output_bytes(&texts)?;
-    let head = rpc::predict_response_head(msg_id, &outputs);
-    let frames: Vec<&[u8]> = head.iter().map(Vec::as_slice).chain(outputs.iter().copied()).collect();
-    PyList::new(py, frames.into_iter().map(|f| PyBytes::new(py, f)))
+    with_prediction_frames(msg_id, outputs, |frames| PyList::new(py, frames.into_iter().map(|f| PyBytes::new(py, f))))?
 }
 
 impl Dealer {

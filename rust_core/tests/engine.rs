@@ -137,11 +137,18 @@ fn submit(engine: &Engine, token: u64, model: u32, input_type: InputType, input:
 /// and read with the answers while the engine says the caller reads those (`read_answers` says false,
 /// and does nothing, otherwise).
 fn wait_for(engine: &Engine, count: usize, timeout: Duration) -> Vec<Completion> {
+    collect(engine, count, timeout, true)
+}
+
+/// Like `wait_for`, reading the answers too or not (then only the engine thread's completions come).
+fn collect(engine: &Engine, count: usize, timeout: Duration, read_answers: bool) -> Vec<Completion> {
     let start = Instant::now();
     let mut out = Vec::new();
     while out.len() < count && start.elapsed() < timeout {
         engine.drain(&mut out);
-        engine.read_answers(&mut out);
+        if read_answers {
+            engine.read_answers(&mut out);
+        }
         thread::sleep(Duration::from_millis(1));
     }
     out
@@ -698,18 +705,12 @@ fn under_load_the_engine_thread_reads_the_answers_again() {
             assert!(engine.submit(token, model, InputType::Doubles, &doubles(&[token as f64]), SLO).is_none());
             token += 1;
         }
-        if engine.wake() {
-            let done = wait_for(&engine, 16, Duration::from_millis(300));
-            assert!(done.len() == 16 && done.iter().all(|c| c.status == Status::Ok), "burst {burst}: {done:?}");
-            continue;
-        }
-        let (start, mut done) = (Instant::now(), Vec::new());
-        while done.len() < 16 && start.elapsed() < Duration::from_millis(300) {
-            engine.drain(&mut done);
-            thread::sleep(Duration::from_millis(1));
-        }
+        let caller_reads = engine.wake();
+        let done = collect(&engine, 16, Duration::from_millis(300), caller_reads);
         assert!(done.len() == 16 && done.iter().all(|c| c.status == Status::Ok), "burst {burst}: {done:?}");
-        return;
+        if !caller_reads {
+            return;
+        }
     }
     panic!("the caller still reads the answers after 50 bursts of 16");
 }
